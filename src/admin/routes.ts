@@ -1,0 +1,367 @@
+/**
+ * chroma-lb's own endpoints: health, status, the log, mappings and instance control, on
+ * the paths and with the fields operators already use (see README "Endpoints").
+ * Read-only figures are public; everything that changes state, and the mappings, needs
+ * `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
+ */
+import { Elysia, t } from "elysia";
+import type { Adoption } from "../collections/adoption";
+import type { Mirror } from "../collections/mirror";
+import type { CollectionStore } from "../collections/store";
+import type { Config } from "../config";
+import { LbError, conflict, errorResponse, forbidden, notFound, unauthorized } from "../errors";
+import type { Instance, InstanceRegistry, InstanceState } from "../instances/registry";
+import type { Logger } from "../observability/log";
+import { renderMetrics } from "../observability/metrics";
+import type { Replayer } from "../replay/replayer";
+import type { BatchSizer } from "../replay/sizing";
+import type { WriteAheadLog } from "../wal/log";
+import { ErrorModel } from "../proxy/models";
+
+export interface AdminDeps {
+  config: Config;
+  log: Logger;
+  wal: WriteAheadLog;
+  collections: CollectionStore;
+  registry: InstanceRegistry;
+  replayer: Replayer;
+  sizer: BatchSizer;
+  adoption: Adoption;
+  mirror: Mirror | null;
+  startedAtMs: number;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
+
+export function instanceState(instance: Instance, pendingEntries: number): InstanceState {
+  if (instance.maintenance) return "maintenance";
+  if (!instance.healthy) return "down";
+  return pendingEntries > 0 ? "catching_up" : "healthy";
+}
+
+export function adminRoutes(deps: AdminDeps) {
+  const { config, wal, registry, collections, replayer, sizer } = deps;
+
+  const requireAdmin = ({ request }: { request: Request }) => {
+    if (!config.adminToken) return;
+    const header = request.headers.get("authorization") ?? "";
+    if (header !== `Bearer ${config.adminToken}`) {
+      return errorResponse(unauthorized("This endpoint needs `Authorization: Bearer <ADMIN_TOKEN>`"));
+    }
+  };
+
+  const instanceView = (i: Instance) => {
+    const lag = wal.lag(i.name);
+    return {
+      name: i.name,
+      url: i.url,
+      role: i.priority === 0 ? "primary" : "replica",
+      state: instanceState(i, lag.entries),
+      healthy: i.healthy,
+      serving: i.serving,
+      maintenance: i.maintenance,
+      priority: i.priority,
+      consecutive_failures: i.consecutiveFailures,
+      total_requests: i.totalRequests,
+      successful_requests: i.successfulRequests,
+      success_rate: Math.round(i.successRate * 1000) / 10,
+      in_flight: i.client.inFlight,
+      last_health_check: iso(i.lastHealthCheckMs),
+      last_error: i.lastError,
+      last_error_at: iso(i.lastErrorAtMs),
+      simulated: i.simulated ? { healthy: i.simulated.healthy, until: iso(i.simulated.untilMs) } : null,
+      lag: { entries: lag.entries, seconds: Math.round(lag.oldestAgeMs / 100) / 10, failing_entries: lag.failing, last_replay_error: lag.lastError },
+    };
+  };
+
+  const healthyCount = () => registry.all.filter((i) => i.healthy).length;
+
+  const walStatus = () => {
+    const counts = wal.counts();
+    const lag = replayer.stats.lagPercentiles();
+    return {
+      head_position: wal.headSeq(),
+      total_entries: counts.total,
+      pending_writes: counts.pendingEntries,
+      rejected_entries: counts.rejected,
+      is_syncing: replayer.isReplaying(),
+      sync_interval_seconds: config.walSyncIntervalMs / 1000,
+      instances: registry.all.map((i) => {
+        const l = wal.lag(i.name);
+        return {
+          name: i.name,
+          healthy: i.healthy,
+          pending_entries: l.entries,
+          first_pending_position: l.firstSeq,
+          position: l.firstSeq === null ? wal.headSeq() : l.firstSeq - 1,
+          lag_seconds: Math.round(l.oldestAgeMs / 100) / 10,
+          failing_entries: l.failing,
+          last_error: l.lastError ?? i.lastError,
+        };
+      }),
+      group_commit: { ...wal.commitStats },
+      batches: {
+        current_batch_size: sizer.current,
+        default_batch_size: config.walDefaultBatchSize,
+        max_batch_size: config.walMaxBatchSize,
+        max_batch_mb: config.walMaxBatchBytes / 1024 / 1024,
+        batches_sent: replayer.stats.batches,
+        entries_replayed: replayer.stats.entriesApplied,
+      },
+      memory: {
+        rss_mb: mb(sizer.lastSample.rssBytes),
+        heap_used_mb: mb(sizer.lastSample.heapUsedBytes),
+        peak_rss_mb: mb(sizer.peakRssBytes),
+        max_memory_mb: config.walMaxMemoryMb,
+        memory_pressure_events: sizer.memoryPressureEvents,
+        adaptive_batch_reductions: sizer.adaptiveBatchReductions,
+      },
+      replay_lag_ms: lag,
+      failed: wal.failedEntries(20),
+    };
+  };
+
+  const mappingView = (c: ReturnType<CollectionStore["list"]>[number]) => {
+    const instances = Object.fromEntries(c.instanceUuids);
+    const missing = registry.all.filter((i) => !c.instanceUuids.has(i.name)).map((i) => i.name);
+    return {
+      collection_name: c.name,
+      collection_id: c.id,
+      tenant: c.tenant,
+      database: c.database,
+      primary_collection_id: c.instanceUuids.get(registry.all[0]?.name ?? "") ?? null,
+      replica_collection_id: c.instanceUuids.get(registry.all[1]?.name ?? "") ?? null,
+      instances,
+      complete: missing.length === 0,
+      missing_on: missing,
+      created_at: iso(c.createdAtMs),
+      updated_at: iso(c.updatedAtMs),
+    };
+  };
+
+  const findInstance = (name: string) => {
+    const instance = registry.get(name);
+    if (!instance) throw notFound(`No instance named ${name}; GET /admin/instances lists them`);
+    return instance;
+  };
+
+  const adminTag = { tags: ["chroma-lb admin"] };
+  const statusTag = { tags: ["chroma-lb status"] };
+
+  return new Elysia({ name: "admin" })
+    .get(
+      "/health",
+      ({ set }) => {
+        const healthy = healthyCount();
+        set.status = healthy > 0 ? 200 : 503;
+        return {
+          status: healthy === registry.all.length ? "healthy" : healthy > 0 ? "degraded" : "unhealthy",
+          healthy_instances: `${healthy}/${registry.all.length}`,
+          service: "chroma-lb",
+          architecture: "write-ahead log with ordered replay",
+          pending_writes: wal.counts().pendingEntries,
+        };
+      },
+      { detail: { summary: "200 while any instance answers, else 503", ...statusTag } },
+    )
+    .get(
+      "/status",
+      () => ({
+        service: "chroma-lb",
+        architecture: "write-ahead log with ordered replay",
+        uptime_seconds: Math.round((Date.now() - deps.startedAtMs) / 1000),
+        healthy_instances: healthyCount(),
+        total_instances: registry.all.length,
+        write_target: registry.all.find((i) => i.serving && wal.pendingCount(i.name) === 0)?.name ?? registry.all.find((i) => i.serving)?.name ?? null,
+        high_volume_config: {
+          max_memory_mb: config.walMaxMemoryMb,
+          max_workers: config.walMaxWorkers,
+          default_batch_size: config.walDefaultBatchSize,
+          max_batch_size: config.walMaxBatchSize,
+          current_memory_mb: mb(sizer.lastSample.rssBytes),
+          peak_memory_mb: mb(sizer.peakRssBytes),
+        },
+        unified_wal: {
+          pending_writes: wal.counts().pendingEntries,
+          is_syncing: replayer.isReplaying(),
+          sync_interval_seconds: config.walSyncIntervalMs / 1000,
+          head_position: wal.headSeq(),
+        },
+        performance_stats: {
+          batches: replayer.stats.batches,
+          memory_pressure_events: sizer.memoryPressureEvents,
+          adaptive_batch_reductions: sizer.adaptiveBatchReductions,
+          successful_syncs: replayer.stats.successfulSyncs,
+          failed_syncs: replayer.stats.failedSyncs,
+          entries_replayed: replayer.stats.entriesApplied,
+          sync_cycles: replayer.stats.syncCycles,
+          replay_lag_ms: replayer.stats.lagPercentiles(),
+        },
+        mirror: deps.mirror ? deps.mirror.status : { configured: false },
+        instances: registry.all.map(instanceView),
+      }),
+      { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
+    )
+    .get("/metrics", ({ set }) => {
+      set.headers["content-type"] = "text/plain; version=0.0.4";
+      return renderMetrics(deps);
+    }, { detail: { summary: "Prometheus metrics", ...statusTag } })
+    .get("/wal/status", () => walStatus(), { detail: { summary: "The log: head, per-instance positions and lag, batches, memory", ...statusTag } })
+    .group("", (app) =>
+      app
+        .onBeforeHandle(requireAdmin)
+        .post(
+          "/wal/cleanup",
+          ({ body }) => {
+            const maxAgeMs = body?.max_age_hours !== undefined ? body.max_age_hours * 3600 * 1000 : config.walRetentionMs;
+            const result = wal.cleanup(maxAgeMs);
+            deps.log.info("log cleanup", { deletedEntries: result.deletedEntries, maxAgeMs });
+            return { deleted_entries: result.deletedEntries, reset_entries: 0 };
+          },
+          {
+            body: t.Optional(t.Object({ max_age_hours: t.Optional(t.Number({ minimum: 0 })) })),
+            detail: { summary: "Remove entries applied everywhere and older than max_age_hours (default WAL_RETENTION_HOURS)", ...adminTag },
+          },
+        )
+        .post(
+          "/admin/wal/:seq/skip",
+          ({ params, body }) => {
+            const instance = findInstance(body.instance);
+            const skipped = wal.skip(instance.name, params.seq);
+            if (!skipped) throw notFound(`Instance ${instance.name} does not owe entry ${params.seq}`);
+            deps.log.warn("operator skipped a log entry", { instance: instance.name, seq: params.seq });
+            void replayer.kick(instance);
+            return { success: true, instance: instance.name, skipped_position: params.seq };
+          },
+          {
+            params: t.Object({ seq: t.Numeric() }),
+            body: t.Object({ instance: t.String() }),
+            detail: { summary: "Give up on one stuck entry for one instance (it will never be applied there)", ...adminTag },
+          },
+        )
+        .get(
+          "/collection/mappings",
+          () => {
+            const mappings = collections.list().map(mappingView);
+            return { mappings, count: mappings.length };
+          },
+          { detail: { summary: "Collection ids and each instance's UUID", ...adminTag } },
+        )
+        .delete(
+          "/collection/mappings/:name",
+          ({ params, query }) => {
+            const tenant = query.tenant ?? "default_tenant";
+            const database = query.database ?? "default_database";
+            if (config.protectedCollections.includes(params.name)) {
+              throw forbidden(`The mapping of ${params.name} is protected (PROTECTED_COLLECTIONS)`);
+            }
+            const record = collections.byName(tenant, database, params.name);
+            if (!record) throw notFound(`No mapping for collection ${params.name} in ${tenant}/${database}`);
+            collections.markDeleted(record.id);
+            deps.log.warn("mapping removed by operator", { collection: params.name, id: record.id });
+            return { success: true, collection_name: params.name, collection_id: record.id, message: "Mapping removed; the collection itself is untouched on every instance" };
+          },
+          {
+            query: t.Object({ tenant: t.Optional(t.String()), database: t.Optional(t.String()) }),
+            detail: { summary: "Remove one mapping (the collection stays on the instances)", ...adminTag },
+          },
+        )
+        .post(
+          "/admin/create_mapping",
+          ({ body }) => {
+            const tenant = body.tenant ?? "default_tenant";
+            const database = body.database ?? "default_database";
+            const primary = registry.all[0]!;
+            const replica = registry.all[1];
+            if (!body.primary_id && !body.replica_id) throw new LbError(400, "InvalidArgumentError", "Give primary_id, replica_id or both");
+            let record = collections.byName(tenant, database, body.collection_name);
+            if (!record) {
+              const id = body.primary_id ?? body.replica_id!;
+              if (collections.get(id)?.status === "active") throw conflict(`Id ${id} already belongs to another collection`);
+              record = collections.create(id, tenant, database, body.collection_name);
+            }
+            if (body.primary_id) collections.setInstanceUuid(record.id, primary.name, body.primary_id);
+            if (body.replica_id && replica) collections.setInstanceUuid(record.id, replica.name, body.replica_id);
+            deps.log.warn("mapping set by operator", { collection: body.collection_name, id: record.id });
+            return {
+              success: true,
+              collection_name: record.name,
+              collection_id: record.id,
+              primary_id: record.instanceUuids.get(primary.name) ?? null,
+              replica_id: replica ? (record.instanceUuids.get(replica.name) ?? null) : null,
+              message: "Mapping saved",
+            };
+          },
+          {
+            body: t.Object({
+              collection_name: t.String({ minLength: 1 }),
+              primary_id: t.Optional(t.String({ format: "uuid" })),
+              replica_id: t.Optional(t.String({ format: "uuid" })),
+              tenant: t.Optional(t.String()),
+              database: t.Optional(t.String()),
+            }),
+            detail: { summary: "Create or repair a mapping; an omitted id keeps its old value", ...adminTag },
+          },
+        )
+        .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: { summary: "Match collections on the instances to mappings now", ...adminTag } })
+        .get(
+          "/admin/instances",
+          () => ({
+            instances: registry.all.map(instanceView),
+            healthy_count: healthyCount(),
+            total_count: registry.all.length,
+          }),
+          { detail: { summary: "Every instance with health, role, state and lag", ...adminTag } },
+        )
+        .post(
+          "/admin/instances/:name/health",
+          ({ params, body }) => {
+            const instance = findInstance(params.name);
+            const original = instance.healthy;
+            const durationMs = body.duration_seconds === undefined || body.duration_seconds === null ? null : body.duration_seconds * 1000;
+            if (body.clear) registry.clearSimulation(instance);
+            else registry.simulate(instance, body.healthy, durationMs);
+            if (instance.healthy) void replayer.kick(instance);
+            return {
+              success: true,
+              instance: instance.name,
+              health_set_to: body.clear ? instance.healthy : body.healthy,
+              original_health: original,
+              ...(durationMs === null || body.clear ? { permanent: !body.clear } : { will_restore_in_seconds: body.duration_seconds }),
+            };
+          },
+          {
+            body: t.Object({
+              healthy: t.Boolean(),
+              duration_seconds: t.Optional(t.Union([t.Number({ minimum: 0 }), t.Null()])),
+              clear: t.Optional(t.Boolean({ description: "end a simulation now" })),
+            }),
+            detail: { summary: "Simulate an outage (or a recovery); it holds for its duration whatever the checker sees", ...adminTag },
+          },
+        )
+        .post(
+          "/admin/instances/:name/maintenance",
+          async ({ params, body }) => {
+            const instance = findInstance(params.name);
+            instance.maintenance = body.enabled;
+            deps.log.warn(body.enabled ? "instance in maintenance" : "instance back from maintenance", { instance: instance.name });
+            let drained = true;
+            if (body.enabled) {
+              // New requests no longer reach it; wait for those in flight (replay included) to end.
+              const deadline = Date.now() + config.requestTimeoutMs;
+              while (instance.client.inFlight > 0 && Date.now() < deadline) await Bun.sleep(10);
+              drained = instance.client.inFlight === 0;
+            } else {
+              void replayer.kick(instance);
+            }
+            return { success: true, instance: instance.name, maintenance: instance.maintenance, drained, in_flight: instance.client.inFlight };
+          },
+          {
+            body: t.Object({ enabled: t.Boolean() }),
+            detail: { summary: "Drain an instance for maintenance (it still receives replayed writes), or return it", ...adminTag },
+          },
+        ),
+    )
+    .model({ error: ErrorModel });
+}

@@ -1,0 +1,59 @@
+/**
+ * createApp composes chroma-lb's plugins into one Elysia app: no listening, no timers,
+ * so tests can build apps side by side and call `app.handle(new Request(...))`.
+ */
+import { swagger } from "@elysiajs/swagger";
+import { Elysia } from "elysia";
+import { adminRoutes, type AdminDeps } from "./admin/routes";
+import { LbError, errorResponse } from "./errors";
+import { ChromaApi, type ApiDeps } from "./proxy/api";
+import { chromaRoutes } from "./proxy/routes";
+
+export type AppDeps = ApiDeps & AdminDeps;
+
+export const serviceVersion = "0.1.0";
+
+export function createApp(deps: AppDeps) {
+  const api = new ChromaApi(deps);
+  return new Elysia({ name: "chroma-lb" })
+    .use(
+      swagger({
+        path: "/swagger",
+        specPath: "/swagger/json",
+        provider: "swagger-ui",
+        documentation: {
+          info: {
+            title: "chroma-lb",
+            version: serviceVersion,
+            description:
+              "High-availability load balancer for ChromaDB. Chroma's v2 API, unchanged for official clients, over several instances kept in step by a durable write-ahead log; plus chroma-lb's own status and admin endpoints.",
+          },
+          tags: [
+            { name: "Chroma API", description: "Chroma's v2 API, served through chroma-lb" },
+            { name: "chroma-lb status", description: "Health, status, log and metrics (read-only)" },
+            { name: "chroma-lb admin", description: "Mappings and instance control (Bearer ADMIN_TOKEN when set)" },
+          ],
+        },
+      }),
+    )
+    .onError(({ error, code }) => {
+      if (error instanceof LbError) return errorResponse(error);
+      switch (code) {
+        case "NOT_FOUND":
+          // Chroma answers unknown routes with 404 and an empty body.
+          return new Response(null, { status: 404 });
+        case "VALIDATION":
+          return errorResponse(new LbError(422, "ChromaError", `Invalid request: ${(error as Error).message.split("\n")[0]}`));
+        case "PARSE":
+          return errorResponse(new LbError(400, "InvalidArgumentError", "The request body is not valid JSON"));
+        default:
+          deps.log.error("unexpected error", { error: String(error), stack: (error as Error)?.stack });
+          return errorResponse(new LbError(500, "InternalError", `chroma-lb failed to handle the request: ${String((error as Error)?.message ?? error)}`));
+      }
+    })
+    .use(adminRoutes(deps))
+    .use(chromaRoutes(api))
+    .all("/api/v1/*", () => errorResponse(new LbError(410, "Gone", "The v1 API is gone; use /api/v2")), { detail: { hide: true } });
+}
+
+export type App = ReturnType<typeof createApp>;

@@ -1,0 +1,123 @@
+/**
+ * A small client for one Chroma instance. It never throws for transport failures: it
+ * answers a value that says whether the request may have reached the instance, because a
+ * write that never reached it can safely go elsewhere and one that may have cannot be
+ * assumed lost.
+ */
+
+export type TransportFailure =
+  /** The connection was refused or could not be made: the request never reached the instance. */
+  | "unreachable"
+  /** The connection broke or the instance did not answer in time: the request may have been applied. */
+  | "uncertain";
+
+export type InstanceResult =
+  | { ok: true; status: number; headers: Headers; body: Uint8Array; ms: number }
+  | { ok: false; failure: TransportFailure; reason: string; ms: number };
+
+export type StreamResult =
+  | { ok: true; response: Response; ms: number }
+  | { ok: false; failure: TransportFailure; reason: string; ms: number };
+
+export interface RequestOptions {
+  method: string;
+  /** Path and query, starting with `/api/v2/`. */
+  path: string;
+  headers?: Headers | Record<string, string>;
+  body?: Uint8Array | string | null;
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+const neverReachedCodes = new Set(["ConnectionRefused", "ECONNREFUSED", "FailedToOpenSocket", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH"]);
+
+export function classifyFetchError(error: unknown): { failure: TransportFailure; reason: string } {
+  const e = error as { code?: string; name?: string; message?: string };
+  if (e?.code && neverReachedCodes.has(e.code)) return { failure: "unreachable", reason: `connection refused (${e.code})` };
+  if (e?.name === "TimeoutError") return { failure: "uncertain", reason: "timed out" };
+  if (e?.name === "AbortError") return { failure: "uncertain", reason: "aborted" };
+  return { failure: "uncertain", reason: `${e?.code ?? e?.name ?? "error"}: ${e?.message ?? String(error)}` };
+}
+
+export class ChromaInstanceClient {
+  /** Requests sent and not yet answered (maintenance waits for this to reach zero). */
+  inFlight = 0;
+
+  constructor(readonly baseUrl: string) {}
+
+  private signalFor(options: RequestOptions): AbortSignal {
+    const timeout = AbortSignal.timeout(options.timeoutMs);
+    return options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
+  }
+
+  /** Sends a request and reads the whole answer. */
+  async request(options: RequestOptions): Promise<InstanceResult> {
+    const started = performance.now();
+    this.inFlight += 1;
+    try {
+      const response = await fetch(this.baseUrl + options.path, {
+        method: options.method,
+        headers: options.headers,
+        body: options.body ?? undefined,
+        signal: this.signalFor(options),
+        keepalive: true,
+      });
+      const body = new Uint8Array(await response.arrayBuffer());
+      return { ok: true, status: response.status, headers: response.headers, body, ms: performance.now() - started };
+    } catch (error) {
+      return { ok: false, ...classifyFetchError(error), ms: performance.now() - started };
+    } finally {
+      this.inFlight -= 1;
+    }
+  }
+
+  /** Sends a request and hands back the answer unread, so its body can be streamed on. */
+  async stream(options: RequestOptions): Promise<StreamResult> {
+    const started = performance.now();
+    this.inFlight += 1;
+    try {
+      const response = await fetch(this.baseUrl + options.path, {
+        method: options.method,
+        headers: options.headers,
+        body: options.body ?? undefined,
+        signal: this.signalFor(options),
+        keepalive: true,
+      });
+      // Buffer the body here so a dropped connection mid-body is seen as a transport failure.
+      const body = await response.arrayBuffer();
+      return { ok: true, response: new Response(body, { status: response.status, headers: response.headers }), ms: performance.now() - started };
+    } catch (error) {
+      return { ok: false, ...classifyFetchError(error), ms: performance.now() - started };
+    } finally {
+      this.inFlight -= 1;
+    }
+  }
+
+  /** Sends JSON and parses a JSON answer; for chroma-lb's own calls (probes, adoption, replay). */
+  async json(method: string, path: string, body: unknown, timeoutMs: number): Promise<InstanceResult & { json?: unknown }> {
+    const result = await this.request({
+      method,
+      path,
+      headers: body === undefined ? undefined : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      timeoutMs,
+    });
+    if (!result.ok) return result;
+    let json: unknown;
+    try {
+      json = result.body.length ? JSON.parse(new TextDecoder().decode(result.body)) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { ...result, json };
+  }
+}
+
+export function decodeJson(body: Uint8Array): unknown {
+  if (body.length === 0) return undefined;
+  try {
+    return JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Adoption: collections that exist on the instances but not in chroma-lb's mappings
+ * (created before chroma-lb, or while it was away) are matched by name and mapped. An
+ * adopted collection keeps the id its clients already hold: the primary's UUID.
+ */
+import type { Config } from "../config";
+import type { InstanceRegistry } from "../instances/registry";
+import type { Logger } from "../observability/log";
+import type { WriteAheadLog } from "../wal/log";
+import type { CollectionStore } from "./store";
+
+export interface AdoptionReport {
+  adopted: string[];
+  linked: number;
+  /** Collections some serving instance lacks, with no pending create for it. */
+  incomplete: Array<{ collection: string; missingOn: string[] }>;
+  scannedInstances: string[];
+}
+
+interface Found {
+  tenant: string;
+  database: string;
+  name: string;
+  uuid: string;
+}
+
+const pageSize = 100;
+
+export class Adoption {
+  private running: Promise<AdoptionReport> | null = null;
+  private lastRunMs = 0;
+  lastReport: AdoptionReport | null = null;
+
+  constructor(
+    private readonly collections: CollectionStore,
+    private readonly registry: InstanceRegistry,
+    private readonly wal: WriteAheadLog,
+    private readonly config: Pick<Config, "requestTimeoutMs">,
+    private readonly log: Logger,
+  ) {}
+
+  /** Runs a pass unless one ran in the last second (an unknown name in a request calls this). */
+  async adoptSoon(): Promise<void> {
+    if (this.running) {
+      await this.running;
+      return;
+    }
+    if (Date.now() - this.lastRunMs < 1000) return;
+    await this.adoptOnce();
+  }
+
+  adoptOnce(): Promise<AdoptionReport> {
+    if (!this.running) {
+      this.running = this.scan().finally(() => {
+        this.running = null;
+        this.lastRunMs = Date.now();
+      });
+    }
+    return this.running;
+  }
+
+  private async listAll(instanceName: string, path: string): Promise<unknown[] | null> {
+    const instance = this.registry.get(instanceName)!;
+    const out: unknown[] = [];
+    for (let offset = 0; offset < 1_000_000; offset += pageSize) {
+      const result = await instance.client.json("GET", `${path}?limit=${pageSize}&offset=${offset}`, undefined, this.config.requestTimeoutMs);
+      const page = (result as { json?: unknown }).json;
+      if (!result.ok || result.status !== 200 || !Array.isArray(page)) return result.ok && result.status === 404 ? out : null;
+      out.push(...page);
+      if (page.length < pageSize) break;
+    }
+    return out;
+  }
+
+  private async scan(): Promise<AdoptionReport> {
+    const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], scannedInstances: [] };
+    const tenants = new Set(["default_tenant", ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
+    const foundBy = new Map<string, Map<string, Found>>();
+    for (const instance of this.registry.all.filter((i) => i.healthy)) {
+      const found = new Map<string, Found>();
+      let complete = true;
+      for (const tenant of tenants) {
+        const databases = await this.listAll(instance.name, `/api/v2/tenants/${encodeURIComponent(tenant)}/databases`);
+        if (databases === null) {
+          complete = false;
+          continue;
+        }
+        for (const db of databases as Array<{ name: string }>) {
+          const list = await this.listAll(
+            instance.name,
+            `/api/v2/tenants/${encodeURIComponent(tenant)}/databases/${encodeURIComponent(db.name)}/collections`,
+          );
+          if (list === null) {
+            complete = false;
+            continue;
+          }
+          for (const c of list as Array<{ id: string; name: string }>) {
+            found.set(`${tenant}\u0000${db.name}\u0000${c.name}`, { tenant, database: db.name, name: c.name, uuid: c.id });
+          }
+        }
+      }
+      if (complete) {
+        foundBy.set(instance.name, found);
+        report.scannedInstances.push(instance.name);
+      }
+    }
+
+    const keys = new Set([...foundBy.values()].flatMap((m) => [...m.keys()]));
+    const deletedUuids = new Set(
+      this.collections
+        .list({ includeDeleted: true })
+        .filter((c) => c.status === "deleted")
+        .flatMap((c) => [...c.instanceUuids.values()]),
+    );
+    for (const key of keys) {
+      const perInstance = [...foundBy.entries()]
+        .map(([instance, found]) => ({ instance, found: found.get(key) }))
+        .filter((x): x is { instance: string; found: Found } => x.found !== undefined);
+      const sample = perInstance[0]!.found;
+      let record = this.collections.byName(sample.tenant, sample.database, sample.name);
+      if (!record) {
+        // A collection deleted through chroma-lb whose delete has not reached this instance yet.
+        if (perInstance.some((p) => deletedUuids.has(p.found.uuid))) continue;
+        const preferred = [...perInstance].sort(
+          (a, b) => this.registry.get(a.instance)!.priority - this.registry.get(b.instance)!.priority,
+        )[0]!;
+        if (this.collections.get(preferred.found.uuid)) continue;
+        record = this.collections.create(preferred.found.uuid, sample.tenant, sample.database, sample.name);
+        report.adopted.push(`${sample.tenant}/${sample.database}/${sample.name}`);
+        this.log.info("collection adopted", { collection: sample.name, tenant: sample.tenant, database: sample.database, id: record.id });
+      }
+      for (const { instance, found } of perInstance) {
+        if (record.instanceUuids.get(instance) !== found.uuid) {
+          this.collections.setInstanceUuid(record.id, instance, found.uuid);
+          report.linked += 1;
+        }
+      }
+    }
+
+    for (const record of this.collections.list()) {
+      const missingOn = [...foundBy.keys()].filter(
+        (instance) => !record.instanceUuids.has(instance) && this.wal.isCaughtUp(instance, record.id),
+      );
+      if (missingOn.length) report.incomplete.push({ collection: `${record.tenant}/${record.database}/${record.name}`, missingOn });
+    }
+    this.lastReport = report;
+    return report;
+  }
+
+  /** Mapped collections some instance lacks (computed by the last pass). */
+  incompleteIds(): Set<string> {
+    return new Set(this.lastReport?.incomplete.map((i) => i.collection) ?? []);
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * The environment contract. Every setting is parsed and validated once, at start, into a
+ * frozen Config that is passed to whoever needs it; nothing else reads process.env.
+ * A bad value raises ConfigError, whose message names the variable and what it expects.
+ */
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    expected: string,
+    got: string,
+  ) {
+    super(`${variable}: expected ${expected}, got ${JSON.stringify(got)}`);
+    this.name = "ConfigError";
+  }
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error";
+
+export interface InstanceConfig {
+  /** Stable name used in logs, admin paths and the log's positions (`primary`, `replica`, ...). */
+  name: string;
+  /** Base URL of the Chroma server, without a trailing slash. */
+  url: string;
+}
+
+export interface Config {
+  /** PORT (8000): the port chroma-lb listens on; 0 picks a free one. */
+  port: number;
+  /** HOST (0.0.0.0): the address chroma-lb listens on. */
+  host: string;
+  /**
+   * CHROMA_INSTANCES, else CHROMA_PRIMARY_URL + CHROMA_REPLICA_URL. The first instance is the
+   * preferred write target. Empty only in the embedded default (`bun run dev`), which fills it.
+   */
+  instances: InstanceConfig[];
+  /** DATA_DIR (./data): holds the SQLite files (log and mappings). */
+  dataDir: string;
+  /** DATABASE_URL (unset): optional Postgres mirror of the mappings. */
+  databaseUrl: string | null;
+  /** ADMIN_TOKEN (unset): when set, admin endpoints need `Authorization: Bearer <token>`. */
+  adminToken: string | null;
+  /** PROTECTED_COLLECTIONS (global): collection names that can never be deleted through chroma-lb. */
+  protectedCollections: string[];
+  /** ALLOW_RESET (false): allow POST /api/v2/reset, which wipes every instance and chroma-lb's state. */
+  allowReset: boolean;
+  /** LOG_LEVEL (info). */
+  logLevel: LogLevel;
+  /** ALERT_WEBHOOK_URL (unset): where alerts are posted as JSON. */
+  alertWebhookUrl: string | null;
+  /** HEALTH_CHECK_INTERVAL (1 s): time between active health checks. */
+  healthCheckIntervalMs: number;
+  /** HEALTH_CHECK_TIMEOUT (0.5 s): a probe slower than this fails. */
+  healthCheckTimeoutMs: number;
+  /** HEALTH_FAILS (2): consecutive failed probes that mark a healthy instance down. */
+  healthFails: number;
+  /** HEALTH_PASSES (2): consecutive passed probes that mark a down instance up again. */
+  healthPasses: number;
+  /** REQUEST_TIMEOUT (30 s): bound on one request to an instance. */
+  requestTimeoutMs: number;
+  /** WAL_MAX_MEMORY_MB (400): process memory (RSS) at which replay batches shrink to one operation. */
+  walMaxMemoryMb: number;
+  /** WAL_MAX_WORKERS (3): collections replayed in parallel per instance. */
+  walMaxWorkers: number;
+  /** WAL_DEFAULT_BATCH_SIZE (50): operations per replay request when memory is low. */
+  walDefaultBatchSize: number;
+  /** WAL_MAX_BATCH_SIZE (200): upper bound on operations per replay request. */
+  walMaxBatchSize: number;
+  /** WAL_MAX_BATCH_MB (30): upper bound on the body of one replay request. */
+  walMaxBatchBytes: number;
+  /** WAL_RETENTION_HOURS (24): entries applied everywhere are removed after this age. */
+  walRetentionMs: number;
+  /** WAL_SYNC_INTERVAL (1 s): safety-net replay pass; replay is otherwise started by each write. */
+  walSyncIntervalMs: number;
+  /** READ_REPLICA_RATIO (0.5): share of reads sent to non-primary instances when several are fresh. */
+  readReplicaRatio: number;
+  /** ACCEPT_WRITES_WHEN_ALL_DOWN (true): log writes and answer 202 while no instance is reachable; false answers 503. */
+  acceptWritesWhenAllDown: boolean;
+  /** MAX_BODY_MB (64): the largest request body accepted. */
+  maxBodyBytes: number;
+  /** MIRROR_SYNC_INTERVAL (5 s): how often the Postgres mirror is brought up to date. */
+  mirrorSyncIntervalMs: number;
+  /** MEMORY_SAMPLE_INTERVAL (1 s): how often process memory is sampled. */
+  memorySampleIntervalMs: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+function read(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === "" ? undefined : value.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new ConfigError(name, `an integer from ${min} to ${max}`, raw);
+  }
+  return value;
+}
+
+function num(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new ConfigError(name, `a number from ${min} to ${max}`, raw);
+  }
+  return value;
+}
+
+/** Durations are given in seconds (fractions allowed), as in the system chroma-lb replaces. */
+function seconds(env: Env, name: string, fallbackSeconds: number, minSeconds: number, maxSeconds: number): number {
+  const raw = read(env, name);
+  if (raw === undefined) return Math.round(fallbackSeconds * 1000);
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < minSeconds || value > maxSeconds) {
+    throw new ConfigError(name, `a duration in seconds from ${minSeconds} to ${maxSeconds}`, raw);
+  }
+  return Math.round(value * 1000);
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = read(env, name);
+  if (raw === undefined) return fallback;
+  const lowered = raw.toLowerCase();
+  if (["true", "1", "yes", "on"].includes(lowered)) return true;
+  if (["false", "0", "no", "off"].includes(lowered)) return false;
+  throw new ConfigError(name, "true or false", raw);
+}
+
+function httpUrl(name: string, raw: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, "an http(s) URL such as http://127.0.0.1:8001", raw);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new ConfigError(name, "an http(s) URL such as http://127.0.0.1:8001", raw);
+  }
+  return raw.replace(/\/+$/, "");
+}
+
+const instanceNamePattern = /^[a-z][a-z0-9_-]{0,31}$/;
+
+function parseInstances(env: Env): InstanceConfig[] {
+  const list = read(env, "CHROMA_INSTANCES");
+  if (list !== undefined) {
+    const expected = "name=url pairs separated by commas, such as primary=http://a:8000,replica=http://b:8000";
+    const instances = list.split(",").map((item) => {
+      const at = item.indexOf("=");
+      if (at < 1) throw new ConfigError("CHROMA_INSTANCES", expected, list);
+      const name = item.slice(0, at).trim();
+      if (!instanceNamePattern.test(name)) {
+        throw new ConfigError("CHROMA_INSTANCES", "instance names of lowercase letters, digits, - and _", name);
+      }
+      return { name, url: httpUrl("CHROMA_INSTANCES", item.slice(at + 1).trim()) };
+    });
+    const names = new Set(instances.map((i) => i.name));
+    if (names.size !== instances.length) throw new ConfigError("CHROMA_INSTANCES", "distinct instance names", list);
+    if (read(env, "CHROMA_PRIMARY_URL") || read(env, "CHROMA_REPLICA_URL")) {
+      throw new ConfigError("CHROMA_INSTANCES", "to be the only instance setting (unset CHROMA_PRIMARY_URL and CHROMA_REPLICA_URL)", list);
+    }
+    return instances;
+  }
+  const instances: InstanceConfig[] = [];
+  const primary = read(env, "CHROMA_PRIMARY_URL");
+  const replica = read(env, "CHROMA_REPLICA_URL");
+  if (primary !== undefined) instances.push({ name: "primary", url: httpUrl("CHROMA_PRIMARY_URL", primary) });
+  if (replica !== undefined) {
+    if (primary === undefined) throw new ConfigError("CHROMA_PRIMARY_URL", "a URL when CHROMA_REPLICA_URL is set", "");
+    instances.push({ name: "replica", url: httpUrl("CHROMA_REPLICA_URL", replica) });
+  }
+  return instances;
+}
+
+export interface LoadOptions {
+  /** The embedded default fills the instances itself, so an empty list is allowed there. */
+  allowNoInstances?: boolean;
+}
+
+/** Parses and validates the environment once; the result is frozen. */
+export function loadConfig(env: Env, options: LoadOptions = {}): Config {
+  const instances = parseInstances(env);
+  if (instances.length === 0 && !options.allowNoInstances) {
+    throw new ConfigError(
+      "CHROMA_PRIMARY_URL",
+      "the URL of a Chroma server (or set CHROMA_INSTANCES; `bun run dev` starts two local ones)",
+      "",
+    );
+  }
+  const logLevel = (read(env, "LOG_LEVEL") ?? "info").toLowerCase();
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new ConfigError("LOG_LEVEL", "one of debug, info, warn, error", logLevel);
+  }
+  const databaseUrl = read(env, "DATABASE_URL") ?? null;
+  if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    // The value itself may hold a password, so it is never echoed.
+    throw new ConfigError("DATABASE_URL", "a postgres:// URL", "(hidden)");
+  }
+  const alertWebhookUrl = read(env, "ALERT_WEBHOOK_URL") ?? read(env, "SLACK_WEBHOOK_URL") ?? null;
+  if (alertWebhookUrl !== null) httpUrl("ALERT_WEBHOOK_URL", alertWebhookUrl);
+
+  const walDefaultBatchSize = int(env, "WAL_DEFAULT_BATCH_SIZE", 50, 1, 5000);
+  const walMaxBatchSize = int(env, "WAL_MAX_BATCH_SIZE", 200, 1, 5000);
+  if (walDefaultBatchSize > walMaxBatchSize) {
+    throw new ConfigError("WAL_DEFAULT_BATCH_SIZE", `at most WAL_MAX_BATCH_SIZE (${walMaxBatchSize})`, String(walDefaultBatchSize));
+  }
+  const healthCheckIntervalMs = seconds(env, "HEALTH_CHECK_INTERVAL", 1, 0.1, 3600);
+  const healthCheckTimeoutMs = seconds(env, "HEALTH_CHECK_TIMEOUT", Math.min(0.5, healthCheckIntervalMs / 1000), 0.05, 60);
+
+  return Object.freeze({
+    port: int(env, "PORT", 8000, 0, 65535),
+    host: read(env, "HOST") ?? "0.0.0.0",
+    instances: Object.freeze(instances) as InstanceConfig[],
+    dataDir: read(env, "DATA_DIR") ?? "./data",
+    databaseUrl,
+    adminToken: read(env, "ADMIN_TOKEN") ?? null,
+    protectedCollections: (read(env, "PROTECTED_COLLECTIONS") ?? "global")
+      .split(",")
+      .map((s) => s.trim())
+      .filter(Boolean),
+    allowReset: bool(env, "ALLOW_RESET", false),
+    logLevel: logLevel as LogLevel,
+    alertWebhookUrl,
+    healthCheckIntervalMs,
+    healthCheckTimeoutMs,
+    healthFails: int(env, "HEALTH_FAILS", 2, 1, 100),
+    healthPasses: int(env, "HEALTH_PASSES", 2, 1, 100),
+    requestTimeoutMs: seconds(env, "REQUEST_TIMEOUT", 30, 0.1, 3600),
+    walMaxMemoryMb: int(env, "WAL_MAX_MEMORY_MB", 400, 32, 1_000_000),
+    walMaxWorkers: int(env, "WAL_MAX_WORKERS", 3, 1, 64),
+    walDefaultBatchSize,
+    walMaxBatchSize,
+    walMaxBatchBytes: int(env, "WAL_MAX_BATCH_MB", 30, 1, 1024) * 1024 * 1024,
+    walRetentionMs: Math.round(num(env, "WAL_RETENTION_HOURS", 24, 0, 24 * 365) * 3600 * 1000),
+    walSyncIntervalMs: seconds(env, "WAL_SYNC_INTERVAL", 1, 0.1, 3600),
+    readReplicaRatio: num(env, "READ_REPLICA_RATIO", 0.5, 0, 1),
+    acceptWritesWhenAllDown: bool(env, "ACCEPT_WRITES_WHEN_ALL_DOWN", true),
+    maxBodyBytes: int(env, "MAX_BODY_MB", 64, 1, 1024) * 1024 * 1024,
+    mirrorSyncIntervalMs: seconds(env, "MIRROR_SYNC_INTERVAL", 5, 1, 3600),
+    memorySampleIntervalMs: seconds(env, "MEMORY_SAMPLE_INTERVAL", 1, 1, 3600),
+  } satisfies Config);
+}

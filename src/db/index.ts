@@ -1,0 +1,66 @@
+/**
+ * Opens chroma-lb's stores: the local SQLite file (always) and the Postgres mirror (when
+ * DATABASE_URL is set). Migrations in drizzle/ are applied at open.
+ */
+import { Database } from "bun:sqlite";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { drizzle as drizzleSqlite, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
+import { migrate as migrateSqlite } from "drizzle-orm/bun-sqlite/migrator";
+import { drizzle as drizzlePg, type PostgresJsDatabase } from "drizzle-orm/postgres-js";
+import { migrate as migratePg } from "drizzle-orm/postgres-js/migrator";
+import postgres from "postgres";
+import * as sqliteSchema from "./sqlite-schema";
+import * as pgSchema from "./pg-schema";
+
+export { sqliteSchema, pgSchema };
+
+const migrationsRoot = join(import.meta.dir, "..", "..", "drizzle");
+
+export type LocalDb = BunSQLiteDatabase<typeof sqliteSchema>;
+export type MirrorDb = PostgresJsDatabase<typeof pgSchema>;
+
+export interface LocalStore {
+  db: LocalDb;
+  sqlite: Database;
+  path: string;
+  close(): void;
+}
+
+/**
+ * Opens DATA_DIR/chroma-lb.sqlite in WAL journal mode with synchronous=FULL, so that a
+ * committed append survives a crash of the process or of the machine.
+ */
+export function openLocalStore(dataDir: string): LocalStore {
+  mkdirSync(dataDir, { recursive: true });
+  const path = join(dataDir, "chroma-lb.sqlite");
+  const sqlite = new Database(path, { create: true, strict: true });
+  sqlite.run("PRAGMA journal_mode = WAL");
+  sqlite.run("PRAGMA synchronous = FULL");
+  sqlite.run("PRAGMA busy_timeout = 5000");
+  sqlite.run("PRAGMA foreign_keys = ON");
+  const db = drizzleSqlite({ client: sqlite, schema: sqliteSchema });
+  migrateSqlite(db, { migrationsFolder: join(migrationsRoot, "sqlite") });
+  return { db, sqlite, path, close: () => sqlite.close() };
+}
+
+export interface MirrorStore {
+  db: MirrorDb;
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to the Postgres mirror and applies its migrations. Connection errors surface
+ * from the first query, so callers treat the mirror as optional and retry later.
+ */
+export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
+  const client = postgres(databaseUrl, {
+    max: 4,
+    connect_timeout: connectTimeoutSeconds,
+    idle_timeout: 30,
+    onnotice: () => {},
+  });
+  const db = drizzlePg({ client, schema: pgSchema });
+  await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
+  return { db, close: () => client.end({ timeout: 2 }) };
+}

@@ -1,0 +1,26 @@
+/**
+ * The Postgres mirror of the mappings. It holds what a chroma-lb with an empty DATA_DIR
+ * needs to restore its collection ids; the log itself stays local.
+ */
+import { bigint, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+
+export const mirrorCollections = pgTable("chroma_lb_collections", {
+  id: text("id").primaryKey(),
+  tenant: text("tenant").notNull(),
+  database: text("database").notNull(),
+  name: text("name").notNull(),
+  status: text("status").notNull(),
+  createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+  updatedAtMs: bigint("updated_at_ms", { mode: "number" }).notNull(),
+});
+
+export const mirrorCollectionInstances = pgTable(
+  "chroma_lb_collection_instances",
+  {
+    collectionId: text("collection_id").notNull(),
+    instance: text("instance").notNull(),
+    instanceUuid: text("instance_uuid").notNull(),
+    updatedAtMs: bigint("updated_at_ms", { mode: "number" }).notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.collectionId, table.instance] })],
+);

@@ -1,0 +1,45 @@
+/**
+ * Prometheus text exposition of chroma-lb's figures (format 0.0.4).
+ */
+import type { AdminDeps } from "../admin/routes";
+
+type Sample = [labels: Record<string, string>, value: number];
+
+function family(name: string, help: string, type: "gauge" | "counter", samples: Sample[]): string {
+  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
+  for (const [labels, value] of samples) {
+    const rendered = Object.entries(labels)
+      .map(([k, v]) => `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`)
+      .join(",");
+    lines.push(`${name}${rendered ? `{${rendered}}` : ""} ${Number.isFinite(value) ? value : 0}`);
+  }
+  return lines.join("\n");
+}
+
+export function renderMetrics(deps: Pick<AdminDeps, "registry" | "wal" | "replayer" | "sizer">): string {
+  const { registry, wal, replayer, sizer } = deps;
+  const memory = process.memoryUsage();
+  const lag = replayer.stats.lagPercentiles();
+  return [
+    family("chroma_lb_process_resident_memory_bytes", "Resident memory of the chroma-lb process.", "gauge", [[{}, memory.rss]]),
+    family("chroma_lb_process_heap_used_bytes", "JavaScript heap in use.", "gauge", [[{}, memory.heapUsed]]),
+    family("chroma_lb_instance_healthy", "1 when the instance is healthy.", "gauge", registry.all.map((i) => [{ instance: i.name }, i.healthy ? 1 : 0])),
+    family("chroma_lb_instance_serving", "1 when the instance takes client requests.", "gauge", registry.all.map((i) => [{ instance: i.name }, i.serving ? 1 : 0])),
+    family("chroma_lb_instance_requests_total", "Requests sent to the instance.", "counter", registry.all.map((i) => [{ instance: i.name }, i.totalRequests])),
+    family("chroma_lb_instance_pending_entries", "Log entries the instance has yet to apply.", "gauge", registry.all.map((i) => [{ instance: i.name }, wal.pendingCount(i.name)])),
+    family("chroma_lb_wal_head_position", "Position of the newest log entry.", "gauge", [[{}, wal.headSeq()]]),
+    family("chroma_lb_wal_group_commits_total", "Transactions that appended log entries.", "counter", [[{}, wal.commitStats.transactions]]),
+    family("chroma_lb_wal_appended_entries_total", "Log entries appended.", "counter", [[{}, wal.commitStats.entries]]),
+    family("chroma_lb_replay_batches_total", "Replay requests that succeeded.", "counter", [[{}, replayer.stats.batches]]),
+    family("chroma_lb_replay_entries_total", "Log entries replayed.", "counter", [[{}, replayer.stats.entriesApplied]]),
+    family("chroma_lb_replay_failures_total", "Replay attempts that failed.", "counter", [[{}, replayer.stats.failedSyncs]]),
+    family("chroma_lb_replay_lag_milliseconds", "Append-to-replayed time over recent entries.", "gauge", [
+      [{ quantile: "0.5" }, lag.p50],
+      [{ quantile: "0.99" }, lag.p99],
+      [{ quantile: "1" }, lag.max],
+    ]),
+    family("chroma_lb_replay_batch_size", "Current replay batch size.", "gauge", [[{}, sizer.current]]),
+    family("chroma_lb_memory_pressure_events_total", "Times memory crossed the pressure threshold.", "counter", [[{}, sizer.memoryPressureEvents]]),
+    family("chroma_lb_adaptive_batch_reductions_total", "Times the replay batch size was reduced.", "counter", [[{}, sizer.adaptiveBatchReductions]]),
+  ].join("\n\n") + "\n";
+}

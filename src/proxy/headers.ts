@@ -1,0 +1,51 @@
+/**
+ * Header handling for forwarding, following RFC 9110 section 7.6.1: hop-by-hop headers
+ * (and any named in Connection) are not forwarded. Content-Length is recomputed and
+ * encodings are negotiated by each hop itself.
+ */
+
+const hopByHop = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+  "content-length",
+  "accept-encoding",
+  "content-encoding",
+]);
+
+/** Headers of chroma-lb's own that clients may send; never forwarded to Chroma. */
+export const POSITION_HEADER = "x-chroma-lb-position";
+export const MIN_POSITION_HEADER = "x-chroma-lb-min-position";
+export const INSTANCE_HEADER = "x-chroma-lb-instance";
+export const ACCEPTED_HEADER = "x-chroma-lb-accepted";
+
+export function forwardHeaders(incoming: Headers): Headers {
+  const out = new Headers();
+  const named = new Set(
+    (incoming.get("connection") ?? "")
+      .split(",")
+      .map((s) => s.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  incoming.forEach((value, key) => {
+    const lower = key.toLowerCase();
+    if (hopByHop.has(lower) || named.has(lower) || lower.startsWith("x-chroma-lb-")) return;
+    out.set(key, value);
+  });
+  return out;
+}
+
+export function responseHeaders(incoming: Headers | null, extra: Record<string, string> = {}): Headers {
+  const out = incoming ? forwardHeaders(incoming) : new Headers();
+  out.delete("date");
+  out.delete("server");
+  for (const [key, value] of Object.entries(extra)) out.set(key, value);
+  return out;
+}

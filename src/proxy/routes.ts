@@ -1,0 +1,158 @@
+/**
+ * Every route of Chroma's v2 API, declared one by one so the OpenAPI document describes
+ * each. Bodies are not parsed by the framework (`parse: "none"`): they are read as bytes,
+ * checked, logged and forwarded unchanged.
+ */
+import { Elysia, t, type DocumentDecoration, type TSchema } from "elysia";
+import type { ChromaApi, RecordReadOp, RecordWriteOp } from "./api";
+import {
+  AddRecordsModel,
+  CollectionModel,
+  CreateCollectionModel,
+  DatabaseModel,
+  DeleteRecordsModel,
+  EmptyModel,
+  ErrorModel,
+  GetRecordsModel,
+  GetResultModel,
+  ModifyCollectionModel,
+  NameModel,
+  QueryRecordsModel,
+  QueryResultModel,
+  TenantModel,
+} from "./models";
+
+const T = "/api/v2/tenants/:tenant/databases/:database";
+
+async function bytes(request: Request): Promise<Uint8Array> {
+  return new Uint8Array(await request.arrayBuffer());
+}
+
+function doc(
+  summary: string,
+  options: { tag?: string; body?: TSchema; ok?: TSchema; okStatus?: number; description?: string } = {},
+) {
+  const json = (schema: TSchema) => ({ content: { "application/json": { schema } } });
+  const responses: Record<string, unknown> = {
+    [String(options.okStatus ?? 200)]: { description: "Chroma's answer", ...(options.ok ? json(options.ok) : {}) },
+    "4XX": { description: "Chroma's or chroma-lb's refusal, in Chroma's error shape", ...json(ErrorModel) },
+    "503": { description: "No instance can serve the request", ...json(ErrorModel) },
+  };
+  return {
+    detail: {
+      summary,
+      description: options.description,
+      tags: [options.tag ?? "Chroma API"],
+      ...(options.body ? { requestBody: { required: true, ...json(options.body) } } : {}),
+      responses,
+    } as DocumentDecoration,
+  };
+}
+
+const position =
+  "Writes go through chroma-lb's log; the answer carries `X-Chroma-LB-Position`. A read may send it back as `X-Chroma-LB-Min-Position`.";
+
+export function chromaRoutes(api: ChromaApi) {
+  const passthrough = (path: string) => ({ request }: { request: Request }) => api.passthrough(request, path + new URL(request.url).search);
+  const raw = { parse: "none" as const };
+
+  const records = (op: RecordWriteOp) =>
+    ({ request, params }: { request: Request; params: { tenant: string; database: string; collection: string } }) =>
+      bytes(request).then((b) => api.recordWrite(request, params.tenant, params.database, params.collection, op, b));
+  const reads = (op: RecordReadOp) =>
+    async ({ request, params }: { request: Request; params: { tenant: string; database: string; collection: string } }) =>
+      api.recordRead(request, params.tenant, params.database, params.collection, op, op === "count" ? null : await bytes(request));
+  const base = (p: { tenant: string; database: string }) =>
+    `/api/v2/tenants/${encodeURIComponent(p.tenant)}/databases/${encodeURIComponent(p.database)}`;
+
+  return new Elysia({ name: "chroma-api" })
+    .get("/api/v2/heartbeat", passthrough("/api/v2/heartbeat"), doc("Heartbeat of a serving instance", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
+    .get("/api/v2/version", passthrough("/api/v2/version"), doc("Chroma version", { ok: t.String() }))
+    .get("/api/v2/healthcheck", passthrough("/api/v2/healthcheck"), doc("Chroma health check"))
+    .get("/api/v2/pre-flight-checks", passthrough("/api/v2/pre-flight-checks"), doc("Pre-flight checks", { ok: t.Object({ max_batch_size: t.Integer(), supports_base64_encoding: t.Boolean() }) }))
+    .get("/api/v2/auth/identity", passthrough("/api/v2/auth/identity"), doc("Caller identity", { ok: t.Object({ user_id: t.String(), tenant: t.String(), databases: t.Array(t.String()) }) }))
+    .post("/api/v2/reset", ({ request }) => api.reset(request), { ...raw, ...doc("Reset every instance and chroma-lb's state (needs ALLOW_RESET=true)", { ok: t.Boolean() }) })
+    .post(
+      "/api/v2/tenants",
+      async ({ request }) => api.metaWrite(request, "create_tenant", (await peekName(request)) ?? "", "", await bytes(request)),
+      { ...raw, ...doc("Create a tenant on every instance", { body: NameModel, ok: EmptyModel, description: position }) },
+    )
+    .get("/api/v2/tenants/:tenant", ({ request, params }) => api.catalogRead(request, () => `/api/v2/tenants/${encodeURIComponent(params.tenant)}`, null), doc("Get a tenant", { ok: TenantModel }))
+    .patch(
+      "/api/v2/tenants/:tenant",
+      async ({ request, params }) => api.metaWrite(request, "update_tenant", params.tenant, "", await bytes(request)),
+      { ...raw, ...doc("Update a tenant on every instance", { body: t.Record(t.String(), t.Any()), description: position }) },
+    )
+    .get(
+      "/api/v2/tenants/:tenant/databases",
+      ({ request, params }) => api.catalogRead(request, () => `/api/v2/tenants/${encodeURIComponent(params.tenant)}/databases${new URL(request.url).search}`, null),
+      doc("List databases", { ok: t.Array(DatabaseModel) }),
+    )
+    .post(
+      "/api/v2/tenants/:tenant/databases",
+      async ({ request, params }) => {
+        const body = await bytes(request);
+        return api.metaWrite(request, "create_database", params.tenant, nameIn(body) ?? "", body);
+      },
+      { ...raw, ...doc("Create a database on every instance", { body: NameModel, ok: EmptyModel, description: position }) },
+    )
+    .get(T, ({ request, params }) => api.catalogRead(request, () => base(params), null), doc("Get a database", { ok: DatabaseModel }))
+    .delete(T, ({ request, params }) => api.metaWrite(request, "delete_database", params.tenant, params.database, null), {
+      ...raw,
+      ...doc("Delete a database on every instance", { ok: EmptyModel, description: position }),
+    })
+    .get(
+      `${T}/collections`,
+      ({ request, params }) => api.catalogRead(request, () => `${base(params)}/collections${new URL(request.url).search}`, "collections"),
+      doc("List collections (limit, offset)", { ok: t.Array(CollectionModel) }),
+    )
+    .post(
+      `${T}/collections`,
+      async ({ request, params }) => api.createCollection(request, params.tenant, params.database, await bytes(request)),
+      { ...raw, ...doc("Create a collection on every instance", { body: CreateCollectionModel, ok: CollectionModel, description: position }) },
+    )
+    .get(`${T}/collections_count`, ({ request, params }) => api.catalogRead(request, () => `${base(params)}/collections_count`, null), doc("Count collections", { ok: t.Integer() }))
+    .get(
+      `${T}/collections/by-id/:id`,
+      ({ request, params }) => api.getCollectionById(request, params.tenant, params.database, params.id),
+      doc("Get a collection by id (answered from chroma-lb's mappings)", { ok: CollectionModel }),
+    )
+    .get(
+      `${T}/collections/:collection`,
+      ({ request, params }) => api.getCollection(request, params.tenant, params.database, params.collection),
+      doc("Get a collection by name or id", { ok: CollectionModel }),
+    )
+    .put(
+      `${T}/collections/:collection`,
+      async ({ request, params }) => api.modifyCollection(request, params.tenant, params.database, params.collection, await bytes(request)),
+      { ...raw, ...doc("Rename a collection or replace its metadata (409 on an existing name)", { body: ModifyCollectionModel, ok: EmptyModel, description: position }) },
+    )
+    .delete(`${T}/collections/:collection`, ({ request, params }) => api.deleteCollection(request, params.tenant, params.database, params.collection), {
+      ...raw,
+      ...doc("Delete a collection on every instance (never a protected one)", { ok: EmptyModel, description: position }),
+    })
+    .post(`${T}/collections/:collection/add`, records("add"), { ...raw, ...doc("Add records", { body: AddRecordsModel, ok: EmptyModel, okStatus: 201, description: position }) })
+    .post(`${T}/collections/:collection/upsert`, records("upsert"), { ...raw, ...doc("Upsert records", { body: AddRecordsModel, ok: EmptyModel, description: position }) })
+    .post(`${T}/collections/:collection/update`, records("update"), { ...raw, ...doc("Update records", { body: AddRecordsModel, ok: EmptyModel, description: position }) })
+    .post(`${T}/collections/:collection/delete`, records("delete"), { ...raw, ...doc("Delete records by ids or filter", { body: DeleteRecordsModel, ok: EmptyModel, description: position }) })
+    .post(`${T}/collections/:collection/get`, reads("get"), { ...raw, ...doc("Get records", { body: GetRecordsModel, ok: GetResultModel, description: position }) })
+    .post(`${T}/collections/:collection/query`, reads("query"), { ...raw, ...doc("Query nearest records", { body: QueryRecordsModel, ok: QueryResultModel, description: position }) })
+    .get(`${T}/collections/:collection/count`, reads("count"), doc("Count records", { ok: t.Integer() }))
+    .post(`${T}/collections/:collection/fork`, () => api.unsupported("Forking a collection is not supported through chroma-lb"), {
+      ...raw,
+      ...doc("Fork a collection (not supported through chroma-lb: 501)"),
+    });
+}
+
+function nameIn(body: Uint8Array): string | null {
+  try {
+    const json = JSON.parse(new TextDecoder().decode(body));
+    return typeof json?.name === "string" ? json.name : null;
+  } catch {
+    return null;
+  }
+}
+
+async function peekName(request: Request): Promise<string | null> {
+  return nameIn(new Uint8Array(await request.clone().arrayBuffer()));
+}

@@ -1,0 +1,123 @@
+/**
+ * Turns log entries into one request to one instance and classifies the answer. Used by
+ * the write path (the client waits for the answer) and by replay (nobody waits).
+ */
+import type { CollectionStore } from "../collections/store";
+import { decodeJson } from "../chroma/client";
+import type { Instance } from "../instances/registry";
+import type { Entry } from "../wal/log";
+
+export type ApplyOutcome =
+  | { kind: "applied"; status: number; headers: Headers; body: Uint8Array }
+  /** Chroma answered 4xx: the input is bad for this instance. */
+  | { kind: "refused"; status: number; headers: Headers; body: Uint8Array; reason: string }
+  /** Chroma answered 5xx, or chroma-lb lacks what it needs (the collection's UUID on this instance). */
+  | { kind: "failed"; status: number; headers: Headers | null; body: Uint8Array | null; reason: string }
+  /** No answer: `unreachable` never reached the instance, `uncertain` may have. */
+  | { kind: "transport"; failure: "unreachable" | "uncertain"; reason: string };
+
+const base = (tenant: string, database: string) =>
+  `/api/v2/tenants/${encodeURIComponent(tenant)}/databases/${encodeURIComponent(database)}`;
+
+export interface ApplyOptions {
+  /** Client headers to pass on (already stripped of hop-by-hop ones); replay sends JSON only. */
+  headers?: Headers;
+  timeoutMs: number;
+  /**
+   * True when replaying: an answer that shows the change is already there (409 on create,
+   * 404 on delete) counts as applied, since an earlier attempt may have reached the instance.
+   */
+  replay: boolean;
+  signal?: AbortSignal;
+}
+
+function requestFor(entry: Entry, instance: Instance, collections: CollectionStore): { method: string; path: string } | string {
+  const t = entry.tenant;
+  const d = entry.database;
+  switch (entry.op) {
+    case "add":
+    case "upsert":
+    case "update":
+    case "delete":
+    case "modify_collection": {
+      const record = entry.collectionId ? collections.get(entry.collectionId) : undefined;
+      const uuid = record?.instanceUuids.get(instance.name);
+      if (!uuid) return `collection ${entry.collectionId} has no UUID on instance ${instance.name} yet`;
+      if (entry.op === "modify_collection") return { method: "PUT", path: `${base(t, d)}/collections/${uuid}` };
+      return { method: "POST", path: `${base(t, d)}/collections/${uuid}/${entry.op}` };
+    }
+    case "create_collection":
+      return { method: "POST", path: `${base(t, d)}/collections` };
+    case "delete_collection":
+      return { method: "DELETE", path: `${base(t, d)}/collections/${encodeURIComponent(entry.name ?? "")}` };
+    case "create_tenant":
+      return { method: "POST", path: "/api/v2/tenants" };
+    case "update_tenant":
+      return { method: "PATCH", path: `/api/v2/tenants/${encodeURIComponent(t)}` };
+    case "create_database":
+      return { method: "POST", path: `/api/v2/tenants/${encodeURIComponent(t)}/databases` };
+    case "delete_database":
+      return { method: "DELETE", path: base(t, d) };
+  }
+}
+
+/**
+ * Applies `entries` (one entry, or a merged batch with `body`) to the instance. On a
+ * collection create it records the instance's UUID for the collection.
+ */
+export async function applyEntries(
+  instance: Instance,
+  entries: Entry[],
+  body: Uint8Array | null,
+  collections: CollectionStore,
+  options: ApplyOptions,
+): Promise<ApplyOutcome> {
+  const first = entries[0]!;
+  const target = requestFor(first, instance, collections);
+  if (typeof target === "string") return { kind: "failed", status: 0, headers: null, body: null, reason: target };
+
+  const headers = new Headers(options.headers);
+  if (body) headers.set("content-type", "application/json");
+  const result = await instance.client.request({
+    method: target.method,
+    path: target.path,
+    headers,
+    body: target.method === "DELETE" && !body ? null : body,
+    timeoutMs: options.timeoutMs,
+    signal: options.signal,
+  });
+  if (!result.ok) return { kind: "transport", failure: result.failure, reason: result.reason };
+
+  const { status } = result;
+  // Deleting what is already gone is done, on the write path too; a 409 on create means an
+  // earlier attempt got there only when replaying (for a client it is a real conflict).
+  const alreadyThere =
+    (status === 404 && ["delete_collection", "delete_database"].includes(first.op)) ||
+    (options.replay && status === 409 && ["create_collection", "create_tenant", "create_database"].includes(first.op));
+
+  if (first.op === "create_collection" && (status < 300 || alreadyThere)) {
+    const uuid = await createdUuid(instance, first, result.body, status, options.timeoutMs);
+    if (!uuid) return { kind: "failed", status, headers: result.headers, body: result.body, reason: "create answered without an id" };
+    if (first.collectionId) collections.setInstanceUuid(first.collectionId, instance.name, uuid);
+  }
+  if (status < 300 || alreadyThere) return { kind: "applied", status, headers: result.headers, body: result.body };
+  const reason = `${target.method} ${target.path} answered ${status}: ${new TextDecoder().decode(result.body).slice(0, 300)}`;
+  if (status < 500) return { kind: "refused", status, headers: result.headers, body: result.body, reason };
+  return { kind: "failed", status, headers: result.headers, body: result.body, reason };
+}
+
+/** The UUID the instance gave a created collection; on a replayed 409, looked up by name. */
+async function createdUuid(instance: Instance, entry: Entry, body: Uint8Array, status: number, timeoutMs: number): Promise<string | null> {
+  if (status < 300) {
+    const json = decodeJson(body) as { id?: string } | undefined;
+    return typeof json?.id === "string" ? json.id : null;
+  }
+  const found = await instance.client.json(
+    "GET",
+    `${base(entry.tenant, entry.database)}/collections/${encodeURIComponent(entry.name ?? "")}`,
+    undefined,
+    timeoutMs,
+  );
+  const id = (found as { json?: { id?: string } }).json?.id;
+  return found.ok && found.status === 200 && typeof id === "string" ? id : null;
+}

@@ -1,0 +1,331 @@
+/**
+ * Ordered, batched replay of the log to each instance.
+ *
+ * `drain(instance, partition)` applies what one instance owes in one partition, in seq
+ * order, merging entries into batches; `replayOnce(instance)` drains up to WAL_MAX_WORKERS
+ * partitions in parallel and returns. Schedules and the write path call them; tests too.
+ * One lock per (instance, partition) keeps replay and the write path from applying the
+ * same entries twice or out of order.
+ */
+import type { Config } from "../config";
+import type { CollectionStore } from "../collections/store";
+import type { Instance, InstanceRegistry } from "../instances/registry";
+import type { Logger } from "../observability/log";
+import { KeyedMutex } from "../util/mutex";
+import { META_PARTITION, type PendingEntry, type WriteAheadLog } from "../wal/log";
+import { applyEntries } from "./apply";
+import { takeBatch } from "./batch";
+import type { BatchSizer } from "./sizing";
+
+export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
+
+export interface DrainOptions {
+  /** Stop after this seq (the write path drains up to the entry before its own). */
+  uptoSeq?: number;
+  /** Give up when this time passes (ms since epoch). */
+  deadlineMs?: number;
+  /** Ignore retry backoff (a client is waiting). */
+  urgent?: boolean;
+}
+
+/** Latency figures of replay, for /wal/status and the benchmark. */
+export class ReplayStats {
+  batches = 0;
+  entriesApplied = 0;
+  successfulSyncs = 0;
+  failedSyncs = 0;
+  syncCycles = 0;
+  lastCycleMs = 0;
+  /** Time from append to applied on a replayed instance, last samples (ring buffer). */
+  private lagSamplesMs: number[] = [];
+  private lagCursor = 0;
+  private readonly lagSamplesMax = 10_000;
+
+  recordLag(ms: number) {
+    if (this.lagSamplesMs.length < this.lagSamplesMax) this.lagSamplesMs.push(ms);
+    else this.lagSamplesMs[this.lagCursor++ % this.lagSamplesMax] = ms;
+  }
+
+  lagPercentiles(): { p50: number; p99: number; max: number; samples: number } {
+    const sorted = [...this.lagSamplesMs].sort((a, b) => a - b);
+    const at = (q: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0);
+    return { p50: at(0.5), p99: at(0.99), max: sorted.at(-1) ?? 0, samples: sorted.length };
+  }
+
+  resetLag() {
+    this.lagSamplesMs = [];
+    this.lagCursor = 0;
+  }
+}
+
+interface Backoff {
+  untilMs: number;
+  delayMs: number;
+}
+
+export class Replayer {
+  readonly locks = new KeyedMutex();
+  readonly stats = new ReplayStats();
+  private readonly backoff = new Map<string, Backoff>();
+  private readonly running = new Map<string, Promise<void>>();
+  private readonly again = new Set<string>();
+  private stopped = false;
+
+  constructor(
+    private readonly wal: WriteAheadLog,
+    private readonly collections: CollectionStore,
+    private readonly registry: InstanceRegistry,
+    private readonly sizer: BatchSizer,
+    private readonly config: Pick<Config, "walMaxWorkers" | "walMaxBatchBytes" | "requestTimeoutMs">,
+    private readonly log: Logger,
+  ) {}
+
+  stop() {
+    this.stopped = true;
+  }
+
+  static lockKey(instance: string, partition: string) {
+    return `${instance}\u0000${partition}`;
+  }
+
+  /**
+   * Applies what `instance` owes in `partition`, in order, up to `uptoSeq`. Earlier `meta`
+   * entries are applied first (a collection needs its database), and a `meta` entry waits
+   * for every earlier entry (deleting a database comes after its collections' writes).
+   */
+  async drain(instance: Instance, partition: string, options: DrainOptions = {}): Promise<DrainResult> {
+    let applied = 0;
+    for (let guard = 0; guard < 10_000; guard++) {
+      const barrier = await this.resolveBarrier(instance, partition, options);
+      if (barrier) return { ok: false, applied, reason: barrier };
+      const step = await this.locks.run(Replayer.lockKey(instance.name, partition), () => this.drainLocked(instance, partition, options));
+      applied += step.applied;
+      if (!step.ok) return { ok: false, applied, reason: step.reason };
+      if (step.done) return { ok: true, applied };
+    }
+    return { ok: false, applied, reason: "drain made no progress" };
+  }
+
+  /** Brings the ordering barrier of the partition's next entry up to date; returns a reason when it cannot. */
+  private async resolveBarrier(instance: Instance, partition: string, options: DrainOptions): Promise<string | null> {
+    const next = this.wal.nextPending(instance.name, partition, 1, options.uptoSeq)[0];
+    if (!next) return null;
+    if (partition !== META_PARTITION) {
+      const meta = this.wal.firstPendingBefore(instance.name, next.seq, ["meta"]);
+      if (!meta) return null;
+      const result = await this.drain(instance, META_PARTITION, { ...options, uptoSeq: next.seq - 1 });
+      return result.ok ? null : `waiting for tenant/database entry ${meta.seq}: ${result.reason}`;
+    }
+    return this.drainEarlierPartitions(instance, next.seq, options);
+  }
+
+  /** Applies every non-meta entry the instance owes before `seq` (a meta entry's barrier). */
+  private async drainEarlierPartitions(instance: Instance, seq: number, options: DrainOptions): Promise<string | null> {
+    let previous = -1;
+    for (let guard = 0; guard < 1000; guard++) {
+      const earlier = this.wal.firstPendingBefore(instance.name, seq, ["records", "collection"]);
+      if (!earlier) return null;
+      // An earlier entry still being applied by its write target: give it a moment.
+      if (earlier.seq === previous) await Bun.sleep(5);
+      previous = earlier.seq;
+      const result = await this.drain(instance, earlier.partition, { ...options, uptoSeq: seq - 1 });
+      if (!result.ok) return `waiting for entry ${earlier.seq}: ${result.reason}`;
+    }
+    return "entries ahead of a database entry did not finish";
+  }
+
+  /**
+   * Readies `instance` to apply entry `seq` of `partition` directly (the write path): its
+   * barrier first, then every earlier entry of the partition.
+   */
+  async prepareFor(instance: Instance, partition: string, seq: number, options: DrainOptions): Promise<DrainResult> {
+    if (partition === META_PARTITION) {
+      const reason = await this.drainEarlierPartitions(instance, seq, options);
+      if (reason) return { ok: false, applied: 0, reason };
+    } else if (this.wal.firstPendingBefore(instance.name, seq, ["meta"])) {
+      const meta = await this.drain(instance, META_PARTITION, { ...options, uptoSeq: seq - 1 });
+      if (!meta.ok) return meta;
+    }
+    return this.drain(instance, partition, { ...options, uptoSeq: seq - 1 });
+  }
+
+  /** Applies every collection and meta entry the instance owes, so its lists and counts are current. */
+  async drainCatalog(instance: Instance, options: DrainOptions): Promise<DrainResult> {
+    let applied = 0;
+    for (let guard = 0; guard < 1000; guard++) {
+      const next = this.wal.firstPendingBefore(instance.name, Number.MAX_SAFE_INTEGER, ["collection", "meta"]);
+      if (!next) return { ok: true, applied };
+      const result = await this.drain(instance, next.partition, { ...options, uptoSeq: next.seq });
+      applied += result.applied;
+      if (!result.ok) return result;
+      if (result.applied === 0) return { ok: false, applied, reason: `entry ${next.seq} is still being applied` };
+    }
+    return { ok: false, applied, reason: "catalog did not catch up" };
+  }
+
+  private async drainLocked(
+    instance: Instance,
+    partition: string,
+    options: DrainOptions,
+  ): Promise<{ ok: true; applied: number; done: boolean } | { ok: false; applied: number; reason: string }> {
+    let applied = 0;
+    const key = Replayer.lockKey(instance.name, partition);
+    while (!this.stopped) {
+      if (!instance.healthy) return { ok: false, applied, reason: `instance ${instance.name} is down` };
+      if (options.deadlineMs !== undefined && Date.now() > options.deadlineMs) return { ok: false, applied, reason: "deadline passed" };
+      const wait = this.backoff.get(key);
+      if (wait && wait.untilMs > Date.now() && !options.urgent) {
+        return { ok: false, applied, reason: `retrying after backoff (${wait.delayMs} ms)` };
+      }
+      const entries = this.wal.nextPending(instance.name, partition, Math.max(1, this.sizer.current), options.uptoSeq);
+      if (entries.length === 0) return { ok: true, applied, done: true };
+      // Entries behind an unapplied meta barrier must wait: hand back to drain() to resolve it.
+      if (partition !== META_PARTITION && this.wal.firstPendingBefore(instance.name, entries[0]!.seq, ["meta"])) {
+        return { ok: true, applied, done: false };
+      }
+      const batch = takeBatch(entries, {
+        entriesMax: Math.max(1, this.sizer.current),
+        recordsMax: instance.maxBatchSize,
+        bytesMax: this.config.walMaxBatchBytes,
+      });
+      const ok = await this.applyBatch(instance, batch.entries, batch.body);
+      if (!ok.ok) {
+        if (batch.entries.length > 1 && ok.splittable) {
+          // A merged batch was refused: apply its entries one by one to find the bad one.
+          for (const entry of batch.entries) {
+            const single = await this.applyBatch(instance, [entry], entry.body);
+            if (!single.ok) return this.fail(key, instance, applied, single.reason);
+            applied += 1;
+          }
+          continue;
+        }
+        return this.fail(key, instance, applied, ok.reason);
+      }
+      this.backoff.delete(key);
+      applied += batch.entries.length;
+    }
+    return { ok: false, applied, reason: "stopped" };
+  }
+
+  private fail(key: string, instance: Instance, applied: number, reason: string) {
+    const previous = this.backoff.get(key);
+    const delayMs = Math.min(30_000, previous ? previous.delayMs * 2 : 100);
+    this.backoff.set(key, { untilMs: Date.now() + delayMs, delayMs });
+    this.stats.failedSyncs += 1;
+    return { ok: false as const, applied, reason };
+  }
+
+  /** Applies one batch and records the outcome in the log. */
+  private async applyBatch(
+    instance: Instance,
+    entries: PendingEntry[],
+    body: Uint8Array | null,
+  ): Promise<{ ok: true } | { ok: false; reason: string; splittable: boolean }> {
+    const outcome = await applyEntries(instance, entries, body, this.collections, {
+      timeoutMs: this.config.requestTimeoutMs,
+      replay: true,
+    });
+    const seqs = entries.map((e) => e.seq);
+    switch (outcome.kind) {
+      case "applied": {
+        this.wal.markApplied(instance.name, seqs);
+        this.afterApplied(instance, entries);
+        this.stats.batches += 1;
+        this.stats.successfulSyncs += 1;
+        this.stats.entriesApplied += entries.length;
+        const now = Date.now();
+        for (const entry of entries) this.stats.recordLag(now - entry.createdAtMs);
+        return { ok: true };
+      }
+      case "transport":
+        this.registry.reportTransportFailure(instance, outcome.reason);
+        return { ok: false, reason: outcome.reason, splittable: false };
+      case "refused":
+        if (entries.length === 1 && this.wal.appliedNowhere(entries[0]!.seq)) {
+          // No instance accepted this entry (it was left unanswered by a crash): dropping it changes nothing.
+          this.log.warn("log entry refused by every instance so far; rejected", { seq: entries[0]!.seq, reason: outcome.reason });
+          this.wal.reject(entries[0]!.seq);
+          return { ok: true };
+        }
+        for (const entry of entries) this.wal.recordFailure(instance.name, entry.seq, outcome.reason);
+        if (entries.length === 1) this.log.warn("replay refused", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
+        return { ok: false, reason: outcome.reason, splittable: true };
+      case "failed":
+        this.wal.recordFailure(instance.name, entries[0]!.seq, outcome.reason);
+        this.log.warn("replay failed", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
+        return { ok: false, reason: outcome.reason, splittable: entries.length > 1 };
+    }
+  }
+
+  /** Keeps the mappings in step with collection entries applied on an instance. */
+  private afterApplied(_instance: Instance, _entries: PendingEntry[]) {
+    // Create records the instance's UUID inside applyEntries; rename and delete change the
+    // logical collection once, when the write target applies them, so nothing is left here.
+  }
+
+  /**
+   * One replay pass for one instance: drains up to WAL_MAX_WORKERS partitions at a time,
+   * oldest first, until nothing is owed, the instance goes down, or every remaining
+   * partition is waiting for a retry.
+   */
+  async replayOnce(instance: Instance): Promise<{ applied: number; blocked: number }> {
+    let applied = 0;
+    let blocked = 0;
+    if (!instance.healthy) return { applied, blocked };
+    this.stats.syncCycles += 1;
+    const started = Date.now();
+    const partitions = this.wal.pendingPartitions(instance.name, 1000);
+    let next = 0;
+    const worker = async () => {
+      while (next < partitions.length && instance.healthy && !this.stopped) {
+        const { partition } = partitions[next++]!;
+        const result = await this.drain(instance, partition);
+        applied += result.applied;
+        if (!result.ok) blocked += 1;
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.config.walMaxWorkers, partitions.length) }, worker));
+    this.stats.lastCycleMs = Date.now() - started;
+    return { applied, blocked };
+  }
+
+  /**
+   * Starts a replay pass for the instance unless one is running; a kick during a pass
+   * makes it run once more, so no kick is lost.
+   */
+  kick(instance: Instance): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    const current = this.running.get(instance.name);
+    if (current) {
+      this.again.add(instance.name);
+      return current;
+    }
+    const run = (async () => {
+      try {
+        do {
+          this.again.delete(instance.name);
+          const result = await this.replayOnce(instance);
+          if (result.applied === 0 && result.blocked > 0) break;
+        } while (this.again.has(instance.name) && !this.stopped);
+      } catch (error) {
+        this.log.error("replay pass failed", { instance: instance.name, error: String(error) });
+      } finally {
+        this.running.delete(instance.name);
+      }
+    })();
+    this.running.set(instance.name, run);
+    return run;
+  }
+
+  kickAll() {
+    for (const instance of this.registry.all) if (instance.healthy && this.wal.pendingCount(instance.name) > 0) void this.kick(instance);
+  }
+
+  isReplaying(): boolean {
+    return this.running.size > 0;
+  }
+
+  async idle(): Promise<void> {
+    while (this.running.size) await Promise.all(this.running.values());
+  }
+}

@@ -1,0 +1,60 @@
+/**
+ * Every background job, scheduled with croner in one place. Each job calls one bounded
+ * `xxxOnce()` step; `protect` keeps a slow run from overlapping the next.
+ * Croner fires on whole seconds, so intervals are rounded up to at least one second;
+ * replay does not wait for its schedule (every write starts it), the schedule is a safety net.
+ */
+import { Cron } from "croner";
+import type { Adoption } from "./collections/adoption";
+import type { Mirror } from "./collections/mirror";
+import type { Config } from "./config";
+import type { InstanceRegistry } from "./instances/registry";
+import type { Logger } from "./observability/log";
+import type { Replayer } from "./replay/replayer";
+import { BatchSizer } from "./replay/sizing";
+import type { WriteAheadLog } from "./wal/log";
+
+export interface ScheduleDeps {
+  config: Config;
+  log: Logger;
+  registry: InstanceRegistry;
+  replayer: Replayer;
+  sizer: BatchSizer;
+  wal: WriteAheadLog;
+  adoption: Adoption;
+  mirror: Mirror | null;
+}
+
+function everySeconds(ms: number): { pattern: string; interval: number } {
+  const seconds = Math.max(1, Math.ceil(ms / 1000));
+  return { pattern: "* * * * * *", interval: seconds };
+}
+
+export function startSchedules(deps: ScheduleDeps): { stop(): void } {
+  const jobs: Cron[] = [];
+  const job = (name: string, everyMs: number, fn: () => unknown) => {
+    const { pattern, interval } = everySeconds(everyMs);
+    jobs.push(
+      new Cron(pattern, { name, protect: true, interval, catch: (error) => deps.log.error("scheduled job failed", { job: name, error: String(error) }) }, async () => {
+        await fn();
+      }),
+    );
+  };
+  job("health-check", deps.config.healthCheckIntervalMs, () => deps.registry.checkAll());
+  job("replay", deps.config.walSyncIntervalMs, () => deps.replayer.kickAll());
+  job("memory-sample", deps.config.memorySampleIntervalMs, () => deps.sizer.observe(BatchSizer.sampleProcess()));
+  job("adoption", 60_000, () => deps.adoption.adoptOnce());
+  job("wal-retention", 3600_000, () => {
+    const result = deps.wal.cleanup(deps.config.walRetentionMs);
+    if (result.deletedEntries) deps.log.info("log retention", { deletedEntries: result.deletedEntries });
+  });
+  if (deps.mirror) {
+    const mirror = deps.mirror;
+    job("mirror-sync", deps.config.mirrorSyncIntervalMs, () => mirror.syncOnce());
+  }
+  return {
+    stop() {
+      for (const j of jobs) j.stop();
+    },
+  };
+}

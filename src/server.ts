@@ -1,0 +1,119 @@
+/**
+ * Wires chroma-lb together: stores, log, instances, replay, schedules, HTTP server.
+ * `startServer` is what `src/index.ts` and the in-process test harness call.
+ */
+import { createApp } from "./app";
+import { Adoption } from "./collections/adoption";
+import { Mirror } from "./collections/mirror";
+import { CollectionStore } from "./collections/store";
+import type { Config } from "./config";
+import { openLocalStore } from "./db";
+import { InstanceRegistry } from "./instances/registry";
+import { createLogger, type Logger } from "./observability/log";
+import { Replayer } from "./replay/replayer";
+import { BatchSizer } from "./replay/sizing";
+import { startSchedules } from "./schedules";
+import { WriteAheadLog } from "./wal/log";
+
+export interface Services {
+  config: Config;
+  log: Logger;
+  wal: WriteAheadLog;
+  collections: CollectionStore;
+  registry: InstanceRegistry;
+  replayer: Replayer;
+  sizer: BatchSizer;
+  adoption: Adoption;
+  mirror: Mirror | null;
+  startedAtMs: number;
+  close(): Promise<void>;
+}
+
+/** Opens the stores and builds every service; starts nothing in the background. */
+export async function buildServices(config: Config, log: Logger = createLogger(config.logLevel)): Promise<Services> {
+  const local = openLocalStore(config.dataDir);
+  const collections = new CollectionStore(local);
+  const registry = new InstanceRegistry(config.instances, config, log);
+  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name));
+  const recovered = wal.recoverUnanswered();
+  if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
+  const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
+  sizer.observe(BatchSizer.sampleProcess());
+  const replayer = new Replayer(wal, collections, registry, sizer, config, log);
+  const adoption = new Adoption(collections, registry, wal, config, log);
+  const mirror = config.databaseUrl ? new Mirror(config.databaseUrl, local, collections, log) : null;
+  return {
+    config,
+    log,
+    wal,
+    collections,
+    registry,
+    replayer,
+    sizer,
+    adoption,
+    mirror,
+    startedAtMs: Date.now(),
+    async close() {
+      replayer.stop();
+      await mirror?.syncOnce();
+      await mirror?.close();
+      local.close();
+    },
+  };
+}
+
+export interface RunningServer {
+  url: string;
+  port: number;
+  services: Services;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config, options: { log?: Logger } = {}): Promise<RunningServer> {
+  const services = await buildServices(config, options.log);
+  const { log, registry, replayer, wal, adoption, mirror } = services;
+
+  if (mirror) await mirror.restoreIfEmpty();
+  await registry.checkAll();
+  if (registry.all.some((i) => i.healthy)) await adoption.adoptOnce();
+  // Replay starts with every write and whenever an instance comes back.
+  wal.onAppend(() => replayer.kickAll());
+  registry.onChange((instance, healthy) => {
+    if (healthy) {
+      void replayer.kick(instance);
+      void adoption.adoptOnce();
+    }
+  });
+  replayer.kickAll();
+  const schedules = startSchedules(services);
+  if (mirror) void mirror.syncOnce();
+
+  const app = createApp(services);
+  const server = Bun.serve({
+    port: config.port,
+    hostname: config.host,
+    maxRequestBodySize: config.maxBodyBytes,
+    idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
+    fetch: (request) => app.handle(request),
+  });
+  const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
+  log.info("chroma-lb listening", {
+    url,
+    instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),
+  });
+
+  let stopped = false;
+  return {
+    url,
+    port: server.port!,
+    services,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      schedules.stop();
+      await server.stop(true);
+      replayer.stop();
+      await services.close();
+    },
+  };
+}

@@ -1,0 +1,405 @@
+/**
+ * The durable, ordered write-ahead log. Every write is appended here before any instance
+ * sees it; each instance then owes every entry a row in wal_pending until it has applied it.
+ *
+ * Ordering rules (see README "Guarantees"):
+ * - entries of one partition (one logical collection, or `meta` for tenants and databases)
+ *   are applied by every instance in seq order;
+ * - a collection entry is applied only after every earlier `meta` entry (its database exists);
+ * - a `meta` entry is applied only after every earlier entry (deleting a database comes last).
+ */
+import { and, asc, count, eq, gt, inArray, lt, lte, min, ne, sql } from "drizzle-orm";
+import type { LocalStore } from "../db";
+import { walEntries, walPending } from "../db/sqlite-schema";
+
+export type EntryKind = "records" | "collection" | "meta";
+
+export type EntryOp =
+  | "add"
+  | "upsert"
+  | "update"
+  | "delete"
+  | "create_collection"
+  | "modify_collection"
+  | "delete_collection"
+  | "create_tenant"
+  | "update_tenant"
+  | "create_database"
+  | "delete_database";
+
+export const META_PARTITION = "meta";
+
+export interface NewEntry {
+  partition: string;
+  kind: EntryKind;
+  op: EntryOp;
+  tenant: string;
+  database: string;
+  collectionId: string | null;
+  name: string | null;
+  body: Uint8Array | null;
+}
+
+export interface Entry extends NewEntry {
+  seq: number;
+  createdAtMs: number;
+  state: "new" | "ready" | "rejected";
+  appliedBy: string | null;
+  bodyBytes: number;
+}
+
+export interface PendingEntry extends Entry {
+  attempts: number;
+  lastError: string | null;
+}
+
+export interface Limits {
+  /** Appends waiting for their group commit; more are refused so memory stays bounded. */
+  appendQueueMax: number;
+}
+
+interface QueuedAppend {
+  entry: NewEntry;
+  resolve: (seq: number) => void;
+  reject: (error: unknown) => void;
+}
+
+export class WriteAheadLog {
+  private queue: QueuedAppend[] = [];
+  private flushScheduled = false;
+  /** Pending rows per instance, kept in memory so routing never counts rows on the hot path. */
+  private readonly pendingByInstance = new Map<string, number>();
+  /** Group-commit figures: transactions and entries, for /wal/status. */
+  readonly commitStats = { transactions: 0, entries: 0, largestGroup: 0 };
+  private listeners: Array<(partition: string) => void> = [];
+
+  constructor(
+    private readonly store: LocalStore,
+    private instances: string[],
+    private readonly limits: Limits = { appendQueueMax: 10_000 },
+  ) {
+    for (const name of instances) this.pendingByInstance.set(name, 0);
+    const rows = this.store.db
+      .select({ instance: walPending.instance, n: count() })
+      .from(walPending)
+      .groupBy(walPending.instance)
+      .all();
+    for (const row of rows) this.pendingByInstance.set(row.instance, row.n);
+  }
+
+  /** Called after each commit with the partitions that gained entries (replay starts at once). */
+  onAppend(listener: (partition: string) => void) {
+    this.listeners.push(listener);
+  }
+
+  /**
+   * Entries left in state `new` by a crash were never answered; the client may still have
+   * waited for them, so they are kept and replayed everywhere like any other entry.
+   */
+  recoverUnanswered(): number {
+    const result = this.store.sqlite.run(`UPDATE wal_entries SET state = 'ready' WHERE state = 'new'`);
+    return result.changes;
+  }
+
+  /**
+   * Appends one entry, durable when the promise resolves. Appends arriving together share
+   * one transaction (group commit), so durability costs one fsync per group, not per write.
+   */
+  append(entry: NewEntry): Promise<number> {
+    if (this.queue.length >= this.limits.appendQueueMax) {
+      return Promise.reject(new Error("write-ahead log append queue is full"));
+    }
+    return new Promise<number>((resolve, reject) => {
+      this.queue.push({ entry, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush() {
+    this.flushScheduled = false;
+    const group = this.queue;
+    this.queue = [];
+    if (group.length === 0) return;
+    const now = Date.now();
+    let seqs: number[];
+    try {
+      seqs = this.store.db.transaction((tx) => {
+        const out: number[] = [];
+        for (const { entry } of group) {
+          const row = tx
+            .insert(walEntries)
+            .values({
+              createdAtMs: now,
+              partition: entry.partition,
+              kind: entry.kind,
+              op: entry.op,
+              tenant: entry.tenant,
+              database: entry.database,
+              collectionId: entry.collectionId,
+              name: entry.name,
+              body: entry.body ? Buffer.from(entry.body.buffer, entry.body.byteOffset, entry.body.byteLength) : null,
+              bodyBytes: entry.body?.byteLength ?? 0,
+              state: "new",
+            })
+            .returning({ seq: walEntries.seq })
+            .get();
+          const pending = this.instances.map((instance) => ({
+            instance,
+            seq: row.seq,
+            partition: entry.partition,
+            kind: entry.kind,
+          }));
+          if (pending.length) tx.insert(walPending).values(pending).run();
+          out.push(row.seq);
+        }
+        return out;
+      });
+    } catch (error) {
+      for (const item of group) item.reject(error);
+      return;
+    }
+    for (const name of this.instances) this.pendingByInstance.set(name, (this.pendingByInstance.get(name) ?? 0) + group.length);
+    this.commitStats.transactions += 1;
+    this.commitStats.entries += group.length;
+    this.commitStats.largestGroup = Math.max(this.commitStats.largestGroup, group.length);
+    group.forEach((item, i) => item.resolve(seqs[i]!));
+  }
+
+  /** The write target answered: the entry may now be replayed to every other instance. */
+  markReady(seq: number, appliedBy: string | null) {
+    this.store.db.update(walEntries).set({ state: "ready", appliedBy }).where(eq(walEntries.seq, seq)).run();
+    const entry = this.store.db.select({ partition: walEntries.partition }).from(walEntries).where(eq(walEntries.seq, seq)).get();
+    if (entry) for (const listener of this.listeners) listener(entry.partition);
+  }
+
+  /** No instance may apply this entry (the write target refused it as bad input). */
+  reject(seq: number) {
+    this.store.db.transaction((tx) => {
+      tx.update(walEntries).set({ state: "rejected" }).where(eq(walEntries.seq, seq)).run();
+      const removed = tx.delete(walPending).where(eq(walPending.seq, seq)).returning({ instance: walPending.instance }).all();
+      for (const row of removed) this.pendingByInstance.set(row.instance, (this.pendingByInstance.get(row.instance) ?? 1) - 1);
+    });
+  }
+
+  /** The instance has applied these entries. */
+  markApplied(instance: string, seqs: number[]) {
+    if (seqs.length === 0) return;
+    const removed = this.store.db
+      .delete(walPending)
+      .where(and(eq(walPending.instance, instance), inArray(walPending.seq, seqs)))
+      .returning({ seq: walPending.seq })
+      .all();
+    this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed.length));
+  }
+
+  /** A replay attempt failed; the error stays visible on the entry until it succeeds. */
+  recordFailure(instance: string, seq: number, error: string) {
+    this.store.db
+      .update(walPending)
+      .set({ attempts: sql`${walPending.attempts} + 1`, lastError: error.slice(0, 2000), lastAttemptAtMs: Date.now() })
+      .where(and(eq(walPending.instance, instance), eq(walPending.seq, seq)))
+      .run();
+  }
+
+  pendingCount(instance: string): number {
+    return this.pendingByInstance.get(instance) ?? 0;
+  }
+
+  /** True when no other instance has applied the entry yet, so rejecting it changes nothing. */
+  appliedNowhere(seq: number): boolean {
+    const row = this.store.db.select({ n: count() }).from(walPending).where(eq(walPending.seq, seq)).get();
+    return (row?.n ?? 0) >= this.instances.length;
+  }
+
+  /** The next entries of one partition that the instance still owes, in order (ready ones only). */
+  nextPending(instance: string, partition: string, limit: number, uptoSeq = Number.MAX_SAFE_INTEGER): PendingEntry[] {
+    const rows = this.store.db
+      .select({ entry: walEntries, attempts: walPending.attempts, lastError: walPending.lastError })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, uptoSeq)))
+      .orderBy(asc(walPending.seq))
+      .limit(limit)
+      .all();
+    const out: PendingEntry[] = [];
+    for (const row of rows) {
+      // An entry still being applied by the write target blocks everything after it.
+      if (row.entry.state !== "ready") break;
+      out.push(toEntry(row.entry, row.attempts, row.lastError));
+    }
+    return out;
+  }
+
+  /** The lowest pending seq of the instance among the given kinds, before `beforeSeq`. */
+  firstPendingBefore(instance: string, beforeSeq: number, kinds?: EntryKind[]): { seq: number; partition: string } | null {
+    const conditions = [eq(walPending.instance, instance), lt(walPending.seq, beforeSeq)];
+    if (kinds) conditions.push(inArray(walPending.kind, kinds));
+    const row = this.store.db
+      .select({ seq: walPending.seq, partition: walPending.partition })
+      .from(walPending)
+      .where(and(...conditions))
+      .orderBy(asc(walPending.seq))
+      .limit(1)
+      .get();
+    return row ?? null;
+  }
+
+  /** Partitions in which the instance owes entries, oldest first. */
+  pendingPartitions(instance: string, limit: number): Array<{ partition: string; firstSeq: number }> {
+    return this.store.db
+      .select({ partition: walPending.partition, firstSeq: min(walPending.seq) })
+      .from(walPending)
+      .where(eq(walPending.instance, instance))
+      .groupBy(walPending.partition)
+      .orderBy(asc(min(walPending.seq)))
+      .limit(limit)
+      .all()
+      .map((row) => ({ partition: row.partition, firstSeq: row.firstSeq ?? 0 }));
+  }
+
+  /**
+   * True when the instance has applied every acknowledged entry of the partition up to
+   * `uptoSeq`; entries still being applied by the write target were not acknowledged yet.
+   */
+  isCaughtUp(instance: string, partition: string, uptoSeq = Number.MAX_SAFE_INTEGER): boolean {
+    const row = this.store.db
+      .select({ seq: walPending.seq })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(
+        and(
+          eq(walPending.instance, instance),
+          eq(walPending.partition, partition),
+          lte(walPending.seq, uptoSeq),
+          eq(walEntries.state, "ready"),
+        ),
+      )
+      .limit(1)
+      .get();
+    return row === undefined;
+  }
+
+  /** True when the instance owes no acknowledged collection or meta entry (lists and counts are current). */
+  isCatalogCaughtUp(instance: string): boolean {
+    const row = this.store.db
+      .select({ seq: walPending.seq })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(and(eq(walPending.instance, instance), ne(walPending.kind, "records"), eq(walEntries.state, "ready")))
+      .limit(1)
+      .get();
+    return row === undefined;
+  }
+
+  headSeq(): number {
+    const row = this.store.db.select({ seq: sql<number>`coalesce(max(${walEntries.seq}), 0)` }).from(walEntries).get();
+    return row?.seq ?? 0;
+  }
+
+  /** Lag of one instance: entries owed, and the age of the oldest one. */
+  lag(instance: string): { entries: number; oldestAgeMs: number; firstSeq: number | null; failing: number; lastError: string | null } {
+    const oldest = this.store.db
+      .select({ seq: walEntries.seq, createdAtMs: walEntries.createdAtMs })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(eq(walPending.instance, instance))
+      .orderBy(asc(walPending.seq))
+      .limit(1)
+      .get();
+    const failing = this.store.db
+      .select({ n: count(), lastError: sql<string | null>`max(${walPending.lastError})` })
+      .from(walPending)
+      .where(and(eq(walPending.instance, instance), gt(walPending.attempts, 0)))
+      .get();
+    return {
+      entries: this.pendingCount(instance),
+      oldestAgeMs: oldest ? Date.now() - oldest.createdAtMs : 0,
+      firstSeq: oldest?.seq ?? null,
+      failing: failing?.n ?? 0,
+      lastError: failing?.lastError ?? null,
+    };
+  }
+
+  /** Entries whose replay failed at least once, with their errors. */
+  failedEntries(limit: number) {
+    return this.store.db
+      .select({
+        instance: walPending.instance,
+        seq: walPending.seq,
+        partition: walPending.partition,
+        attempts: walPending.attempts,
+        lastError: walPending.lastError,
+        lastAttemptAtMs: walPending.lastAttemptAtMs,
+        op: walEntries.op,
+      })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(gt(walPending.attempts, 0))
+      .orderBy(asc(walPending.seq))
+      .limit(limit)
+      .all();
+  }
+
+  /** An operator gives up on one entry for one instance; the skip is logged by the caller. */
+  skip(instance: string, seq: number): boolean {
+    const removed = this.store.db
+      .delete(walPending)
+      .where(and(eq(walPending.instance, instance), eq(walPending.seq, seq)))
+      .returning({ seq: walPending.seq })
+      .all();
+    if (removed.length) this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - 1));
+    return removed.length > 0;
+  }
+
+  counts(): { total: number; pendingEntries: number; rejected: number } {
+    const total = this.store.db.select({ n: count() }).from(walEntries).get()?.n ?? 0;
+    const rejected = this.store.db.select({ n: count() }).from(walEntries).where(eq(walEntries.state, "rejected")).get()?.n ?? 0;
+    const pendingEntries =
+      this.store.db.select({ n: sql<number>`count(distinct ${walPending.seq})` }).from(walPending).get()?.n ?? 0;
+    return { total, pendingEntries, rejected };
+  }
+
+  /**
+   * Removes entries older than `maxAgeMs` that every instance has applied (or that were
+   * rejected). An entry any instance still owes is never removed.
+   */
+  cleanup(maxAgeMs: number): { deletedEntries: number } {
+    const cutoff = Date.now() - maxAgeMs;
+    const result = this.store.sqlite.run(
+      `DELETE FROM wal_entries WHERE created_at_ms <= ? AND state != 'new'
+         AND NOT EXISTS (SELECT 1 FROM wal_pending p WHERE p.seq = wal_entries.seq)`,
+      [cutoff],
+    );
+    return { deletedEntries: result.changes };
+  }
+
+  /** Wipes the log (used by reset, after every instance was reset). */
+  clear() {
+    this.store.sqlite.run("DELETE FROM wal_pending");
+    this.store.sqlite.run("DELETE FROM wal_entries");
+    for (const name of this.instances) this.pendingByInstance.set(name, 0);
+  }
+}
+
+function toEntry(row: typeof walEntries.$inferSelect, attempts: number, lastError: string | null): PendingEntry {
+  return {
+    seq: row.seq,
+    createdAtMs: row.createdAtMs,
+    partition: row.partition,
+    kind: row.kind as EntryKind,
+    op: row.op as EntryOp,
+    tenant: row.tenant,
+    database: row.database,
+    collectionId: row.collectionId,
+    name: row.name,
+    body: row.body ? new Uint8Array(row.body) : null,
+    bodyBytes: row.bodyBytes,
+    state: row.state as Entry["state"],
+    appliedBy: row.appliedBy,
+    attempts,
+    lastError,
+  };
+}
