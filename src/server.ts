@@ -75,11 +75,13 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
 
   if (mirror) await mirror.restoreIfEmpty();
   await registry.checkAll();
+  for (const instance of registry.all) instance.catchingUp = wal.pendingCount(instance.name) > 0;
   if (registry.all.some((i) => i.healthy)) await adoption.adoptOnce();
   // Replay starts with every write and whenever an instance comes back.
   wal.onAppend(() => replayer.kickAll());
   registry.onChange((instance, healthy) => {
     if (healthy) {
+      instance.catchingUp = wal.pendingCount(instance.name) > 0;
       void replayer.kick(instance);
       void adoption.adoptOnce();
     }

@@ -37,7 +37,7 @@ const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
 export function instanceState(instance: Instance, pendingEntries: number): InstanceState {
   if (instance.maintenance) return "maintenance";
   if (!instance.healthy) return "down";
-  return pendingEntries > 0 ? "catching_up" : "healthy";
+  return instance.catchingUp && pendingEntries > 0 ? "catching_up" : "healthy";
 }
 
 export function adminRoutes(deps: AdminDeps) {
@@ -173,7 +173,7 @@ export function adminRoutes(deps: AdminDeps) {
         uptime_seconds: Math.round((Date.now() - deps.startedAtMs) / 1000),
         healthy_instances: healthyCount(),
         total_instances: registry.all.length,
-        write_target: registry.all.find((i) => i.serving && wal.pendingCount(i.name) === 0)?.name ?? registry.all.find((i) => i.serving)?.name ?? null,
+        write_target: registry.all.find((i) => i.serving && !i.catchingUp)?.name ?? registry.all.find((i) => i.serving)?.name ?? null,
         high_volume_config: {
           max_memory_mb: config.walMaxMemoryMb,
           max_workers: config.walMaxWorkers,

@@ -83,6 +83,8 @@ export const walPending = sqliteTable(
     primaryKey({ columns: [table.instance, table.seq] }),
     index("wal_pending_partition").on(table.instance, table.partition, table.seq),
     index("wal_pending_seq").on(table.seq),
+    // Barrier checks look for the first owed entry of some kinds.
+    index("wal_pending_kind").on(table.instance, table.kind, table.seq),
   ],
 );
 

@@ -31,6 +31,12 @@ export class Instance {
   lastErrorAtMs: number | null = null;
   downSinceMs: number | null = Date.now();
   lastTransitionMs = Date.now();
+  /**
+   * Back from an outage with log entries to apply: it takes no writes (and, per collection,
+   * no reads) until it has caught up. Set when it comes back, cleared once it owes nothing
+   * beyond the writes in flight.
+   */
+  catchingUp = false;
   /** From the instance's pre-flight checks: the most records one request may carry. */
   maxBatchSize = 5461;
 

@@ -71,13 +71,18 @@ export class ChromaApi {
     return this.deps.config;
   }
 
+  /** Log entries appended and not yet answered: an instance owing no more than these is caught up. */
+  private inFlightWrites = 0;
+
   views(): InstanceView[] {
-    return this.deps.registry.all.map((i) => ({
-      name: i.name,
-      priority: i.priority,
-      serving: i.serving,
-      pendingEntries: this.deps.wal.pendingCount(i.name),
-    }));
+    return this.deps.registry.all.map((i) => {
+      const pendingEntries = this.deps.wal.pendingCount(i.name);
+      if (i.catchingUp && pendingEntries <= this.inFlightWrites) {
+        i.catchingUp = false;
+        this.deps.log.info("instance caught up", { instance: i.name });
+      }
+      return { name: i.name, priority: i.priority, serving: i.serving, pendingEntries, catchingUp: i.catchingUp };
+    });
   }
 
   private deadline(): number {
@@ -271,7 +276,16 @@ export class ChromaApi {
    * answer. Chroma's refusal (4xx/5xx) is answered as is and the entry is not replayed.
    */
   private async logAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
-    return this.partitions.run(entry.partition, async () => {
+    this.inFlightWrites += 1;
+    try {
+      return await this.partitions.run(entry.partition, () => this.appendAndApply(request, entry));
+    } finally {
+      this.inFlightWrites -= 1;
+    }
+  }
+
+  private async appendAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
+    {
       const seq = await this.deps.wal.append(entry);
       const headers = forwardHeaders(request.headers);
       const tried = new Set<string>();
@@ -280,7 +294,7 @@ export class ChromaApi {
         if (!candidate) break;
         tried.add(candidate.name);
         const instance = this.deps.registry.get(candidate.name)!;
-        const ready = await this.deps.replayer.prepareFor(instance, entry.partition, seq, { deadlineMs: this.deadline(), urgent: true });
+        const ready = await this.deps.replayer.prepareFor(instance, { ...entry, seq }, { deadlineMs: this.deadline(), urgent: true });
         if (!ready.ok) {
           this.deps.log.warn("write target could not catch up; trying the next", { instance: instance.name, reason: ready.reason });
           continue;
@@ -322,7 +336,7 @@ export class ChromaApi {
       }
       this.deps.wal.reject(seq);
       return { kind: "unavailable", reason: this.allDown("writes").message };
-    });
+    }
   }
 
   private writeResponse(result: WriteResult, acceptedBody: unknown = {}): Response {

@@ -12,7 +12,7 @@ import type { CollectionStore } from "../collections/store";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import { KeyedMutex } from "../util/mutex";
-import { META_PARTITION, type PendingEntry, type WriteAheadLog } from "../wal/log";
+import type { Entry, EntryKind, PendingEntry, WriteAheadLog } from "../wal/log";
 import { applyEntries } from "./apply";
 import { takeBatch } from "./batch";
 import type { BatchSizer } from "./sizing";
@@ -106,47 +106,51 @@ export class Replayer {
     return { ok: false, applied, reason: "drain made no progress" };
   }
 
+  /**
+   * Which earlier entries (of other partitions) must be applied before this one:
+   * - a tenant/database entry waits for everything before it (deleting a database comes
+   *   after its collections' writes);
+   * - creating or renaming a collection waits for earlier collection changes, since names
+   *   are unique per database (a delete then re-create of one name must keep its order);
+   * - every other entry waits for earlier tenant/database entries (its database exists).
+   */
+  static barrierKinds(entry: Pick<Entry, "kind" | "op">): EntryKind[] {
+    if (entry.kind === "meta") return ["records", "collection", "meta"];
+    if (entry.op === "create_collection" || entry.op === "modify_collection") return ["collection", "meta"];
+    return ["meta"];
+  }
+
   /** Brings the ordering barrier of the partition's next entry up to date; returns a reason when it cannot. */
   private async resolveBarrier(instance: Instance, partition: string, options: DrainOptions): Promise<string | null> {
     const next = this.wal.nextPending(instance.name, partition, 1, options.uptoSeq)[0];
     if (!next) return null;
-    if (partition !== META_PARTITION) {
-      const meta = this.wal.firstPendingBefore(instance.name, next.seq, ["meta"]);
-      if (!meta) return null;
-      const result = await this.drain(instance, META_PARTITION, { ...options, uptoSeq: next.seq - 1 });
-      return result.ok ? null : `waiting for tenant/database entry ${meta.seq}: ${result.reason}`;
-    }
-    return this.drainEarlierPartitions(instance, next.seq, options);
+    return this.satisfyBarrier(instance, next, options);
   }
 
-  /** Applies every non-meta entry the instance owes before `seq` (a meta entry's barrier). */
-  private async drainEarlierPartitions(instance: Instance, seq: number, options: DrainOptions): Promise<string | null> {
+  /** Applies every entry of other partitions that `entry` must follow (see barrierKinds). */
+  private async satisfyBarrier(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<string | null> {
+    const kinds = Replayer.barrierKinds(entry);
     let previous = -1;
     for (let guard = 0; guard < 1000; guard++) {
-      const earlier = this.wal.firstPendingBefore(instance.name, seq, ["records", "collection"]);
+      const earlier = this.wal.firstPendingBefore(instance.name, entry.seq, kinds, entry.partition);
       if (!earlier) return null;
       // An earlier entry still being applied by its write target: give it a moment.
       if (earlier.seq === previous) await Bun.sleep(5);
       previous = earlier.seq;
-      const result = await this.drain(instance, earlier.partition, { ...options, uptoSeq: seq - 1 });
+      const result = await this.drain(instance, earlier.partition, { ...options, uptoSeq: earlier.seq });
       if (!result.ok) return `waiting for entry ${earlier.seq}: ${result.reason}`;
     }
-    return "entries ahead of a database entry did not finish";
+    return `entries ahead of entry ${entry.seq} did not finish`;
   }
 
   /**
-   * Readies `instance` to apply entry `seq` of `partition` directly (the write path): its
-   * barrier first, then every earlier entry of the partition.
+   * Readies `instance` to apply `entry` directly (the write path): its barrier first, then
+   * every earlier entry of its partition.
    */
-  async prepareFor(instance: Instance, partition: string, seq: number, options: DrainOptions): Promise<DrainResult> {
-    if (partition === META_PARTITION) {
-      const reason = await this.drainEarlierPartitions(instance, seq, options);
-      if (reason) return { ok: false, applied: 0, reason };
-    } else if (this.wal.firstPendingBefore(instance.name, seq, ["meta"])) {
-      const meta = await this.drain(instance, META_PARTITION, { ...options, uptoSeq: seq - 1 });
-      if (!meta.ok) return meta;
-    }
-    return this.drain(instance, partition, { ...options, uptoSeq: seq - 1 });
+  async prepareFor(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<DrainResult> {
+    const reason = await this.satisfyBarrier(instance, entry, options);
+    if (reason) return { ok: false, applied: 0, reason };
+    return this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });
   }
 
   /** Applies every collection and meta entry the instance owes, so its lists and counts are current. */
@@ -179,8 +183,8 @@ export class Replayer {
       }
       const entries = this.wal.nextPending(instance.name, partition, Math.max(1, this.sizer.current), options.uptoSeq);
       if (entries.length === 0) return { ok: true, applied, done: true };
-      // Entries behind an unapplied meta barrier must wait: hand back to drain() to resolve it.
-      if (partition !== META_PARTITION && this.wal.firstPendingBefore(instance.name, entries[0]!.seq, ["meta"])) {
+      // An entry behind an unmet barrier must wait: hand back to drain() to resolve it.
+      if (this.wal.firstPendingBefore(instance.name, entries[0]!.seq, Replayer.barrierKinds(entries[0]!), partition)) {
         return { ok: true, applied, done: false };
       }
       const batch = takeBatch(entries, {
@@ -305,6 +309,10 @@ export class Replayer {
         do {
           this.again.delete(instance.name);
           const result = await this.replayOnce(instance);
+          if (instance.catchingUp && this.wal.pendingCount(instance.name) === 0) {
+            instance.catchingUp = false;
+            this.log.info("instance caught up", { instance: instance.name });
+          }
           if (result.applied === 0 && result.blocked > 0) break;
         } while (this.again.has(instance.name) && !this.stopped);
       } catch (error) {

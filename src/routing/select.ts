@@ -11,19 +11,21 @@ export interface InstanceView {
   serving: boolean;
   /** Entries this instance still owes from the log. */
   pendingEntries: number;
+  /** Back from an outage and not yet caught up. */
+  catchingUp: boolean;
 }
 
 /**
- * Write targets in the order they are tried: serving instances that owe nothing first (the
- * primary before the others), then those still catching up, fewest owed entries first. So a
- * returning primary takes writes again only once it has caught up.
+ * Write targets in the order they are tried: serving instances that are caught up first
+ * (the primary before the others), then those still catching up, fewest owed entries
+ * first. So a returning primary takes writes again only once it has caught up.
  */
 export function writeCandidates(instances: InstanceView[]): InstanceView[] {
   return instances
     .filter((i) => i.serving)
     .sort((a, b) => {
-      const aBehind = a.pendingEntries > 0 ? 1 : 0;
-      const bBehind = b.pendingEntries > 0 ? 1 : 0;
+      const aBehind = a.catchingUp ? 1 : 0;
+      const bBehind = b.catchingUp ? 1 : 0;
       if (aBehind !== bBehind) return aBehind - bBehind;
       if (aBehind) return a.pendingEntries - b.pendingEntries || a.priority - b.priority;
       return a.priority - b.priority;
@@ -41,7 +43,8 @@ export function readCandidates(
   replicaRatio: number,
   random: () => number = Math.random,
 ): Array<InstanceView & { fresh: boolean }> {
-  const serving = instances.filter((i) => i.serving).map((i) => ({ ...i, fresh: isFresh(i.name) }));
+  // An instance back from an outage serves reads only once it has caught up on everything.
+  const serving = instances.filter((i) => i.serving).map((i) => ({ ...i, fresh: !i.catchingUp && isFresh(i.name) }));
   const fresh = serving.filter((i) => i.fresh);
   const lagging = serving.filter((i) => !i.fresh).sort((a, b) => a.pendingEntries - b.pendingEntries);
   const primaryFirst = [...fresh].sort((a, b) => a.priority - b.priority);

@@ -233,10 +233,16 @@ export class WriteAheadLog {
     return out;
   }
 
-  /** The lowest pending seq of the instance among the given kinds, before `beforeSeq`. */
-  firstPendingBefore(instance: string, beforeSeq: number, kinds?: EntryKind[]): { seq: number; partition: string } | null {
+  /** The lowest pending seq of the instance among the given kinds, before `beforeSeq`, outside `exceptPartition`. */
+  firstPendingBefore(
+    instance: string,
+    beforeSeq: number,
+    kinds?: EntryKind[],
+    exceptPartition?: string,
+  ): { seq: number; partition: string } | null {
     const conditions = [eq(walPending.instance, instance), lt(walPending.seq, beforeSeq)];
     if (kinds) conditions.push(inArray(walPending.kind, kinds));
+    if (exceptPartition !== undefined) conditions.push(ne(walPending.partition, exceptPartition));
     const row = this.store.db
       .select({ seq: walPending.seq, partition: walPending.partition })
       .from(walPending)

@@ -55,4 +55,5 @@ CREATE TABLE `wal_pending` (
 );
 --> statement-breakpoint
 CREATE INDEX `wal_pending_partition` ON `wal_pending` (`instance`,`partition`,`seq`);--> statement-breakpoint
-CREATE INDEX `wal_pending_seq` ON `wal_pending` (`seq`);
+CREATE INDEX `wal_pending_seq` ON `wal_pending` (`seq`);--> statement-breakpoint
+CREATE INDEX `wal_pending_kind` ON `wal_pending` (`instance`,`kind`,`seq`);
