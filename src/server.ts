@@ -9,6 +9,7 @@ import { CollectionStore } from "./collections/store";
 import type { Config } from "./config";
 import { openLocalStore } from "./db";
 import { InstanceRegistry } from "./instances/registry";
+import { createAlerter } from "./observability/alerts";
 import { createLogger, type Logger } from "./observability/log";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
@@ -79,7 +80,16 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
   if (registry.all.some((i) => i.healthy)) await adoption.adoptOnce();
   // Replay starts with every write and whenever an instance comes back.
   wal.onAppend(() => replayer.kickAll());
+  const alerter = createAlerter(config.alertWebhookUrl, log);
   registry.onChange((instance, healthy) => {
+    alerter.send({
+      event: healthy ? "instance_up" : "instance_down",
+      instance: instance.name,
+      message: healthy ? `instance ${instance.name} is back` : `instance ${instance.name} is down: ${instance.lastError ?? "unknown reason"}`,
+    });
+    if (!healthy && registry.all.every((i) => !i.healthy)) {
+      alerter.send({ event: "all_instances_down", message: "no Chroma instance answers; reads fail and writes are only logged" });
+    }
     if (healthy) {
       instance.catchingUp = wal.pendingCount(instance.name) > 0;
       void replayer.kick(instance);
