@@ -14,6 +14,8 @@ import { createLogger, type Logger } from "./observability/log";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
+import { fillCollection } from "./collections/fill";
+import { KeyedMutex } from "./util/mutex";
 import { WriteAheadLog } from "./wal/log";
 
 export interface Services {
@@ -26,6 +28,8 @@ export interface Services {
   sizer: BatchSizer;
   adoption: Adoption;
   mirror: Mirror | null;
+  /** One lock per collection (and `meta`): writes, and copies made by adoption, take it. */
+  writeLocks: KeyedMutex;
   startedAtMs: number;
   close(): Promise<void>;
 }
@@ -43,6 +47,9 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const replayer = new Replayer(wal, collections, registry, sizer, config, log);
   const adoption = new Adoption(collections, registry, wal, config, log);
   const mirror = config.databaseUrl ? new Mirror(config.databaseUrl, local, collections, log) : null;
+  const writeLocks = new KeyedMutex();
+  adoption.filler = (record, source, targets) =>
+    writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
   return {
     config,
     log,
@@ -53,6 +60,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     sizer,
     adoption,
     mirror,
+    writeLocks,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();

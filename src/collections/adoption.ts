@@ -7,13 +7,16 @@ import type { Config } from "../config";
 import type { InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import type { WriteAheadLog } from "../wal/log";
-import type { CollectionStore } from "./store";
+import type { Instance } from "../instances/registry";
+import type { FillResult } from "./fill";
+import type { CollectionRecord, CollectionStore } from "./store";
 
 export interface AdoptionReport {
   adopted: string[];
   linked: number;
   /** Collections some serving instance lacks, with no pending create for it. */
   incomplete: Array<{ collection: string; missingOn: string[] }>;
+  filled: FillResult[];
   scannedInstances: string[];
 }
 
@@ -26,10 +29,15 @@ interface Found {
 
 const pageSize = 100;
 
+/** Creates a collection on the instances that lack it and copies its records (see fill.ts). */
+export type Filler = (record: CollectionRecord, source: Instance, targets: Instance[]) => Promise<FillResult>;
+
 export class Adoption {
   private running: Promise<AdoptionReport> | null = null;
   private lastRunMs = 0;
   lastReport: AdoptionReport | null = null;
+  /** Set by the server; without it incomplete collections are only reported. */
+  filler: Filler | null = null;
 
   constructor(
     private readonly collections: CollectionStore,
@@ -73,7 +81,7 @@ export class Adoption {
   }
 
   private async scan(): Promise<AdoptionReport> {
-    const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], scannedInstances: [] };
+    const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], filled: [], scannedInstances: [] };
     const tenants = new Set(["default_tenant", ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
     const foundBy = new Map<string, Map<string, Found>>();
     for (const instance of this.registry.all.filter((i) => i.healthy)) {
@@ -141,7 +149,17 @@ export class Adoption {
       const missingOn = [...foundBy.keys()].filter(
         (instance) => !record.instanceUuids.has(instance) && this.wal.isCaughtUp(instance, record.id),
       );
-      if (missingOn.length) report.incomplete.push({ collection: `${record.tenant}/${record.database}/${record.name}`, missingOn });
+      if (!missingOn.length) continue;
+      const label = `${record.tenant}/${record.database}/${record.name}`;
+      const source = this.registry.all.find((i) => i.healthy && record.instanceUuids.has(i.name) && foundBy.has(i.name));
+      if (this.filler && source) {
+        const filled = await this.filler(record, source, missingOn.map((name) => this.registry.get(name)!));
+        report.filled.push(filled);
+        const stillMissing = missingOn.filter((name) => !record.instanceUuids.has(name));
+        if (stillMissing.length) report.incomplete.push({ collection: label, missingOn: stillMissing });
+      } else {
+        report.incomplete.push({ collection: label, missingOn });
+      }
     }
     this.lastReport = report;
     return report;

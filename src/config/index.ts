@@ -201,8 +201,17 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     // The value itself may hold a password, so it is never echoed.
     throw new ConfigError("DATABASE_URL", "a postgres:// URL", "(hidden)");
   }
-  const alertWebhookUrl = read(env, "ALERT_WEBHOOK_URL") ?? read(env, "SLACK_WEBHOOK_URL") ?? null;
-  if (alertWebhookUrl !== null) httpUrl("ALERT_WEBHOOK_URL", alertWebhookUrl);
+  // The error names the variable actually set, and never echoes its value: a webhook URL
+  // (Slack's in particular) carries its secret in the path.
+  const alertVariable = read(env, "ALERT_WEBHOOK_URL") !== undefined ? "ALERT_WEBHOOK_URL" : "SLACK_WEBHOOK_URL";
+  const alertWebhookUrl = read(env, alertVariable) ?? null;
+  if (alertWebhookUrl !== null) {
+    try {
+      httpUrl(alertVariable, alertWebhookUrl);
+    } catch {
+      throw new ConfigError(alertVariable, "an http(s) URL", "(hidden)");
+    }
+  }
 
   const walDefaultBatchSize = int(env, "WAL_DEFAULT_BATCH_SIZE", 50, 1, 5000);
   const walMaxBatchSize = int(env, "WAL_MAX_BATCH_SIZE", 200, 1, 5000);

@@ -25,6 +25,8 @@ export interface ApiDeps {
   registry: InstanceRegistry;
   replayer: Replayer;
   adoption: Adoption;
+  /** Shared with adoption's copies: one writer per collection at a time. */
+  writeLocks: KeyedMutex;
 }
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
@@ -62,8 +64,6 @@ export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Re
 export class ChromaApi {
   /** Collection, tenant and database changes run one at a time (names must stay unique). */
   private readonly ddl = new KeyedMutex();
-  /** Writes of one partition run one at a time, so every instance sees them in log order. */
-  private readonly partitions = new KeyedMutex();
 
   constructor(private readonly deps: ApiDeps) {}
 
@@ -262,6 +262,28 @@ export class ChromaApi {
     return this.catalogRead(request, () => `${base(tenant, database)}/collections/${encodeURIComponent(name)}`, "collection");
   }
 
+  /**
+   * `GET .../collections`. Chroma sorts the list by its own UUIDs, which differ per instance,
+   * so pages served by different instances would overlap or skip collections. chroma-lb asks
+   * for the whole list, sorts it by the ids clients see (as Chroma sorts by its ids) and cuts
+   * the page itself. A malformed limit or offset is passed on for Chroma to refuse.
+   */
+  async listCollections(request: Request, tenant: string, database: string): Promise<Response> {
+    const params = new URL(request.url).searchParams;
+    const page = (field: string) => (params.has(field) ? params.get(field)! : null);
+    const [limit, offset] = [page("limit"), page("offset")];
+    if ([limit, offset].some((v) => v !== null && !/^\d+$/.test(v))) {
+      return this.catalogRead(request, () => `${base(tenant, database)}/collections${new URL(request.url).search}`, "collections");
+    }
+    const response = await this.catalogRead(request, () => `${base(tenant, database)}/collections`, "collections");
+    if (response.status !== 200) return response;
+    const list = (await response.json()) as Array<{ id: string }>;
+    list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const start = offset === null ? 0 : Number(offset);
+    const paged = list.slice(start, limit === null ? undefined : start + Number(limit));
+    return new Response(JSON.stringify(paged), { status: 200, headers: response.headers });
+  }
+
   /** `GET .../collections/by-id/{id}`: answered from the mappings (Chroma 1.0 has no such route). */
   async getCollectionById(request: Request, tenant: string, database: string, id: string): Promise<Response> {
     const record = await this.resolve(tenant, database, id);
@@ -278,7 +300,8 @@ export class ChromaApi {
   private async logAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
     this.inFlightWrites += 1;
     try {
-      return await this.partitions.run(entry.partition, () => this.appendAndApply(request, entry));
+      // Writes of one partition run one at a time, so every instance sees them in log order.
+      return await this.deps.writeLocks.run(entry.partition, () => this.appendAndApply(request, entry));
     } finally {
       this.inFlightWrites -= 1;
     }
@@ -389,8 +412,14 @@ export class ChromaApi {
     return this.ddl.run("ddl", async () => {
       const existing = this.deps.collections.byName(tenant, database, name);
       if (existing) {
-        if (json.get_or_create === true) return this.getCollection(request, tenant, database, existing.id);
-        throw conflict(`Collection [${name}] already exists`);
+        if (json.get_or_create === true) {
+          // The existing collection is read with a GET: forwarding the client's POST would ask
+          // the instance for a route it does not have (405).
+          const read = new Request(request.url, { method: "GET", headers: request.headers, signal: request.signal });
+          return this.getCollection(read, tenant, database, existing.id);
+        }
+        // Chroma's own answer to a duplicate create, error kind included, so clients that read it see no difference.
+        throw new LbError(409, "ChromaError", `Collection [${name}] already exists`);
       }
       const id = crypto.randomUUID();
       const record = this.deps.collections.create(id, tenant, database, name);

@@ -103,7 +103,7 @@ export function chromaRoutes(api: ChromaApi) {
     })
     .get(
       `${T}/collections`,
-      ({ request, params }) => api.catalogRead(request, () => `${base(params)}/collections${new URL(request.url).search}`, "collections"),
+      ({ request, params }) => api.listCollections(request, params.tenant, params.database),
       doc("List collections (limit, offset)", { ok: t.Array(CollectionModel) }),
     )
     .post(

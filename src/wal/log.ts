@@ -300,8 +300,13 @@ export class WriteAheadLog {
     return row === undefined;
   }
 
+  /**
+   * The last position handed out. Read from sqlite_sequence (seq is AUTOINCREMENT), not
+   * max(seq): cleanup removes the newest entries too once every instance applied them, and
+   * the head must not go back then.
+   */
   headSeq(): number {
-    const row = this.store.db.select({ seq: sql<number>`coalesce(max(${walEntries.seq}), 0)` }).from(walEntries).get();
+    const row = this.store.sqlite.query(`SELECT seq FROM sqlite_sequence WHERE name = 'wal_entries'`).get() as { seq: number } | null;
     return row?.seq ?? 0;
   }
 
