@@ -33,10 +33,10 @@ export function renderMetrics(deps: Pick<AdminDeps, "registry" | "wal" | "replay
     family("chroma_lb_replay_batches_total", "Replay requests that succeeded.", "counter", [[{}, replayer.stats.batches]]),
     family("chroma_lb_replay_entries_total", "Log entries replayed.", "counter", [[{}, replayer.stats.entriesApplied]]),
     family("chroma_lb_replay_failures_total", "Replay attempts that failed.", "counter", [[{}, replayer.stats.failedSyncs]]),
-    family("chroma_lb_replay_lag_milliseconds", "Append-to-replayed time over recent entries.", "gauge", [
-      [{ quantile: "0.5" }, lag.p50],
-      [{ quantile: "0.99" }, lag.p99],
-      [{ quantile: "1" }, lag.max],
+    family("chroma_lb_replay_lag_milliseconds", "Append-to-replayed time over recent entries, by percentile (a gauge, not a summary).", "gauge", [
+      [{ percentile: "50" }, lag.p50],
+      [{ percentile: "99" }, lag.p99],
+      [{ percentile: "100" }, lag.max],
     ]),
     family("chroma_lb_replay_batch_size", "Current replay batch size.", "gauge", [[{}, sizer.current]]),
     family("chroma_lb_memory_pressure_events_total", "Times memory crossed the pressure threshold.", "counter", [[{}, sizer.memoryPressureEvents]]),
