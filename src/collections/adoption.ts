@@ -28,6 +28,8 @@ interface Found {
 }
 
 const pageSize = 100;
+/** Bounds the tenants remembered from requests (any name a client sends would otherwise be kept). */
+const requestedTenantsMax = 1000;
 
 /** Creates a collection on the instances that lack it and copies its records (see fill.ts). */
 export type Filler = (record: CollectionRecord, source: Instance, targets: Instance[]) => Promise<FillResult>;
@@ -36,6 +38,8 @@ export class Adoption {
   private running: Promise<AdoptionReport> | null = null;
   private lastRunMs = 0;
   lastReport: AdoptionReport | null = null;
+  /** Tenants named in requests, scanned besides default_tenant and those of known collections. */
+  private readonly requestedTenants = new Set<string>();
   /** Set by the server; without it incomplete collections are only reported. */
   filler: Filler | null = null;
 
@@ -47,13 +51,19 @@ export class Adoption {
     private readonly log: Logger,
   ) {}
 
-  /** Runs a pass unless one ran in the last second (an unknown name in a request calls this). */
-  async adoptSoon(): Promise<void> {
+  /**
+   * Runs a pass unless one ran in the last second (an unknown name in a request calls this).
+   * Chroma cannot list tenants, so the request's tenant is remembered and scanned from then
+   * on; a tenant not scanned before gets a pass at once.
+   */
+  async adoptSoon(tenant?: string): Promise<void> {
+    const newTenant = tenant !== undefined && !this.requestedTenants.has(tenant) && this.requestedTenants.size < requestedTenantsMax;
+    if (newTenant) this.requestedTenants.add(tenant);
     if (this.running) {
+      // A pass already running may have started before the tenant was added.
       await this.running;
-      return;
-    }
-    if (Date.now() - this.lastRunMs < 1000) return;
+      if (!newTenant) return;
+    } else if (!newTenant && Date.now() - this.lastRunMs < 1000) return;
     await this.adoptOnce();
   }
 
@@ -82,7 +92,7 @@ export class Adoption {
 
   private async scan(): Promise<AdoptionReport> {
     const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], filled: [], scannedInstances: [] };
-    const tenants = new Set(["default_tenant", ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
+    const tenants = new Set(["default_tenant", ...this.requestedTenants, ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
     const foundBy = new Map<string, Map<string, Found>>();
     for (const instance of this.registry.all.filter((i) => i.healthy)) {
       const found = new Map<string, Found>();
@@ -127,6 +137,9 @@ export class Adoption {
       const sample = perInstance[0]!.found;
       let record = this.collections.byName(sample.tenant, sample.database, sample.name);
       if (!record) {
+        // A known collection under a name that is no longer its own: this instance has not
+        // applied its rename (or delete) yet. Adopting it would copy stale records into a new collection.
+        if (perInstance.some((p) => this.collections.byUuid(p.found.uuid))) continue;
         // A collection deleted through chroma-lb whose delete has not reached this instance yet.
         if (perInstance.some((p) => deletedUuids.has(p.found.uuid))) continue;
         const preferred = [...perInstance].sort(
@@ -138,6 +151,9 @@ export class Adoption {
         this.log.info("collection adopted", { collection: sample.name, tenant: sample.tenant, database: sample.database, id: record.id });
       }
       for (const { instance, found } of perInstance) {
+        // That UUID belongs to another collection whose rename this instance has not applied yet.
+        const owner = this.collections.byUuid(found.uuid);
+        if (owner && owner !== record) continue;
         if (record.instanceUuids.get(instance) !== found.uuid) {
           this.collections.setInstanceUuid(record.id, instance, found.uuid);
           report.linked += 1;

@@ -51,9 +51,10 @@ export class Instance {
 
   /** Healthy as far as routing is concerned: a simulated outage wins over what probes see. */
   get healthy(): boolean {
-    if (this.simulated && (this.simulated.untilMs === null || this.simulated.untilMs > Date.now())) {
-      return this.simulated.healthy;
-    }
+    // A simulation holds until the registry ends it (on time, see simulate), never silently
+    // here: its end must reach the listeners, which mark a returning instance as catching up
+    // before it takes writes again.
+    if (this.simulated) return this.simulated.healthy;
     return this.checkedHealthy;
   }
 
@@ -72,6 +73,8 @@ export type HealthListener = (instance: Instance, healthy: boolean) => void;
 export class InstanceRegistry {
   readonly all: Instance[];
   private listeners: HealthListener[] = [];
+  /** Ends each timed simulation when its duration is over (see simulate). */
+  private readonly simulationTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** Instances probed at least once: the first answer decides at once, without thresholds. */
   private readonly everProbed = new Set<string>();
 
@@ -174,24 +177,37 @@ export class InstanceRegistry {
   async checkAll(): Promise<void> {
     const now = Date.now();
     for (const instance of this.all) {
-      if (instance.simulated && instance.simulated.untilMs !== null && instance.simulated.untilMs <= now) {
-        const before = instance.healthy;
-        instance.simulated = null;
-        this.log.info("simulated health ended", { instance: instance.name });
-        if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
-      }
+      if (instance.simulated && instance.simulated.untilMs !== null && instance.simulated.untilMs <= now) this.endSimulation(instance);
     }
     await Promise.all(this.all.map((i) => this.probeOnce(i)));
   }
 
   simulate(instance: Instance, healthy: boolean, durationMs: number | null) {
     const before = instance.healthy;
-    instance.simulated = { healthy, untilMs: durationMs === null ? null : Date.now() + durationMs };
+    const simulation = { healthy, untilMs: durationMs === null ? null : Date.now() + durationMs };
+    instance.simulated = simulation;
+    clearTimeout(this.simulationTimers.get(instance.name));
+    if (durationMs !== null) {
+      // Ended on time rather than at the next health check, so routing and listeners see the return together.
+      const timer = setTimeout(() => {
+        if (instance.simulated === simulation) this.endSimulation(instance);
+      }, durationMs);
+      timer.unref?.();
+      this.simulationTimers.set(instance.name, timer);
+    }
     this.log.warn("simulated health set", { instance: instance.name, healthy, durationMs });
     if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
   }
 
+  private endSimulation(instance: Instance) {
+    const before = instance.healthy;
+    instance.simulated = null;
+    this.log.info("simulated health ended", { instance: instance.name });
+    if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
+  }
+
   clearSimulation(instance: Instance) {
+    clearTimeout(this.simulationTimers.get(instance.name));
     const before = instance.healthy;
     instance.simulated = null;
     if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);

@@ -213,7 +213,7 @@ export class ChromaApi {
   async resolve(tenant: string, database: string, ref: string): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
-    await this.deps.adoption.adoptSoon();
+    await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
     throw notFound(`Collection [${ref}] does not exists.`);

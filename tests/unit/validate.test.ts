@@ -1,0 +1,107 @@
+/**
+ * Checks made before a request reaches the log or an instance: inputs Chroma would refuse
+ * are answered with Chroma's own status and kind; fine inputs pass untouched.
+ */
+import { describe, expect, test } from "bun:test";
+import { LbError } from "../../src/errors";
+import { validateRecordRead, validateRecordWrite } from "../../src/proxy/validate";
+
+function refusal(fn: () => void): { status: number; kind: string; message: string } {
+  try {
+    fn();
+  } catch (error) {
+    expect(error).toBeInstanceOf(LbError);
+    const e = error as LbError;
+    return { status: e.status, kind: e.kind, message: e.message };
+  }
+  throw new Error("the input was accepted");
+}
+
+describe("validateRecordRead", () => {
+  test("query with n_results 0 is a 400 (Chroma would drop the connection)", () => {
+    expect(refusal(() => validateRecordRead("query", { query_embeddings: [[1, 2]], n_results: 0 }))).toEqual({
+      status: 400,
+      kind: "InvalidArgumentError",
+      message: "n_results must be at least 1, got 0",
+    });
+  });
+
+  test("query with a negative or fractional n_results is refused", () => {
+    expect(refusal(() => validateRecordRead("query", { n_results: -3 })).status).toBe(400);
+    expect(refusal(() => validateRecordRead("query", { n_results: 1.5 }))).toEqual({
+      status: 422,
+      kind: "ChromaError",
+      message: "Failed to deserialize the JSON body into the target type: n_results: expected an integer",
+    });
+    expect(refusal(() => validateRecordRead("query", { n_results: "5" })).status).toBe(422);
+  });
+
+  test("get with a negative limit or offset is a 400, ids that are not strings a 422", () => {
+    expect(refusal(() => validateRecordRead("get", { limit: -1 })).status).toBe(400);
+    expect(refusal(() => validateRecordRead("get", { offset: -1 })).status).toBe(400);
+    expect(refusal(() => validateRecordRead("get", { ids: [1, 2] }))).toEqual({
+      status: 422,
+      kind: "ChromaError",
+      message: "Failed to deserialize the JSON body into the target type: ids: expected a sequence of strings",
+    });
+  });
+
+  test("fine reads pass", () => {
+    expect(() => validateRecordRead("query", { query_embeddings: [[1, 2]], n_results: 1 })).not.toThrow();
+    expect(() => validateRecordRead("query", { query_embeddings: [[1, 2]] })).not.toThrow();
+    expect(() => validateRecordRead("query", { query_embeddings: [[1, 2]], n_results: null })).not.toThrow();
+    expect(() => validateRecordRead("get", {})).not.toThrow();
+    expect(() => validateRecordRead("get", { ids: ["a"], limit: 0, offset: 0, include: ["documents"] })).not.toThrow();
+  });
+});
+
+describe("validateRecordWrite", () => {
+  test("add, upsert and update without ids are a 422 naming the field", () => {
+    for (const op of ["add", "upsert", "update"] as const) {
+      expect(refusal(() => validateRecordWrite(op, { embeddings: [[1]] }))).toEqual({
+        status: 422,
+        kind: "ChromaError",
+        message: "Failed to deserialize the JSON body into the target type: missing field `ids`",
+      });
+    }
+  });
+
+  test("ids that are not a list of strings are a 422", () => {
+    expect(refusal(() => validateRecordWrite("add", { ids: "a" })).status).toBe(422);
+    expect(refusal(() => validateRecordWrite("add", { ids: ["a", 2] })).status).toBe(422);
+  });
+
+  test("a field whose length differs from ids is a 400", () => {
+    expect(refusal(() => validateRecordWrite("add", { ids: ["a", "b"], embeddings: [[1]] }))).toEqual({
+      status: 400,
+      kind: "InvalidArgumentError",
+      message: "Inconsistent number of records: 2 ids but 1 embeddings",
+    });
+    for (const field of ["documents", "metadatas", "uris"]) {
+      expect(refusal(() => validateRecordWrite("upsert", { ids: ["a"], [field]: ["x", "y"] }))).toEqual({
+        status: 400,
+        kind: "InvalidArgumentError",
+        message: `Inconsistent number of records: 1 ids but 2 ${field}`,
+      });
+    }
+  });
+
+  test("a field that is neither a list nor a base64 blob is a 422", () => {
+    expect(refusal(() => validateRecordWrite("add", { ids: ["a"], documents: { a: "x" } })).status).toBe(422);
+  });
+
+  test("fine writes pass", () => {
+    expect(() =>
+      validateRecordWrite("add", { ids: ["a", "b"], embeddings: [[1], [2]], documents: ["x", null], metadatas: [{ k: 1 }, null], uris: null }),
+    ).not.toThrow();
+    expect(() => validateRecordWrite("upsert", { ids: ["a"], embeddings: ["AACAPw=="] })).not.toThrow();
+    expect(() => validateRecordWrite("update", { ids: ["a"], documents: ["y"] })).not.toThrow();
+    // A delete may select by filter alone.
+    expect(() => validateRecordWrite("delete", { where: { k: 1 } })).not.toThrow();
+    expect(() => validateRecordWrite("delete", { ids: ["a"] })).not.toThrow();
+  });
+
+  test("a delete with ids that are not strings is a 422", () => {
+    expect(refusal(() => validateRecordWrite("delete", { ids: [1] })).status).toBe(422);
+  });
+});
