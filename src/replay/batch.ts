@@ -3,7 +3,8 @@
  * the same as applying them one by one: adds with adds, upserts with upserts, deletes by
  * ids with deletes by ids. Entries whose ids overlap are never merged (Chroma resolves
  * duplicates inside one request differently from across requests), and neither are entries
- * that carry different fields or different embedding encodings.
+ * that carry different fields. Embeddings sent as base64 (what the official client sends)
+ * and as float arrays merge: the base64 ones are decoded to the same float32 values.
  */
 import type { PendingEntry } from "../wal/log";
 
@@ -52,9 +53,26 @@ function parse(entry: PendingEntry): Parsed | null {
     return null;
   }
   const embeddings = json.embeddings;
-  const encoding = Array.isArray(embeddings) && embeddings.length ? typeof embeddings[0] : "none";
-  return { entry, json, signature: `${entry.op}|${keys.sort().join(",")}|${encoding}`, ids: json.ids as string[] };
+  if (embeddings !== undefined && embeddings !== null) {
+    // One encoding per entry, as Chroma requires within a request.
+    if (!Array.isArray(embeddings) || embeddings.length !== json.ids.length) return null;
+    const first = typeof embeddings[0];
+    if (first !== "string" && first !== "object") return null;
+    if (embeddings.some((e) => typeof e !== first)) return null;
+  }
+  return { entry, json, signature: `${entry.op}|${keys.sort().join(",")}`, ids: json.ids as string[] };
 }
+
+/** Chroma's base64 embedding: little-endian float32 values. */
+export function decodeBase64Embedding(encoded: string): number[] {
+  const bytes = Buffer.from(encoded, "base64");
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out = new Array<number>(bytes.byteLength >> 2);
+  for (let i = 0; i < out.length; i++) out[i] = view.getFloat32(i * 4, true);
+  return out;
+}
+
+const isBase64Embeddings = (json: Record<string, unknown>) => Array.isArray(json.embeddings) && typeof json.embeddings[0] === "string";
 
 /** Takes the longest mergeable run from the start of `entries` (at least one entry). */
 export function takeBatch(entries: PendingEntry[], limits: BatchLimits): Batch {
@@ -81,8 +99,15 @@ export function takeBatch(entries: PendingEntry[], limits: BatchLimits): Batch {
   if (run.length === 1) return { entries: [first], body: first.body };
 
   const merged: Record<string, unknown[]> = {};
+  const mixedEncodings = new Set(run.filter((p) => p.json.embeddings).map((p) => isBase64Embeddings(p.json))).size > 1;
   for (const field of recordFields) {
     if (head.json[field] === undefined || head.json[field] === null) continue;
+    if (field === "embeddings" && mixedEncodings) {
+      merged[field] = run.flatMap((p) =>
+        isBase64Embeddings(p.json) ? (p.json.embeddings as string[]).map(decodeBase64Embedding) : (p.json.embeddings as unknown[]),
+      );
+      continue;
+    }
     merged[field] = run.flatMap((p) => p.json[field] as unknown[]);
   }
   return { entries: run.map((p) => p.entry), body: encoder.encode(JSON.stringify(merged)) };

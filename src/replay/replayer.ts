@@ -181,7 +181,13 @@ export class Replayer {
       if (wait && wait.untilMs > Date.now() && !options.urgent) {
         return { ok: false, applied, reason: `retrying after backoff (${wait.delayMs} ms)` };
       }
-      const entries = this.wal.nextPending(instance.name, partition, Math.max(1, this.sizer.current), options.uptoSeq);
+      const entries = this.wal.nextPending(
+        instance.name,
+        partition,
+        Math.max(1, this.sizer.current),
+        options.uptoSeq,
+        this.config.walMaxBatchBytes,
+      );
       if (entries.length === 0) return { ok: true, applied, done: true };
       // An entry behind an unmet barrier must wait: hand back to drain() to resolve it.
       if (this.wal.firstPendingBefore(instance.name, entries[0]!.seq, Replayer.barrierKinds(entries[0]!), partition)) {

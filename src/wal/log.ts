@@ -214,23 +214,44 @@ export class WriteAheadLog {
     return (row?.n ?? 0) >= this.instances.length;
   }
 
-  /** The next entries of one partition that the instance still owes, in order (ready ones only). */
-  nextPending(instance: string, partition: string, limit: number, uptoSeq = Number.MAX_SAFE_INTEGER): PendingEntry[] {
-    const rows = this.store.db
-      .select({ entry: walEntries, attempts: walPending.attempts, lastError: walPending.lastError })
+  /**
+   * The next entries of one partition that the instance still owes, in order (ready ones
+   * only). Bodies are read only for the leading entries that fit in `bytesMax` (at least
+   * one), so a long backlog never sits in memory at once.
+   */
+  nextPending(
+    instance: string,
+    partition: string,
+    limit: number,
+    uptoSeq = Number.MAX_SAFE_INTEGER,
+    bytesMax = Number.MAX_SAFE_INTEGER,
+  ): PendingEntry[] {
+    const heads = this.store.db
+      .select({ seq: walPending.seq, state: walEntries.state, bodyBytes: walEntries.bodyBytes })
       .from(walPending)
       .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
       .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, uptoSeq)))
       .orderBy(asc(walPending.seq))
       .limit(limit)
       .all();
-    const out: PendingEntry[] = [];
-    for (const row of rows) {
+    let last = -1;
+    let bytes = 0;
+    for (const head of heads) {
       // An entry still being applied by the write target blocks everything after it.
-      if (row.entry.state !== "ready") break;
-      out.push(toEntry(row.entry, row.attempts, row.lastError));
+      if (head.state !== "ready") break;
+      if (last !== -1 && bytes + head.bodyBytes > bytesMax) break;
+      bytes += head.bodyBytes;
+      last = head.seq;
     }
-    return out;
+    if (last === -1) return [];
+    const rows = this.store.db
+      .select({ entry: walEntries, attempts: walPending.attempts, lastError: walPending.lastError })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, last)))
+      .orderBy(asc(walPending.seq))
+      .all();
+    return rows.map((row) => toEntry(row.entry, row.attempts, row.lastError));
   }
 
   /** The lowest pending seq of the instance among the given kinds, before `beforeSeq`, outside `exceptPartition`. */

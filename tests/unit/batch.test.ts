@@ -39,6 +39,22 @@ const seqs = (entries: PendingEntry[]) => entries.map((e) => e.seq);
 const bodyOf = (body: Uint8Array | null) => (body === null ? null : JSON.parse(decoder.decode(body)));
 
 describe("takeBatch merges", () => {
+  test("base64 and float embeddings, decoding the base64 ones to the same float32 values", () => {
+    // 1.5 and -2.25 are exact in float32; "AADAPwAAEMA=" is their little-endian encoding.
+    const a = entry("add", { ids: ["a"], embeddings: ["AADAPwAAEMA="] });
+    const b = entry("add", { ids: ["b"], embeddings: [[0.5, 4]] });
+    const c = entry("add", { ids: ["c"], embeddings: ["AADAPwAAEMA="] });
+    const batch = takeBatch([a, b, c], roomy);
+    expect(seqs(batch.entries)).toEqual([a.seq, b.seq, c.seq]);
+    expect(bodyOf(batch.body)).toEqual({ ids: ["a", "b", "c"], embeddings: [[1.5, -2.25], [0.5, 4], [1.5, -2.25]] });
+  });
+
+  test("base64 embeddings alone stay base64", () => {
+    const a = entry("upsert", { ids: ["a"], embeddings: ["AADAPwAAEMA="] });
+    const b = entry("upsert", { ids: ["b"], embeddings: ["AACAPw=="] });
+    expect(bodyOf(takeBatch([a, b], roomy).body)).toEqual({ ids: ["a", "b"], embeddings: ["AADAPwAAEMA=", "AACAPw=="] });
+  });
+
   test("consecutive adds into one body, field by field in log order", () => {
     const a = entry("add", { ids: ["a"], embeddings: [[1, 2]], documents: ["doc a"], metadatas: [{ k: 1 }] });
     const b = entry("add", { ids: ["b", "c"], embeddings: [[3, 4], [5, 6]], documents: ["doc b", "doc c"], metadatas: [null, { k: 3 }] });
@@ -95,12 +111,8 @@ describe("takeBatch never merges", () => {
       () => [entry("add", { ids: ["a"], embeddings: [[1]], documents: null }), entry("add", { ids: ["b"], embeddings: [[2]], documents: ["y"] })],
     ],
     [
-      "base64 embeddings with float embeddings",
-      () => [entry("add", { ids: ["a"], embeddings: ["AACAPw=="] }), entry("add", { ids: ["b"], embeddings: [[1]] })],
-    ],
-    [
-      "float embeddings with base64 embeddings",
-      () => [entry("upsert", { ids: ["a"], embeddings: [[1]] }), entry("upsert", { ids: ["b"], embeddings: ["AACAPw=="] })],
+      "an entry mixing base64 and float embeddings in itself",
+      () => [entry("add", { ids: ["a", "c"], embeddings: ["AACAPw==", [2]] }), entry("add", { ids: ["b"], embeddings: [[1]] })],
     ],
     ["adds whose ids overlap", () => [entry("add", { ids: ["a", "b"], embeddings: [[1], [2]] }), entry("add", { ids: ["b"], embeddings: [[3]] })]],
     ["upserts of the same id", () => [entry("upsert", { ids: ["a"], embeddings: [[1]] }), entry("upsert", { ids: ["a"], embeddings: [[2]] })]],
