@@ -8,6 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { ChromaClient, type Metadata } from "chromadb";
 import { killAll, startChromaServers, startLbProcess, waitFor } from "../support";
 import { dumpInstances, type DumpedRecord } from "../support/compare";
+import { post } from "../support/http";
 
 afterAll(() => killAll());
 
@@ -21,10 +22,6 @@ const record = (id: string, n: number, document: string, metadata: Metadata): Du
 
 async function json<T = any>(url: string): Promise<T> {
   return (await (await fetch(url)).json()) as T;
-}
-
-function post(url: string, body: unknown): Promise<Response> {
-  return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 }
 
 const noInstanceCanServe = /^No Chroma instance can serve/;

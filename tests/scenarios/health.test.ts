@@ -7,6 +7,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
 import { killAll, startChromaServers, startLbProcess, waitFor } from "../support";
+import { json, post } from "../support/http";
 
 afterAll(() => killAll());
 
@@ -32,14 +33,6 @@ interface InstanceStatus {
   last_health_check: string | null;
   last_error: string | null;
   [field: string]: unknown;
-}
-
-async function json<T = any>(url: string, init?: RequestInit): Promise<T> {
-  return (await (await fetch(url, init)).json()) as T;
-}
-
-function post(url: string, body: unknown): Promise<Response> {
-  return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
 }
 
 async function setup() {

@@ -8,6 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
 import { killAll, startChromaServers, startLbProcess, waitFor } from "../support";
 import { dumpInstances, type DumpedRecord } from "../support/compare";
+import { json, post } from "../support/http";
 
 afterAll(() => killAll());
 
@@ -18,14 +19,6 @@ const lbEnv = { HEALTH_CHECK_INTERVAL: "1", HEALTH_CHECK_TIMEOUT: "0.3", REQUEST
 /** Values exactly representable as float32, so they survive Chroma's storage unchanged. */
 const embeddingFor = (n: number) => [(n % 16) / 4, ((n * 7) % 13) / 8, (n % 5) / 2 - 1, 1];
 const recordFor = (n: number): DumpedRecord => ({ id: `doc-${String(n).padStart(3, "0")}`, embedding: embeddingFor(n), document: `doc ${n}`, metadata: { n } });
-
-async function json<T = any>(url: string, init?: RequestInit): Promise<T> {
-  return (await (await fetch(url, init)).json()) as T;
-}
-
-function post(url: string, body: unknown): Promise<Response> {
-  return fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
-}
 
 async function setup() {
   const servers = await startChromaServers(2);
