@@ -64,7 +64,14 @@ export const walEntries = sqliteTable(
     /** The instance whose answer went back to the client, if any. */
     appliedBy: text("applied_by"),
   },
-  (table) => [index("wal_entries_partition").on(table.partition, table.seq), index("wal_entries_created").on(table.createdAtMs)],
+  (table) => [
+    index("wal_entries_partition").on(table.partition, table.seq),
+    index("wal_entries_created").on(table.createdAtMs),
+    // `state` and `body_bytes` are stored after the body, so reading them from the table
+    // walks the body's overflow pages (about 0.1 ms per 160 KB entry). Replay heads, the
+    // counts behind /health and recovery read them from this covering index instead.
+    index("wal_entries_state").on(table.seq, table.state, table.bodyBytes),
+  ],
 );
 
 /** An entry an instance has yet to apply. A row is removed once the instance has applied it. */

@@ -568,7 +568,8 @@ export class ChromaApi {
 
 function parseMinPosition(raw: string | null): number | undefined {
   if (raw === null) return undefined;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 0) throw badRequest(`${MIN_POSITION_HEADER} must be a log position (a whole number), got ${raw}`);
+  // Digits only: Number() reads "" as 0 and "1e3" as 1000, which would silently require less.
+  const value = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(value)) throw badRequest(`${MIN_POSITION_HEADER} must be a log position (a whole number), got ${raw}`);
   return value;
 }

@@ -97,7 +97,10 @@ export class WriteAheadLog {
    * waited for them, so they are kept and replayed everywhere like any other entry.
    */
   recoverUnanswered(): number {
-    const result = this.store.sqlite.run(`UPDATE wal_entries SET state = 'ready' WHERE state = 'new'`);
+    // Found through the covering index: scanning the table would read every body kept in the log.
+    const result = this.store.sqlite.run(
+      `UPDATE wal_entries SET state = 'ready' WHERE seq IN (SELECT seq FROM wal_entries INDEXED BY wal_entries_state WHERE state = 'new')`,
+    );
     return result.changes;
   }
 
@@ -226,14 +229,16 @@ export class WriteAheadLog {
     uptoSeq = Number.MAX_SAFE_INTEGER,
     bytesMax = Number.MAX_SAFE_INTEGER,
   ): PendingEntry[] {
-    const heads = this.store.db
-      .select({ seq: walPending.seq, state: walEntries.state, bodyBytes: walEntries.bodyBytes })
-      .from(walPending)
-      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
-      .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, uptoSeq)))
-      .orderBy(asc(walPending.seq))
-      .limit(limit)
-      .all();
+    // INDEXED BY: left to itself SQLite looks entries up by rowid and walks each body's
+    // overflow pages to reach `state` (20 ms for 200 entries of 160 KB); the index has it.
+    const heads = this.store.sqlite
+      .query<{ seq: number; state: string; bodyBytes: number }, [string, string, number, number]>(
+        `SELECT p.seq AS seq, e.state AS state, e.body_bytes AS bodyBytes
+           FROM wal_pending p JOIN wal_entries e INDEXED BY wal_entries_state ON e.seq = p.seq
+          WHERE p.instance = ? AND p.partition = ? AND p.seq <= ?
+          ORDER BY p.seq LIMIT ?`,
+      )
+      .all(instance, partition, uptoSeq, limit);
     let last = -1;
     let bytes = 0;
     for (const head of heads) {
