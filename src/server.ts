@@ -64,6 +64,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
+      // Let a replay pass in flight record its outcome before the store closes.
+      await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
       local.close();

@@ -25,6 +25,11 @@ CREATE TABLE `kv` (
 	`value` text NOT NULL
 );
 --> statement-breakpoint
+CREATE TABLE `wal_bodies` (
+	`seq` integer PRIMARY KEY NOT NULL,
+	`body` blob NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE `wal_entries` (
 	`seq` integer PRIMARY KEY AUTOINCREMENT NOT NULL,
 	`created_at_ms` integer NOT NULL,
@@ -35,7 +40,6 @@ CREATE TABLE `wal_entries` (
 	`database` text NOT NULL,
 	`collection_id` text,
 	`name` text,
-	`body` blob,
 	`body_bytes` integer NOT NULL,
 	`state` text NOT NULL,
 	`applied_by` text

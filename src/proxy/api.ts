@@ -8,11 +8,12 @@ import type { Adoption } from "../collections/adoption";
 import type { CollectionRecord, CollectionStore } from "../collections/store";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
-import type { Replayer } from "../replay/replayer";
 import { applyEntries, type ApplyOutcome } from "../replay/apply";
 import { readCandidates, writeCandidates, type InstanceView } from "../routing/select";
 import { KeyedMutex } from "../util/mutex";
-import { META_PARTITION, type NewEntry, type WriteAheadLog } from "../wal/log";
+import { META_PARTITION, type Entry, type NewEntry, type WriteAheadLog } from "../wal/log";
+import { takeBatch } from "../replay/batch";
+import { Replayer } from "../replay/replayer";
 import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
 import { ACCEPTED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
 import { validateRecordRead, validateRecordWrite } from "./validate";
@@ -30,6 +31,14 @@ export interface ApiDeps {
 }
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
+
+interface QueuedWrite {
+  entry: NewEntry;
+  /** The client's headers, already stripped of hop-by-hop ones. */
+  headers: Headers;
+  resolve: (result: WriteResult) => void;
+  reject: (error: unknown) => void;
+}
 export type RecordReadOp = "get" | "query" | "count";
 
 type WriteResult =
@@ -73,6 +82,8 @@ export class ChromaApi {
 
   /** Log entries appended and not yet answered: an instance owing no more than these is caught up. */
   private inFlightWrites = 0;
+  /** Writes waiting for their partition, in arrival order (see logAndApply). */
+  private readonly writeQueues = new Map<string, QueuedWrite[]>();
 
   views(): InstanceView[] {
     return this.deps.registry.all.map((i) => {
@@ -297,69 +308,148 @@ export class ChromaApi {
    * can take it in order, failing over when a target never got the request or gave no
    * answer. Chroma's refusal (4xx/5xx) is answered as is and the entry is not replayed.
    */
-  private async logAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
+  /**
+   * Queues a write of one partition. Writes of one partition are applied one group at a
+   * time, in arrival order, so every instance sees them in log order.
+   */
+  private logAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
     this.inFlightWrites += 1;
-    try {
-      // Writes of one partition run one at a time, so every instance sees them in log order.
-      return await this.deps.writeLocks.run(entry.partition, () => this.appendAndApply(request, entry));
-    } finally {
+    return new Promise<WriteResult>((resolve, reject) => {
+      const item: QueuedWrite = { entry, headers: forwardHeaders(request.headers), resolve, reject };
+      const queue = this.writeQueues.get(entry.partition);
+      if (queue) {
+        queue.push(item);
+        return;
+      }
+      const fresh = [item];
+      this.writeQueues.set(entry.partition, fresh);
+      void this.deps.writeLocks.run(entry.partition, () => this.drainWrites(entry.partition, fresh));
+    }).finally(() => {
       this.inFlightWrites -= 1;
+    });
+  }
+
+  private async drainWrites(partition: string, queue: QueuedWrite[]) {
+    try {
+      while (queue.length > 0) {
+        const { group, body } = this.takeGroup(queue);
+        try {
+          const results = await this.appendAndApply(group, body);
+          group.forEach((item, i) => item.resolve(results[i]!));
+        } catch (error) {
+          for (const item of group) item.reject(error);
+        }
+      }
+    } finally {
+      // Runs right after the queue was seen empty, with no await between: a later write starts a new queue.
+      this.writeQueues.delete(partition);
     }
   }
 
-  private async appendAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
-    {
-      const seq = await this.deps.wal.append(entry);
-      const headers = forwardHeaders(request.headers);
-      const tried = new Set<string>();
-      for (let round = 0; round < this.deps.registry.all.length; round++) {
-        const candidate = writeCandidates(this.views()).find((c) => !tried.has(c.name));
-        if (!candidate) break;
-        tried.add(candidate.name);
-        const instance = this.deps.registry.get(candidate.name)!;
-        const ready = await this.deps.replayer.prepareFor(instance, { ...entry, seq }, { deadlineMs: this.deadline(), urgent: true });
-        if (!ready.ok) {
-          this.deps.log.warn("write target could not catch up; trying the next", { instance: instance.name, reason: ready.reason });
-          continue;
-        }
-        const outcome = await this.deps.replayer.locks.run(`${instance.name}\u0000${entry.partition}`, () =>
-          applyEntries(instance, [{ ...entry, seq, createdAtMs: Date.now(), state: "new", appliedBy: null, bodyBytes: entry.body?.byteLength ?? 0 }], entry.body, this.deps.collections, {
-            headers,
-            timeoutMs: this.config.requestTimeoutMs,
-            replay: false,
-          }),
-        );
-        if (outcome.kind === "transport") {
-          this.deps.registry.reportFailedRequest(instance);
-          const blame = await this.transportFailure(instance, outcome.failure, outcome.reason);
-          if (blame === "request") {
-            // The instance is alive but dropped this write: it is most likely malformed for Chroma.
-            if (this.deps.wal.appliedNowhere(seq)) this.deps.wal.reject(seq);
-            return { kind: "answered", seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message: `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters` })) };
-          }
-          continue;
-        }
-        this.deps.registry.reportAnswered(instance, outcome.kind === "failed" ? 500 : outcome.status);
-        if (outcome.kind === "applied") {
-          this.deps.wal.markApplied(instance.name, [seq]);
-          this.deps.wal.markReady(seq, instance.name);
-          return { kind: "applied", seq, instance, outcome };
-        }
-        // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
-        this.deps.wal.reject(seq);
-        if (outcome.kind === "failed" && outcome.status === 0) {
-          return { kind: "answered", seq, instance, status: 503, headers: null, body: encoder.encode(JSON.stringify({ error: "ServiceUnavailable", message: outcome.reason })) };
-        }
-        return { kind: "answered", seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body };
-      }
-      if (this.config.acceptWritesWhenAllDown) {
-        this.deps.wal.markReady(seq, null);
-        this.deps.log.warn("no instance could take a write; kept in the log", { seq, partition: entry.partition });
-        return { kind: "accepted", seq };
-      }
-      this.deps.wal.reject(seq);
-      return { kind: "unavailable", reason: this.allDown("writes").message };
+  /**
+   * Takes the next write, merged with the adds (or upserts) queued right behind it when the
+   * merge gives the same result as applying them one by one (see replay/batch.ts). Several
+   * clients ingesting into one collection then cost one request to the write target.
+   */
+  private takeGroup(queue: QueuedWrite[]): { group: QueuedWrite[]; body: Uint8Array | null } {
+    const first = queue.shift()!;
+    if ((first.entry.op !== "add" && first.entry.op !== "upsert") || queue.length === 0) return { group: [first], body: first.entry.body };
+    const sameCaller = (item: QueuedWrite) =>
+      ["authorization", "x-chroma-token"].every((h) => item.headers.get(h) === first.headers.get(h));
+    const candidates = [first];
+    for (const item of queue) {
+      if (candidates.length >= this.config.walMaxBatchSize || !sameCaller(item)) break;
+      candidates.push(item);
     }
+    const batch = takeBatch(
+      candidates.map((item, i) => ({ ...item.entry, seq: i, createdAtMs: 0, state: "new" as const, appliedBy: null, bodyBytes: item.entry.body?.byteLength ?? 0, attempts: 0, lastError: null })),
+      {
+        entriesMax: this.config.walMaxBatchSize,
+        recordsMax: Math.min(...this.deps.registry.all.map((i) => i.maxBatchSize)),
+        bytesMax: this.config.walMaxBatchBytes,
+      },
+    );
+    const group = [first, ...queue.splice(0, batch.entries.length - 1)];
+    return { group, body: batch.body };
+  }
+
+  /**
+   * The write path: append the group to the log (durable, one commit), then apply it on the
+   * first write target that can take it in order, failing over when a target never got the
+   * request or gave no answer. Chroma's refusal (4xx/5xx) is answered as is and those entries
+   * are not replayed; a refused merged group is split and its writes applied one by one.
+   */
+  private async appendAndApply(group: QueuedWrite[], body: Uint8Array | null): Promise<WriteResult[]> {
+    const seqs = await Promise.all(group.map((item) => this.deps.wal.append(item.entry)));
+    const entries: Entry[] = group.map((item, i) => ({
+      ...item.entry,
+      seq: seqs[i]!,
+      createdAtMs: Date.now(),
+      state: "new",
+      appliedBy: null,
+      bodyBytes: item.entry.body?.byteLength ?? 0,
+    }));
+    const merged = await this.applyLogged(entries, body, group[0]!.headers);
+    if (merged !== "split") return merged;
+    const results: WriteResult[] = [];
+    for (let i = 0; i < entries.length; i++) {
+      const single = await this.applyLogged([entries[i]!], entries[i]!.body, group[i]!.headers);
+      results.push(...(single === "split" ? [] : single));
+    }
+    return results;
+  }
+
+  /** Applies logged entries (one, or a merged group with `body`); one result per entry, or "split". */
+  private async applyLogged(entries: Entry[], body: Uint8Array | null, headers: Headers): Promise<WriteResult[] | "split"> {
+    const first = entries[0]!;
+    const seqs = entries.map((e) => e.seq);
+    const tried = new Set<string>();
+    for (let round = 0; round < this.deps.registry.all.length; round++) {
+      const candidate = writeCandidates(this.views()).find((c) => !tried.has(c.name));
+      if (!candidate) break;
+      tried.add(candidate.name);
+      const instance = this.deps.registry.get(candidate.name)!;
+      const ready = await this.deps.replayer.prepareFor(instance, first, { deadlineMs: this.deadline(), urgent: true });
+      if (!ready.ok) {
+        this.deps.log.warn("write target could not catch up; trying the next", { instance: instance.name, reason: ready.reason });
+        continue;
+      }
+      const outcome = await this.deps.replayer.locks.run(Replayer.lockKey(instance.name, first.partition), () =>
+        applyEntries(instance, entries, body, this.deps.collections, { headers, timeoutMs: this.config.requestTimeoutMs, replay: false }),
+      );
+      if (outcome.kind === "transport") {
+        this.deps.registry.reportFailedRequest(instance);
+        const blame = await this.transportFailure(instance, outcome.failure, outcome.reason);
+        if (blame === "instance") continue;
+        if (entries.length > 1) return "split";
+        // The instance is alive but dropped this write: it is most likely malformed for Chroma.
+        if (this.deps.wal.appliedNowhere(first.seq)) this.deps.wal.reject(first.seq);
+        const message = `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters`;
+        return [{ kind: "answered", seq: first.seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message })) }];
+      }
+      if (outcome.kind === "failed" && outcome.status === 0) {
+        // chroma-lb cannot address the collection on this instance yet; another may take it.
+        this.deps.log.warn("write target cannot take this write; trying the next", { instance: instance.name, reason: outcome.reason });
+        continue;
+      }
+      this.deps.registry.reportAnswered(instance, outcome.kind === "failed" ? 500 : outcome.status);
+      if (outcome.kind === "applied") {
+        this.deps.wal.completeOnTarget(instance.name, first.partition, seqs);
+        return entries.map((entry) => ({ kind: "applied", seq: entry.seq, instance, outcome }));
+      }
+      if (entries.length > 1) return "split";
+      // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
+      this.deps.wal.reject(first.seq);
+      return [{ kind: "answered", seq: first.seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body }];
+    }
+    if (this.config.acceptWritesWhenAllDown) {
+      for (const seq of seqs) this.deps.wal.markReady(seq, null);
+      this.deps.log.warn("no instance could take a write; kept in the log", { positions: seqs, partition: first.partition });
+      return entries.map((entry) => ({ kind: "accepted", seq: entry.seq }));
+    }
+    for (const seq of seqs) this.deps.wal.reject(seq);
+    const reason = this.allDown("writes").message;
+    return entries.map(() => ({ kind: "unavailable", reason }));
   }
 
   private writeResponse(result: WriteResult, acceptedBody: unknown = {}): Response {

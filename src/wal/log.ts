@@ -10,7 +10,7 @@
  */
 import { and, asc, count, eq, gt, inArray, lt, lte, min, ne, sql } from "drizzle-orm";
 import type { LocalStore } from "../db";
-import { walEntries, walPending } from "../db/sqlite-schema";
+import { walBodies, walEntries, walPending } from "../db/sqlite-schema";
 
 export type EntryKind = "records" | "collection" | "meta";
 
@@ -97,10 +97,7 @@ export class WriteAheadLog {
    * waited for them, so they are kept and replayed everywhere like any other entry.
    */
   recoverUnanswered(): number {
-    // Found through the covering index: scanning the table would read every body kept in the log.
-    const result = this.store.sqlite.run(
-      `UPDATE wal_entries SET state = 'ready' WHERE seq IN (SELECT seq FROM wal_entries INDEXED BY wal_entries_state WHERE state = 'new')`,
-    );
+    const result = this.store.sqlite.run(`UPDATE wal_entries SET state = 'ready' WHERE state = 'new'`);
     return result.changes;
   }
 
@@ -143,12 +140,16 @@ export class WriteAheadLog {
               database: entry.database,
               collectionId: entry.collectionId,
               name: entry.name,
-              body: entry.body ? Buffer.from(entry.body.buffer, entry.body.byteOffset, entry.body.byteLength) : null,
               bodyBytes: entry.body?.byteLength ?? 0,
               state: "new",
             })
             .returning({ seq: walEntries.seq })
             .get();
+          if (entry.body) {
+            tx.insert(walBodies)
+              .values({ seq: row.seq, body: Buffer.from(entry.body.buffer, entry.body.byteOffset, entry.body.byteLength) })
+              .run();
+          }
           const pending = this.instances.map((instance) => ({
             instance,
             seq: row.seq,
@@ -176,6 +177,23 @@ export class WriteAheadLog {
     this.store.db.update(walEntries).set({ state: "ready", appliedBy }).where(eq(walEntries.seq, seq)).run();
     const entry = this.store.db.select({ partition: walEntries.partition }).from(walEntries).where(eq(walEntries.seq, seq)).get();
     if (entry) for (const listener of this.listeners) listener(entry.partition);
+  }
+
+  /**
+   * The write target applied these entries of one partition: in one transaction, they are
+   * applied there and ready for every other instance.
+   */
+  completeOnTarget(instance: string, partition: string, seqs: number[]) {
+    this.store.db.transaction((tx) => {
+      tx.update(walEntries).set({ state: "ready", appliedBy: instance }).where(inArray(walEntries.seq, seqs)).run();
+      const removed = tx
+        .delete(walPending)
+        .where(and(eq(walPending.instance, instance), inArray(walPending.seq, seqs)))
+        .returning({ seq: walPending.seq })
+        .all();
+      this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed.length));
+    });
+    for (const listener of this.listeners) listener(partition);
   }
 
   /** No instance may apply this entry (the write target refused it as bad input). */
@@ -229,16 +247,14 @@ export class WriteAheadLog {
     uptoSeq = Number.MAX_SAFE_INTEGER,
     bytesMax = Number.MAX_SAFE_INTEGER,
   ): PendingEntry[] {
-    // INDEXED BY: left to itself SQLite looks entries up by rowid and walks each body's
-    // overflow pages to reach `state` (20 ms for 200 entries of 160 KB); the index has it.
-    const heads = this.store.sqlite
-      .query<{ seq: number; state: string; bodyBytes: number }, [string, string, number, number]>(
-        `SELECT p.seq AS seq, e.state AS state, e.body_bytes AS bodyBytes
-           FROM wal_pending p JOIN wal_entries e INDEXED BY wal_entries_state ON e.seq = p.seq
-          WHERE p.instance = ? AND p.partition = ? AND p.seq <= ?
-          ORDER BY p.seq LIMIT ?`,
-      )
-      .all(instance, partition, uptoSeq, limit);
+    const heads = this.store.db
+      .select({ seq: walPending.seq, state: walEntries.state, bodyBytes: walEntries.bodyBytes })
+      .from(walPending)
+      .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, uptoSeq)))
+      .orderBy(asc(walPending.seq))
+      .limit(limit)
+      .all();
     let last = -1;
     let bytes = 0;
     for (const head of heads) {
@@ -250,13 +266,14 @@ export class WriteAheadLog {
     }
     if (last === -1) return [];
     const rows = this.store.db
-      .select({ entry: walEntries, attempts: walPending.attempts, lastError: walPending.lastError })
+      .select({ entry: walEntries, body: walBodies.body, attempts: walPending.attempts, lastError: walPending.lastError })
       .from(walPending)
       .innerJoin(walEntries, eq(walEntries.seq, walPending.seq))
+      .leftJoin(walBodies, eq(walBodies.seq, walPending.seq))
       .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, last)))
       .orderBy(asc(walPending.seq))
       .all();
-    return rows.map((row) => toEntry(row.entry, row.attempts, row.lastError));
+    return rows.map((row) => toEntry(row.entry, row.body, row.attempts, row.lastError));
   }
 
   /** The lowest pending seq of the instance among the given kinds, before `beforeSeq`, outside `exceptPartition`. */
@@ -405,23 +422,28 @@ export class WriteAheadLog {
    */
   cleanup(maxAgeMs: number): { deletedEntries: number } {
     const cutoff = Date.now() - maxAgeMs;
-    const result = this.store.sqlite.run(
-      `DELETE FROM wal_entries WHERE created_at_ms <= ? AND state != 'new'
-         AND NOT EXISTS (SELECT 1 FROM wal_pending p WHERE p.seq = wal_entries.seq)`,
-      [cutoff],
-    );
-    return { deletedEntries: result.changes };
+    const deletedEntries = this.store.sqlite.transaction(() => {
+      const result = this.store.sqlite.run(
+        `DELETE FROM wal_entries WHERE created_at_ms <= ? AND state != 'new'
+           AND NOT EXISTS (SELECT 1 FROM wal_pending p WHERE p.seq = wal_entries.seq)`,
+        [cutoff],
+      );
+      this.store.sqlite.run(`DELETE FROM wal_bodies WHERE NOT EXISTS (SELECT 1 FROM wal_entries e WHERE e.seq = wal_bodies.seq)`);
+      return result.changes;
+    })();
+    return { deletedEntries };
   }
 
   /** Wipes the log (used by reset, after every instance was reset). */
   clear() {
     this.store.sqlite.run("DELETE FROM wal_pending");
+    this.store.sqlite.run("DELETE FROM wal_bodies");
     this.store.sqlite.run("DELETE FROM wal_entries");
     for (const name of this.instances) this.pendingByInstance.set(name, 0);
   }
 }
 
-function toEntry(row: typeof walEntries.$inferSelect, attempts: number, lastError: string | null): PendingEntry {
+function toEntry(row: typeof walEntries.$inferSelect, body: Buffer | null, attempts: number, lastError: string | null): PendingEntry {
   return {
     seq: row.seq,
     createdAtMs: row.createdAtMs,
@@ -432,7 +454,7 @@ function toEntry(row: typeof walEntries.$inferSelect, attempts: number, lastErro
     database: row.database,
     collectionId: row.collectionId,
     name: row.name,
-    body: row.body ? new Uint8Array(row.body) : null,
+    body: body ? new Uint8Array(body.buffer, body.byteOffset, body.byteLength) : null,
     bodyBytes: row.bodyBytes,
     state: row.state as Entry["state"],
     appliedBy: row.appliedBy,

@@ -1,1 +1,0 @@
-CREATE INDEX `wal_entries_state` ON `wal_entries` (`seq`,`state`,`body_bytes`);
