@@ -204,12 +204,12 @@ export class Replayer {
           // A merged batch was refused: apply its entries one by one to find the bad one.
           for (const entry of batch.entries) {
             const single = await this.applyBatch(instance, [entry], entry.body);
-            if (!single.ok) return this.fail(key, instance, applied, single.reason);
+            if (!single.ok) return this.fail(key, applied, single.reason);
             applied += 1;
           }
           continue;
         }
-        return this.fail(key, instance, applied, ok.reason);
+        return this.fail(key, applied, ok.reason);
       }
       this.backoff.delete(key);
       applied += batch.entries.length;
@@ -217,7 +217,7 @@ export class Replayer {
     return { ok: false, applied, reason: "stopped" };
   }
 
-  private fail(key: string, instance: Instance, applied: number, reason: string) {
+  private fail(key: string, applied: number, reason: string) {
     const previous = this.backoff.get(key);
     const delayMs = Math.min(30_000, previous ? previous.delayMs * 2 : 100);
     this.backoff.set(key, { untilMs: Date.now() + delayMs, delayMs });
@@ -239,7 +239,6 @@ export class Replayer {
     switch (outcome.kind) {
       case "applied": {
         this.wal.markApplied(instance.name, seqs);
-        this.afterApplied(instance, entries);
         this.stats.batches += 1;
         this.stats.successfulSyncs += 1;
         this.stats.entriesApplied += entries.length;
@@ -265,12 +264,6 @@ export class Replayer {
         this.log.warn("replay failed", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
         return { ok: false, reason: outcome.reason, splittable: entries.length > 1 };
     }
-  }
-
-  /** Keeps the mappings in step with collection entries applied on an instance. */
-  private afterApplied(_instance: Instance, _entries: PendingEntry[]) {
-    // Create records the instance's UUID inside applyEntries; rename and delete change the
-    // logical collection once, when the write target applies them, so nothing is left here.
   }
 
   /**
