@@ -31,6 +31,7 @@ export interface ApiDeps {
 }
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
+export type RecordReadOp = "get" | "query" | "count";
 
 interface QueuedWrite {
   entry: NewEntry;
@@ -39,7 +40,6 @@ interface QueuedWrite {
   resolve: (result: WriteResult) => void;
   reject: (error: unknown) => void;
 }
-export type RecordReadOp = "get" | "query" | "count";
 
 type WriteResult =
   | { kind: "applied"; seq: number; instance: Instance; outcome: Extract<ApplyOutcome, { kind: "applied" }> }
@@ -303,11 +303,6 @@ export class ChromaApi {
 
   // ---------------------------------------------------------------- writes
 
-  /**
-   * The write path: append to the log (durable), then apply on the first write target that
-   * can take it in order, failing over when a target never got the request or gave no
-   * answer. Chroma's refusal (4xx/5xx) is answered as is and the entry is not replayed.
-   */
   /**
    * Queues a write of one partition. Writes of one partition are applied one group at a
    * time, in arrival order, so every instance sees them in log order.
