@@ -1,0 +1,119 @@
+/**
+ * What reaches an instance: query strings, auth and content headers and the body's exact
+ * bytes; never hop-by-hop headers (RFC 9110 7.6.1) or chroma-lb's own. A small fake Chroma
+ * records every request it gets.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { startLbInProcess, type LbInProcess } from "../support";
+
+interface Seen {
+  method: string;
+  path: string;
+  search: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+const collectionUuid = "0f6c6a43-5a3e-4a8e-9d39-6c1b7f2a9e11";
+const T = "/api/v2/tenants/default_tenant/databases/default_database";
+
+function fakeChroma() {
+  const seen: Seen[] = [];
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    async fetch(request) {
+      const url = new URL(request.url);
+      const headers: Record<string, string> = {};
+      request.headers.forEach((value, key) => (headers[key] = value));
+      seen.push({ method: request.method, path: url.pathname, search: url.search, headers, body: await request.text() });
+      const reply = (body: unknown, status = 200) => Response.json(body, { status });
+      if (url.pathname === "/api/v2/heartbeat") return reply({ "nanosecond heartbeat": 1 });
+      if (url.pathname.endsWith("/collections_count")) return reply(1);
+      if (url.pathname === "/api/v2/pre-flight-checks") return reply({ max_batch_size: 100, supports_base64_encoding: true });
+      if (url.pathname === "/api/v2/tenants/default_tenant/databases") return reply([{ id: "d", name: "default_database", tenant: "default_tenant" }]);
+      if (url.pathname === `${T}/collections`) {
+        return reply([{ id: collectionUuid, name: "docs", configuration_json: {}, metadata: null, dimension: 2, tenant: "default_tenant", database: "default_database", log_position: 0, version: 0 }]);
+      }
+      if (url.pathname.endsWith("/add")) return reply({}, 201);
+      if (url.pathname.endsWith("/get")) return reply({ ids: [], include: [] });
+      return new Response(null, { status: 404 });
+    },
+  });
+  return { server, seen, url: `http://127.0.0.1:${server.port}` };
+}
+
+const primary = fakeChroma();
+const replica = fakeChroma();
+let lb: LbInProcess;
+
+beforeAll(async () => {
+  lb = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0" });
+});
+
+afterAll(async () => {
+  await lb?.[Symbol.asyncDispose]();
+  primary.server.stop(true);
+  replica.server.stop(true);
+});
+
+const clientHeaders = {
+  authorization: "Bearer client-token",
+  "x-chroma-token": "chroma-token",
+  "x-custom": "kept",
+  connection: "keep-alive, x-dropped-by-connection",
+  "keep-alive": "timeout=5",
+  te: "trailers",
+  "proxy-authorization": "Basic secret",
+  "x-dropped-by-connection": "1",
+  "x-chroma-lb-min-position": "0",
+};
+
+function lastTo(fake: ReturnType<typeof fakeChroma>, suffix: string): Seen {
+  const found = [...fake.seen].reverse().find((s) => s.path.endsWith(suffix));
+  if (!found) throw new Error(`no request ending in ${suffix} reached the instance`);
+  return found;
+}
+
+test("a write reaches the instance with the client's auth headers and the body's exact bytes, without hop-by-hop headers", async () => {
+  // Unusual spacing and key order: a re-encoded body would differ.
+  const body = '{ "ids" : ["a"],\n  "embeddings": ["AACAPwAAAEA="], "documents":["x"] }';
+  const res = await fetch(`${lb.url}${T}/collections/docs/add`, {
+    method: "POST",
+    headers: { ...clientHeaders, "content-type": "application/json" },
+    body,
+  });
+  expect(res.status).toBe(201);
+  const seen = lastTo(primary, "/add");
+  expect(seen.path).toBe(`${T}/collections/${collectionUuid}/add`);
+  expect(seen.body).toBe(body);
+  expect(seen.headers["content-type"]).toBe("application/json");
+  expect({
+    authorization: seen.headers.authorization,
+    token: seen.headers["x-chroma-token"],
+    custom: seen.headers["x-custom"],
+  }).toEqual({ authorization: "Bearer client-token", token: "chroma-token", custom: "kept" });
+  for (const dropped of ["keep-alive", "te", "proxy-authorization", "x-dropped-by-connection", "x-chroma-lb-min-position"]) {
+    expect(seen.headers[dropped]).toBeUndefined();
+  }
+  expect(seen.headers.connection ?? "keep-alive").not.toContain("x-dropped-by-connection");
+});
+
+test("a read reaches the instance with its query string and headers", async () => {
+  const res = await fetch(`${lb.url}${T}/collections/docs/get?limit=7&extra=1`, {
+    method: "POST",
+    headers: { ...clientHeaders, "content-type": "application/json" },
+    body: JSON.stringify({ ids: ["a"] }),
+  });
+  expect(res.status).toBe(200);
+  const seen = lastTo(primary, "/get");
+  expect(seen.search).toBe("?limit=7&extra=1");
+  expect(seen.headers.authorization).toBe("Bearer client-token");
+  expect(seen.headers.te).toBeUndefined();
+});
+
+test("catalog reads pass their query string on", async () => {
+  const res = await fetch(`${lb.url}/api/v2/tenants/default_tenant/databases?limit=5&offset=1`);
+  expect(res.status).toBe(200);
+  expect(lastTo(primary, "/api/v2/tenants/default_tenant/databases").search).toBe("?limit=5&offset=1");
+});
