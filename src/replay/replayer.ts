@@ -89,9 +89,8 @@ export class Replayer {
   }
 
   /**
-   * Applies what `instance` owes in `partition`, in order, up to `uptoSeq`. Earlier `meta`
-   * entries are applied first (a collection needs its database), and a `meta` entry waits
-   * for every earlier entry (deleting a database comes after its collections' writes).
+   * Applies what `instance` owes in `partition`, in order, up to `uptoSeq`. Before each
+   * entry, the entries of other partitions it must follow are applied (see barrierKinds).
    */
   async drain(instance: Instance, partition: string, options: DrainOptions = {}): Promise<DrainResult> {
     let applied = 0;
@@ -181,18 +180,22 @@ export class Replayer {
       if (wait && wait.untilMs > Date.now() && !options.urgent) {
         return { ok: false, applied, reason: `retrying after backoff (${wait.delayMs} ms)` };
       }
-      const entries = this.wal.nextPending(
+      const owed = this.wal.nextPending(
         instance.name,
         partition,
         Math.max(1, this.sizer.current),
         options.uptoSeq,
         this.config.walMaxBatchBytes,
       );
-      if (entries.length === 0) return { ok: true, applied, done: true };
+      if (owed.length === 0) return { ok: true, applied, done: true };
       // An entry behind an unmet barrier must wait: hand back to drain() to resolve it.
-      if (this.wal.firstPendingBefore(instance.name, entries[0]!.seq, Replayer.barrierKinds(entries[0]!), partition)) {
+      if (this.wal.firstPendingBefore(instance.name, owed[0]!.seq, Replayer.barrierKinds(owed[0]!), partition)) {
         return { ok: true, applied, done: false };
       }
+      // Later entries may not be merged past a tenant/database entry they must follow. (Only
+      // record writes merge, and their barrier is tenant/database entries alone.)
+      const meta = this.wal.firstPendingBefore(instance.name, owed.at(-1)!.seq, ["meta"], partition);
+      const entries = meta ? owed.filter((e) => e.seq < meta.seq) : owed;
       const batch = takeBatch(entries, {
         entriesMax: Math.max(1, this.sizer.current),
         recordsMax: instance.maxBatchSize,
