@@ -95,7 +95,9 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     alerter.send({
       event: healthy ? "instance_up" : "instance_down",
       instance: instance.name,
-      message: healthy ? `instance ${instance.name} is back` : `instance ${instance.name} is down: ${instance.lastError ?? "unknown reason"}`,
+      message: healthy
+        ? `instance ${instance.name} is back`
+        : `instance ${instance.name} is down: ${instance.simulated ? "simulated outage" : (instance.lastError ?? "unknown reason")}`,
     });
     if (!healthy && registry.all.every((i) => !i.healthy)) {
       alerter.send({ event: "all_instances_down", message: "no Chroma instance answers; reads fail and writes are only logged" });
