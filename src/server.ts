@@ -4,6 +4,7 @@
  */
 import { createApp } from "./app";
 import { Adoption } from "./collections/adoption";
+import { fillCollection } from "./collections/fill";
 import { Mirror } from "./collections/mirror";
 import { CollectionStore } from "./collections/store";
 import type { Config } from "./config";
@@ -14,7 +15,6 @@ import { createLogger, type Logger } from "./observability/log";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
-import { fillCollection } from "./collections/fill";
 import { KeyedMutex } from "./util/mutex";
 import { WriteAheadLog } from "./wal/log";
 
@@ -86,7 +86,7 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
 
   if (mirror) await mirror.restoreIfEmpty();
   await registry.checkAll();
-  for (const instance of registry.all) instance.catchingUp = wal.pendingCount(instance.name) > 0;
+  for (const instance of registry.all) registry.updateCatchingUp(instance, wal.pendingCount(instance.name), 0, true);
   if (registry.all.some((i) => i.healthy)) await adoption.adoptOnce();
   // Replay starts with every write and whenever an instance comes back.
   wal.onAppend(() => replayer.kickAll());
@@ -103,7 +103,7 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
       alerter.send({ event: "all_instances_down", message: "no Chroma instance answers; reads fail and writes are only logged" });
     }
     if (healthy) {
-      instance.catchingUp = wal.pendingCount(instance.name) > 0;
+      registry.updateCatchingUp(instance, wal.pendingCount(instance.name), 0, true);
       void replayer.kick(instance);
       void adoption.adoptOnce();
     }

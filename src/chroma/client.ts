@@ -94,7 +94,7 @@ export class ChromaInstanceClient {
   }
 
   /** Sends JSON and parses a JSON answer; for chroma-lb's own calls (probes, adoption, replay). */
-  async json(method: string, path: string, body: unknown, timeoutMs: number): Promise<InstanceResult & { json?: unknown }> {
+  async json<T = unknown>(method: string, path: string, body: unknown, timeoutMs: number): Promise<InstanceResult & { json?: T }> {
     const result = await this.request({
       method,
       path,
@@ -103,13 +103,7 @@ export class ChromaInstanceClient {
       timeoutMs,
     });
     if (!result.ok) return result;
-    let json: unknown;
-    try {
-      json = result.body.length ? JSON.parse(new TextDecoder().decode(result.body)) : undefined;
-    } catch {
-      json = undefined;
-    }
-    return { ...result, json };
+    return { ...result, json: decodeJson(result.body) as T | undefined };
   }
 }
 

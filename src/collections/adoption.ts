@@ -4,10 +4,9 @@
  * adopted collection keeps the id its clients already hold: the primary's UUID.
  */
 import type { Config } from "../config";
-import type { InstanceRegistry } from "../instances/registry";
+import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import type { WriteAheadLog } from "../wal/log";
-import type { Instance } from "../instances/registry";
 import type { FillResult } from "./fill";
 import type { CollectionRecord, CollectionStore } from "./store";
 
@@ -82,7 +81,7 @@ export class Adoption {
     const out: unknown[] = [];
     for (let offset = 0; offset < 1_000_000; offset += pageSize) {
       const result = await instance.client.json("GET", `${path}?limit=${pageSize}&offset=${offset}`, undefined, this.config.requestTimeoutMs);
-      const page = (result as { json?: unknown }).json;
+      const page = result.json;
       if (!result.ok || result.status !== 200 || !Array.isArray(page)) return result.ok && result.status === 404 ? out : null;
       out.push(...page);
       if (page.length < pageSize) break;

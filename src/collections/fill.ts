@@ -4,6 +4,7 @@
  * to the collection wait while it is copied (the caller holds its write lock), so the copy
  * is a consistent snapshot and later log entries apply on top of it in order.
  */
+import { databasePath } from "../chroma/paths";
 import type { Config } from "../config";
 import type { Instance } from "../instances/registry";
 import type { Logger } from "../observability/log";
@@ -13,6 +14,15 @@ import type { CollectionRecord, CollectionStore } from "./store";
 /** Records read from the source per request while copying. */
 const copyPageSize = 500;
 
+/** One page of a collection's records, as Chroma's get answers it. */
+interface CopyPage {
+  ids?: string[];
+  embeddings?: unknown[] | null;
+  documents?: unknown[] | null;
+  metadatas?: unknown[] | null;
+  uris?: unknown[] | null;
+}
+
 export interface FillResult {
   collection: string;
   source: string;
@@ -20,8 +30,7 @@ export interface FillResult {
   skipped: Array<{ instance: string; reason: string }>;
 }
 
-const base = (record: CollectionRecord) =>
-  `/api/v2/tenants/${encodeURIComponent(record.tenant)}/databases/${encodeURIComponent(record.database)}`;
+const base = (record: CollectionRecord) => databasePath(record.tenant, record.database);
 
 export async function fillCollection(
   record: CollectionRecord,
@@ -31,8 +40,13 @@ export async function fillCollection(
 ): Promise<FillResult> {
   const timeoutMs = deps.config.requestTimeoutMs;
   const result: FillResult = { collection: `${record.tenant}/${record.database}/${record.name}`, source: source.name, filled: [], skipped: [] };
-  const described = await source.client.json("GET", `${base(record)}/collections/${encodeURIComponent(record.name)}`, undefined, timeoutMs);
-  const info = (described as { json?: { metadata?: unknown; configuration_json?: unknown; id?: string } }).json;
+  const described = await source.client.json<{ metadata?: unknown; configuration_json?: unknown; id?: string }>(
+    "GET",
+    `${base(record)}/collections/${encodeURIComponent(record.name)}`,
+    undefined,
+    timeoutMs,
+  );
+  const info = described.json;
   if (!described.ok || described.status !== 200 || !info?.id) {
     return { ...result, skipped: targets.map((t) => ({ instance: t.name, reason: `source ${source.name} could not describe the collection` })) };
   }
@@ -45,7 +59,7 @@ export async function fillCollection(
       continue;
     }
     const create = async (withConfiguration: boolean) =>
-      target.client.json(
+      target.client.json<{ id?: string }>(
         "POST",
         `${base(record)}/collections`,
         {
@@ -59,7 +73,7 @@ export async function fillCollection(
     let created = await create(true);
     // Configuration formats differ between Chroma versions; the collection matters more.
     if (created.ok && created.status >= 400 && created.status < 500) created = await create(false);
-    const targetUuid = (created as { json?: { id?: string } }).json?.id;
+    const targetUuid = created.json?.id;
     if (!created.ok || created.status >= 300 || !targetUuid) {
       result.skipped.push({ instance: target.name, reason: created.ok ? `create answered ${created.status}` : created.reason });
       continue;
@@ -68,13 +82,13 @@ export async function fillCollection(
     let copied = 0;
     let failure: string | null = null;
     for (let offset = 0; ; offset += copyPageSize) {
-      const page = await source.client.json(
+      const page = await source.client.json<CopyPage>(
         "POST",
         `${base(record)}/collections/${sourceUuid}/get`,
         { limit: copyPageSize, offset, include: ["embeddings", "documents", "metadatas", "uris"] },
         timeoutMs,
       );
-      const records = (page as { json?: { ids?: string[]; embeddings?: unknown[] | null; documents?: unknown[] | null; metadatas?: unknown[] | null; uris?: unknown[] | null } }).json;
+      const records = page.json;
       if (!page.ok || page.status !== 200 || !records?.ids) {
         failure = page.ok ? `reading the source answered ${page.status}` : page.reason;
         break;

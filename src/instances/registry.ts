@@ -94,6 +94,24 @@ export class InstanceRegistry {
     this.listeners.push(listener);
   }
 
+  /** Tells the listeners when routing's view of the instance's health changed. */
+  private notifyIfChanged(instance: Instance, healthyBefore: boolean) {
+    if (healthyBefore !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
+  }
+
+  /**
+   * Whether the instance still owes entries beyond `inFlightEntries` (writes being answered
+   * right now, which every instance owes for a moment): when it came back from an outage it
+   * starts catching up; once it owes no more than that, it has caught up.
+   */
+  updateCatchingUp(instance: Instance, owedEntries: number, inFlightEntries = 0, cameBack = false) {
+    if (cameBack) instance.catchingUp = owedEntries > inFlightEntries;
+    else if (instance.catchingUp && owedEntries <= inFlightEntries) {
+      instance.catchingUp = false;
+      this.log.info("instance caught up", { instance: instance.name });
+    }
+  }
+
   private setHealthy(instance: Instance, healthy: boolean, reason: string) {
     if (instance.checkedHealthy === healthy) return;
     const before = instance.healthy;
@@ -101,7 +119,7 @@ export class InstanceRegistry {
     instance.lastTransitionMs = Date.now();
     instance.downSinceMs = healthy ? null : Date.now();
     this.log[healthy ? "info" : "warn"](healthy ? "instance up" : "instance down", { instance: instance.name, reason });
-    if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
+    this.notifyIfChanged(instance, before);
   }
 
   /** Passive check: a request never reached the instance or got no answer; it is marked down at once. */
@@ -168,17 +186,18 @@ export class InstanceRegistry {
   }
 
   private async refreshPreflight(instance: Instance) {
-    const result = await instance.client.json("GET", "/api/v2/pre-flight-checks", undefined, this.config.healthCheckTimeoutMs * 2);
-    const size = (result as { json?: { max_batch_size?: number } }).json?.max_batch_size;
+    const result = await instance.client.json<{ max_batch_size?: number }>(
+      "GET",
+      "/api/v2/pre-flight-checks",
+      undefined,
+      this.config.healthCheckTimeoutMs * 2,
+    );
+    const size = result.json?.max_batch_size;
     if (result.ok && typeof size === "number" && size > 0) instance.maxBatchSize = size;
   }
 
   /** Probes every instance at once; a simulated outage is left alone (it wins until it ends). */
   async checkAll(): Promise<void> {
-    const now = Date.now();
-    for (const instance of this.all) {
-      if (instance.simulated && instance.simulated.untilMs !== null && instance.simulated.untilMs <= now) this.endSimulation(instance);
-    }
     await Promise.all(this.all.map((i) => this.probeOnce(i)));
   }
 
@@ -196,20 +215,18 @@ export class InstanceRegistry {
       this.simulationTimers.set(instance.name, timer);
     }
     this.log.warn("simulated health set", { instance: instance.name, healthy, durationMs });
-    if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
+    this.notifyIfChanged(instance, before);
   }
 
   private endSimulation(instance: Instance) {
     const before = instance.healthy;
     instance.simulated = null;
     this.log.info("simulated health ended", { instance: instance.name });
-    if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
+    this.notifyIfChanged(instance, before);
   }
 
   clearSimulation(instance: Instance) {
     clearTimeout(this.simulationTimers.get(instance.name));
-    const before = instance.healthy;
-    instance.simulated = null;
-    if (before !== instance.healthy) for (const listener of this.listeners) listener(instance, instance.healthy);
+    this.endSimulation(instance);
   }
 }

@@ -3,17 +3,18 @@
  * writes go through the log, and how collection ids are rewritten. Routes (routes.ts)
  * only parse paths and hand over here.
  */
+import { databasePath } from "../chroma/paths";
 import type { Config } from "../config";
 import type { Adoption } from "../collections/adoption";
 import type { CollectionRecord, CollectionStore } from "../collections/store";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import { applyEntries, type ApplyOutcome } from "../replay/apply";
+import { takeBatch } from "../replay/batch";
+import { Replayer } from "../replay/replayer";
 import { readCandidates, writeCandidates, type InstanceView } from "../routing/select";
 import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type Entry, type NewEntry, type WriteAheadLog } from "../wal/log";
-import { takeBatch } from "../replay/batch";
-import { Replayer } from "../replay/replayer";
 import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
 import { ACCEPTED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
 import { validateRecordRead, validateRecordWrite } from "./validate";
@@ -50,8 +51,7 @@ type WriteResult =
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-const base = (tenant: string, database: string) =>
-  `/api/v2/tenants/${encodeURIComponent(tenant)}/databases/${encodeURIComponent(database)}`;
+const base = databasePath;
 
 /** Chroma's own rule for collection names. */
 const collectionNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$/;
@@ -88,10 +88,7 @@ export class ChromaApi {
   views(): InstanceView[] {
     return this.deps.registry.all.map((i) => {
       const pendingEntries = this.deps.wal.pendingCount(i.name);
-      if (i.catchingUp && pendingEntries <= this.inFlightWrites) {
-        i.catchingUp = false;
-        this.deps.log.info("instance caught up", { instance: i.name });
-      }
+      this.deps.registry.updateCatchingUp(i, pendingEntries, this.inFlightWrites);
       return { name: i.name, priority: i.priority, serving: i.serving, pendingEntries, catchingUp: i.catchingUp };
     });
   }
@@ -357,7 +354,7 @@ export class ChromaApi {
       candidates.push(item);
     }
     const batch = takeBatch(
-      candidates.map((item, i) => ({ ...item.entry, seq: i, createdAtMs: 0, state: "new" as const, appliedBy: null, bodyBytes: item.entry.body?.byteLength ?? 0, attempts: 0, lastError: null })),
+      candidates.map((item) => ({ op: item.entry.op, body: item.entry.body, bodyBytes: item.entry.body?.byteLength ?? 0 })),
       {
         entriesMax: this.config.walMaxBatchSize,
         recordsMax: Math.min(...this.deps.registry.all.map((i) => i.maxBatchSize)),

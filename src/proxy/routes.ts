@@ -4,6 +4,7 @@
  * checked, logged and forwarded unchanged.
  */
 import { Elysia, t, type DocumentDecoration, type TSchema } from "elysia";
+import { databasePath } from "../chroma/paths";
 import type { ChromaApi, RecordReadOp, RecordWriteOp } from "./api";
 import {
   AddRecordsModel,
@@ -62,8 +63,7 @@ export function chromaRoutes(api: ChromaApi) {
   const reads = (op: RecordReadOp) =>
     async ({ request, params }: { request: Request; params: { tenant: string; database: string; collection: string } }) =>
       api.recordRead(request, params.tenant, params.database, params.collection, op, op === "count" ? null : await bytes(request));
-  const base = (p: { tenant: string; database: string }) =>
-    `/api/v2/tenants/${encodeURIComponent(p.tenant)}/databases/${encodeURIComponent(p.database)}`;
+  const base = (p: { tenant: string; database: string }) => databasePath(p.tenant, p.database);
 
   return new Elysia({ name: "chroma-api" })
     .get("/api/v2/heartbeat", passthrough("/api/v2/heartbeat"), doc("Heartbeat of a serving instance", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))

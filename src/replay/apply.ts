@@ -4,6 +4,7 @@
  */
 import type { CollectionStore } from "../collections/store";
 import { decodeJson } from "../chroma/client";
+import { databasePath } from "../chroma/paths";
 import type { Instance } from "../instances/registry";
 import type { Entry } from "../wal/log";
 
@@ -16,8 +17,7 @@ export type ApplyOutcome =
   /** No answer: `unreachable` never reached the instance, `uncertain` may have. */
   | { kind: "transport"; failure: "unreachable" | "uncertain"; reason: string };
 
-const base = (tenant: string, database: string) =>
-  `/api/v2/tenants/${encodeURIComponent(tenant)}/databases/${encodeURIComponent(database)}`;
+const base = databasePath;
 
 export interface ApplyOptions {
   /** Client headers to pass on (already stripped of hop-by-hop ones); replay sends JSON only. */
@@ -112,12 +112,12 @@ async function createdUuid(instance: Instance, entry: Entry, body: Uint8Array, s
     const json = decodeJson(body) as { id?: string } | undefined;
     return typeof json?.id === "string" ? json.id : null;
   }
-  const found = await instance.client.json(
+  const found = await instance.client.json<{ id?: string }>(
     "GET",
     `${base(entry.tenant, entry.database)}/collections/${encodeURIComponent(entry.name ?? "")}`,
     undefined,
     timeoutMs,
   );
-  const id = (found as { json?: { id?: string } }).json?.id;
+  const id = found.json?.id;
   return found.ok && found.status === 200 && typeof id === "string" ? id : null;
 }

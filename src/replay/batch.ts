@@ -6,7 +6,10 @@
  * that carry different fields. Embeddings sent as base64 (what the official client sends)
  * and as float arrays merge: the base64 ones are decoded to the same float32 values.
  */
-import type { PendingEntry } from "../wal/log";
+import type { Entry } from "../wal/log";
+
+/** What merging looks at in an entry; log entries and writes not yet logged both have it. */
+export type Mergeable = Pick<Entry, "op" | "body" | "bodyBytes">;
 
 export interface BatchLimits {
   /** Entries merged into one request at most. */
@@ -17,16 +20,16 @@ export interface BatchLimits {
   bytesMax: number;
 }
 
-export interface Batch {
-  entries: PendingEntry[];
+export interface Batch<E extends Mergeable> {
+  entries: E[];
   /** The body to send: the entry's own bytes when alone, a merged JSON body otherwise. */
   body: Uint8Array | null;
 }
 
 const recordFields = ["ids", "embeddings", "documents", "metadatas", "uris"] as const;
 
-interface Parsed {
-  entry: PendingEntry;
+interface Parsed<E extends Mergeable> {
+  entry: E;
   json: Record<string, unknown>;
   signature: string;
   ids: string[];
@@ -35,7 +38,7 @@ interface Parsed {
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-function parse(entry: PendingEntry): Parsed | null {
+function parse<E extends Mergeable>(entry: E): Parsed<E> | null {
   if (!entry.body) return null;
   if (entry.op !== "add" && entry.op !== "upsert" && entry.op !== "delete") return null;
   let json: Record<string, unknown>;
@@ -75,13 +78,13 @@ export function decodeBase64Embedding(encoded: string): number[] {
 const isBase64Embeddings = (json: Record<string, unknown>) => Array.isArray(json.embeddings) && typeof json.embeddings[0] === "string";
 
 /** Takes the longest mergeable run from the start of `entries` (at least one entry). */
-export function takeBatch(entries: PendingEntry[], limits: BatchLimits): Batch {
+export function takeBatch<E extends Mergeable>(entries: E[], limits: BatchLimits): Batch<E> {
   const first = entries[0];
   if (!first) return { entries: [], body: null };
   const head = entries.length > 1 && limits.entriesMax > 1 ? parse(first) : null;
   if (!head) return { entries: [first], body: first.body };
 
-  const run: Parsed[] = [head];
+  const run: Parsed<E>[] = [head];
   const seen = new Set(head.ids);
   let records = head.ids.length;
   let bytes = first.bodyBytes;

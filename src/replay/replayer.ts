@@ -311,10 +311,7 @@ export class Replayer {
         do {
           this.again.delete(instance.name);
           const result = await this.replayOnce(instance);
-          if (instance.catchingUp && this.wal.pendingCount(instance.name) === 0) {
-            instance.catchingUp = false;
-            this.log.info("instance caught up", { instance: instance.name });
-          }
+          this.registry.updateCatchingUp(instance, this.wal.pendingCount(instance.name));
           if (result.applied === 0 && result.blocked > 0) break;
         } while (this.again.has(instance.name) && !this.stopped);
       } catch (error) {

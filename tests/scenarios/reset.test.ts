@@ -70,5 +70,5 @@ test("reset is refused while an instance is down, since it would come back with 
   await waitFor(async () => (await json(`${lb.url}/health`)).healthy_instances === "1/2");
   const res = await fetch(`${lb.url}/api/v2/reset`, { method: "POST" });
   expect(res.status).toBe(503);
-  expect((await res.json()).message).toContain("replica");
+  expect(((await res.json()) as { message: string }).message).toContain("replica");
 });

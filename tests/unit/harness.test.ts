@@ -12,6 +12,7 @@ import {
   startChromaServers,
   trackedProcesses,
   waitFor,
+  type ChromaServer,
 } from "../support";
 
 // Reached only when a test throws before its own `await using` cleanup ran.
@@ -31,7 +32,7 @@ function processExists(pid: number): boolean {
 describe("chroma servers", () => {
   test("survive SIGKILL and restart on the same port with their data", async () => {
     await using servers = await startChromaServers(2);
-    const [first, second] = servers;
+    const [first, second] = servers as unknown as [ChromaServer, ChromaServer];
     expect(first.port).not.toBe(second.port);
 
     for (const server of servers) {
@@ -77,7 +78,7 @@ describe("chroma servers", () => {
       await using servers = await startChromaServers(2, { allowReset: true });
       pids = servers.map((server) => server.pid);
       dataDirs = servers.map((server) => server.dataDir);
-      const reset = await fetch(`${servers[0].url}/api/v2/reset`, { method: "POST" });
+      const reset = await fetch(`${servers[0]!.url}/api/v2/reset`, { method: "POST" });
       expect(reset.status).toBe(200);
     }
     expect(pids.map(processExists)).toEqual([false, false]);
