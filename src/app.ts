@@ -4,12 +4,14 @@
  */
 import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
-import { adminRoutes, type AdminDeps } from "./admin/routes";
+import { adminRoutes } from "./admin/routes";
 import { LbError, errorResponse } from "./errors";
-import { ChromaApi, type ApiDeps } from "./proxy/api";
+import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
+import type { Services } from "./services";
 
-export type AppDeps = ApiDeps & AdminDeps;
+/** What the app needs: every service but the process-level `close`. */
+export type AppDeps = Omit<Services, "close">;
 
 export const serviceVersion = "0.1.0";
 

@@ -5,25 +5,10 @@
  * replay does not wait for its schedule (every write starts it), the schedule is a safety net.
  */
 import { Cron } from "croner";
-import type { Adoption } from "./collections/adoption";
-import type { Mirror } from "./collections/mirror";
-import type { Config } from "./config";
-import type { InstanceRegistry } from "./instances/registry";
-import type { Logger } from "./observability/log";
-import type { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
-import type { WriteAheadLog } from "./wal/log";
+import type { Services } from "./services";
 
-export interface ScheduleDeps {
-  config: Config;
-  log: Logger;
-  registry: InstanceRegistry;
-  replayer: Replayer;
-  sizer: BatchSizer;
-  wal: WriteAheadLog;
-  adoption: Adoption;
-  mirror: Mirror | null;
-}
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror">;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -35,7 +20,9 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
   const job = (name: string, everyMs: number, fn: () => unknown) => {
     const { pattern, interval } = everySeconds(everyMs);
     jobs.push(
-      new Cron(pattern, { name, protect: true, interval, catch: (error) => deps.log.error("scheduled job failed", { job: name, error: String(error) }) }, async () => {
+      // No croner `name`: croner keeps named jobs in one process-wide registry, which would
+      // stop two chroma-lb servers (tests build them side by side) from sharing a process.
+      new Cron(pattern, { protect: true, interval, catch: (error) => deps.log.error("scheduled job failed", { job: name, error: String(error) }) }, async () => {
         await fn();
       }),
     );

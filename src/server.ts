@@ -16,23 +16,11 @@ import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
 import { KeyedMutex } from "./util/mutex";
+import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
+import { WritePath } from "./writes/pipeline";
 
-export interface Services {
-  config: Config;
-  log: Logger;
-  wal: WriteAheadLog;
-  collections: CollectionStore;
-  registry: InstanceRegistry;
-  replayer: Replayer;
-  sizer: BatchSizer;
-  adoption: Adoption;
-  mirror: Mirror | null;
-  /** One lock per collection (and `meta`): writes, and copies made by adoption, take it. */
-  writeLocks: KeyedMutex;
-  startedAtMs: number;
-  close(): Promise<void>;
-}
+export type { Services };
 
 /** Opens the stores and builds every service; starts nothing in the background. */
 export async function buildServices(config: Config, log: Logger = createLogger(config.logLevel)): Promise<Services> {
@@ -50,6 +38,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const writeLocks = new KeyedMutex();
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
+  const writes = new WritePath({ config, log, wal, registry, replayer, writeLocks });
   return {
     config,
     log,
@@ -61,6 +50,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     adoption,
     mirror,
     writeLocks,
+    writes,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -107,6 +97,19 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
       void replayer.kick(instance);
       void adoption.adoptOnce();
     }
+  });
+  replayer.onDiverged(({ instance, entry, error, first }) => {
+    // One alert per collection and instance: later refusals only add to the count in /wal/status.
+    if (!first) return;
+    const record = entry.collectionId ? services.collections.get(entry.collectionId) : undefined;
+    alerter.send({
+      event: "collection_diverged",
+      instance: instance.name,
+      collection: record?.name ?? entry.partition,
+      message:
+        `instance ${instance.name} refused log entry ${entry.seq} (${entry.op}) of collection ${record?.name ?? entry.partition} that another instance applied: ${error.slice(0, 300)}. ` +
+        `Reads of that collection avoid ${instance.name}; GET /wal/status lists diverged collections.`,
+    });
   });
   replayer.kickAll();
   const schedules = startSchedules(services);

@@ -15,10 +15,6 @@ export type InstanceResult =
   | { ok: true; status: number; headers: Headers; body: Uint8Array; ms: number }
   | { ok: false; failure: TransportFailure; reason: string; ms: number };
 
-export type StreamResult =
-  | { ok: true; response: Response; ms: number }
-  | { ok: false; failure: TransportFailure; reason: string; ms: number };
-
 export interface RequestOptions {
   method: string;
   /** Path and query, starting with `/api/v2/`. */
@@ -64,28 +60,6 @@ export class ChromaInstanceClient {
       });
       const body = new Uint8Array(await response.arrayBuffer());
       return { ok: true, status: response.status, headers: response.headers, body, ms: performance.now() - started };
-    } catch (error) {
-      return { ok: false, ...classifyFetchError(error), ms: performance.now() - started };
-    } finally {
-      this.inFlight -= 1;
-    }
-  }
-
-  /** Sends a request and hands back the answer unread, so its body can be streamed on. */
-  async stream(options: RequestOptions): Promise<StreamResult> {
-    const started = performance.now();
-    this.inFlight += 1;
-    try {
-      const response = await fetch(this.baseUrl + options.path, {
-        method: options.method,
-        headers: options.headers,
-        body: options.body ?? undefined,
-        signal: this.signalFor(options),
-        keepalive: true,
-      });
-      // Buffer the body here so a dropped connection mid-body is seen as a transport failure.
-      const body = await response.arrayBuffer();
-      return { ok: true, response: new Response(body, { status: response.status, headers: response.headers }), ms: performance.now() - started };
     } catch (error) {
       return { ok: false, ...classifyFetchError(error), ms: performance.now() - started };
     } finally {

@@ -98,6 +98,27 @@ export const walPending = sqliteTable(
   ],
 );
 
+/**
+ * A collection that an instance no longer holds exactly as the others do: the instance
+ * refused an entry that another instance applied. One row per (instance, partition), with
+ * the first refused entry; later entries still replay. Repair clears the row.
+ */
+export const walDiverged = sqliteTable(
+  "wal_diverged",
+  {
+    instance: text("instance").notNull(),
+    partition: text("partition").notNull(),
+    /** The first entry the instance refused. */
+    seq: integer("seq").notNull(),
+    op: text("op").notNull(),
+    error: text("error").notNull(),
+    /** Entries of the partition refused by the instance since it diverged. */
+    refusedEntries: integer("refused_entries").notNull().default(1),
+    atMs: integer("at_ms").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.instance, table.partition] })],
+);
+
 /** Small settings and watermarks (the mirror's last synced time). */
 export const kv = sqliteTable("kv", {
   key: text("key").primaryKey(),

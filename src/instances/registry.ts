@@ -2,6 +2,24 @@
  * What chroma-lb knows of each instance: health with hysteresis (active probes), passive
  * marks from proxied requests, simulated outages, maintenance, and request counters.
  * Active and passive health are separate inputs to one state, as in Caddy's reverse proxy.
+ *
+ * When a failed probe counts (see probeOnce):
+ * - The probe is `GET /api/v2/heartbeat` alone. Measured on Chroma 1.0.5, it answers 200
+ *   within milliseconds during a 100,000-id add and during back-to-back resets, while a
+ *   catalog read (`collections_count`) stalls for seconds under the add and answers 500
+ *   while a reset runs: a probe that touches the catalog reports load as an outage.
+ * - A probe that could not connect at all (connection refused) always counts: no busy
+ *   Chroma refuses connections, a stopped one does.
+ * - A probe that timed out, lost its connection, or was answered 5xx does not count when
+ *   the instance answered a request successfully (status < 500, a client request or a
+ *   replayed batch) since the previous probe started, or while this probe ran: an instance
+ *   that is doing work for chroma-lb is up, whatever one slow probe says.
+ * - Nor does it count while chroma-lb's own operations run (reset, tenant, database and
+ *   collection changes; see whileOwnOperation), during which Chroma may answer slowly or
+ *   with errors by design.
+ * Requests merely in flight excuse nothing: a hung instance keeps its requests in flight
+ * until REQUEST_TIMEOUT, and the heartbeat stays fast under load, so a heartbeat that times
+ * out while requests are in flight and none completes is the sign of a hang, not of work.
  */
 import type { Config, InstanceConfig } from "../config";
 import { ChromaInstanceClient } from "../chroma/client";
@@ -27,6 +45,16 @@ export class Instance {
   totalRequests = 0;
   successfulRequests = 0;
   lastHealthCheckMs: number | null = null;
+  /** When the instance last answered a request with a status below 500 (client or replay). */
+  lastSuccessMs: number | null = null;
+  /**
+   * `successfulRequests` when the latest probe started: the next probe is excused by any
+   * success after that. A count, not a time, so that a success in the same millisecond as
+   * a probe's start is never ambiguous.
+   */
+  successesAtProbeStart: number | null = null;
+  /** Failed probes that did not count, because the instance was answering requests or chroma-lb's own operation ran. */
+  probeFailuresExcused = 0;
   lastError: string | null = null;
   lastErrorAtMs: number | null = null;
   downSinceMs: number | null = Date.now();
@@ -77,6 +105,12 @@ export class InstanceRegistry {
   private readonly simulationTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** Instances probed at least once: the first answer decides at once, without thresholds. */
   private readonly everProbed = new Set<string>();
+  /** The probe of each instance in flight: a second caller shares it, so one probe never counts twice. */
+  private readonly probesInFlight = new Map<string, Promise<boolean>>();
+  /** chroma-lb's own operations running now (see whileOwnOperation). */
+  private ownOperationsRunning = 0;
+  /** Own operations started so far: a probe during which this changed overlapped one. */
+  private ownOperationsStarted = 0;
 
   constructor(
     instances: InstanceConfig[],
@@ -131,10 +165,17 @@ export class InstanceRegistry {
     this.setHealthy(instance, false, `request failed: ${reason}`);
   }
 
-  /** Counts a proxied request that got an answer (any status: a 4xx never counts against an instance). */
+  /**
+   * Counts a request that got an answer: a client request, or a batch replayed to the
+   * instance. Any status below 500 is a success (a 4xx is the caller's fault, never the
+   * instance's), and its time excuses a slow or failed probe (see probeOnce).
+   */
   reportAnswered(instance: Instance, status: number) {
     instance.totalRequests += 1;
-    if (status < 500) instance.successfulRequests += 1;
+    if (status < 500) {
+      instance.successfulRequests += 1;
+      instance.lastSuccessMs = Date.now();
+    }
   }
 
   reportFailedRequest(instance: Instance) {
@@ -142,47 +183,85 @@ export class InstanceRegistry {
   }
 
   /**
-   * One active check: heartbeat, then a cheap real read (count of collections in the
-   * default database), each within the probe timeout. Thresholds give hysteresis.
+   * Runs one of chroma-lb's own operations on the instances (reset, tenant, database and
+   * collection changes). Chroma answers slowly or with errors while it changes its catalog,
+   * so probe failures seen while any own operation runs (or that overlapped one) are not
+   * counted for any instance, and the consecutive counters stay where they were.
+   * A probe that could not connect still counts: no operation makes Chroma refuse connections.
    */
-  async probeOnce(instance: Instance): Promise<boolean> {
-    const timeoutMs = this.config.healthCheckTimeoutMs;
-    let ok = false;
-    let reason = "";
-    const heartbeat = await instance.client.request({ method: "GET", path: "/api/v2/heartbeat", timeoutMs });
-    if (!heartbeat.ok) reason = heartbeat.reason;
-    else if (heartbeat.status !== 200) reason = `heartbeat answered ${heartbeat.status}`;
-    else {
-      const real = await instance.client.request({
-        method: "GET",
-        path: "/api/v2/tenants/default_tenant/databases/default_database/collections_count",
-        timeoutMs,
-      });
-      if (!real.ok) reason = real.reason;
-      else if (real.status >= 500) reason = `collections_count answered ${real.status}`;
-      else ok = true;
+  async whileOwnOperation<T>(fn: () => Promise<T>): Promise<T> {
+    this.ownOperationsRunning += 1;
+    this.ownOperationsStarted += 1;
+    try {
+      return await fn();
+    } finally {
+      this.ownOperationsRunning -= 1;
     }
+  }
+
+  /** Whether one of chroma-lb's own operations runs now. */
+  get ownOperationRunning(): boolean {
+    return this.ownOperationsRunning > 0;
+  }
+
+  /**
+   * One active check: `GET /api/v2/heartbeat` within the probe timeout (the only call Chroma
+   * answers at once under any load, see the top of this file). Thresholds give hysteresis;
+   * a failure that the rules at the top of this file excuse leaves the counters as they were.
+   * A probe already in flight for the instance is shared, not repeated.
+   */
+  probeOnce(instance: Instance): Promise<boolean> {
+    const running = this.probesInFlight.get(instance.name);
+    if (running) return running;
+    const probe = this.probe(instance).finally(() => this.probesInFlight.delete(instance.name));
+    this.probesInFlight.set(instance.name, probe);
+    return probe;
+  }
+
+  private async probe(instance: Instance): Promise<boolean> {
+    // Successes since the previous probe started excuse this one; the first probe has only its own run.
+    const successesBefore = instance.successesAtProbeStart ?? instance.successfulRequests;
+    instance.successesAtProbeStart = instance.successfulRequests;
+    // An own operation running when the probe starts, starting while it runs, or running when it ends overlapped it.
+    const ownOperationAtStart = this.ownOperationRunning;
+    const ownOperationsStartedBefore = this.ownOperationsStarted;
+    const result = await instance.client.request({ method: "GET", path: "/api/v2/heartbeat", timeoutMs: this.config.healthCheckTimeoutMs });
     instance.lastHealthCheckMs = Date.now();
+    const ok = result.ok && result.status === 200;
+    const firstDecision = !this.everProbed.has(instance.name);
+    this.everProbed.add(instance.name);
     if (ok) {
       instance.consecutiveFailures = 0;
       instance.consecutivePasses += 1;
       // The very first probe decides at once; later recoveries need the passes threshold.
-      const firstDecision = !this.everProbed.has(instance.name);
       if (!instance.checkedHealthy && (firstDecision || instance.consecutivePasses >= this.config.healthPasses)) {
         await this.refreshPreflight(instance);
         this.setHealthy(instance, true, "probes passed");
       }
-    } else {
-      instance.consecutivePasses = 0;
-      instance.consecutiveFailures += 1;
-      instance.lastError = reason;
-      instance.lastErrorAtMs = Date.now();
-      if (instance.checkedHealthy && instance.consecutiveFailures >= this.config.healthFails) {
-        this.setHealthy(instance, false, `probes failed: ${reason}`);
-      }
+      return true;
     }
-    this.everProbed.add(instance.name);
-    return ok;
+    const reason = result.ok ? `heartbeat answered ${result.status}` : result.reason;
+    // A refused connection, or an answer other than 200 or 5xx (not a Chroma heartbeat), always counts.
+    const excusable = result.ok ? result.status >= 500 : result.failure !== "unreachable";
+    const busy = instance.successfulRequests > successesBefore;
+    const ownOperation = ownOperationAtStart || this.ownOperationRunning || this.ownOperationsStarted !== ownOperationsStartedBefore;
+    if (excusable && (busy || ownOperation)) {
+      instance.probeFailuresExcused += 1;
+      this.log.debug("probe failed but not counted", {
+        instance: instance.name,
+        reason,
+        why: busy ? "the instance answered requests meanwhile" : "chroma-lb's own operation ran",
+      });
+      return false;
+    }
+    instance.consecutivePasses = 0;
+    instance.consecutiveFailures += 1;
+    instance.lastError = reason;
+    instance.lastErrorAtMs = Date.now();
+    if (instance.checkedHealthy && instance.consecutiveFailures >= this.config.healthFails) {
+      this.setHealthy(instance, false, `probes failed: ${reason}`);
+    }
+    return false;
   }
 
   private async refreshPreflight(instance: Instance) {

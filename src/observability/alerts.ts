@@ -5,8 +5,9 @@
 import type { Logger } from "./log";
 
 export interface Alert {
-  event: "instance_down" | "instance_up" | "all_instances_down";
+  event: "instance_down" | "instance_up" | "all_instances_down" | "collection_diverged";
   instance?: string;
+  collection?: string;
   message: string;
 }
 

@@ -1,7 +1,7 @@
 /**
  * Prometheus text exposition of chroma-lb's figures (format 0.0.4).
  */
-import type { AdminDeps } from "../admin/routes";
+import type { Services } from "../services";
 
 type Sample = [labels: Record<string, string>, value: number];
 
@@ -16,8 +16,9 @@ function family(name: string, help: string, type: "gauge" | "counter", samples: 
   return lines.join("\n");
 }
 
-export function renderMetrics(deps: Pick<AdminDeps, "registry" | "wal" | "replayer" | "sizer">): string {
+export function renderMetrics(deps: Pick<Services, "registry" | "wal" | "replayer" | "sizer">): string {
   const { registry, wal, replayer, sizer } = deps;
+  const divergences = wal.divergences();
   const memory = process.memoryUsage();
   const lag = replayer.stats.lagPercentiles();
   return [
@@ -27,6 +28,12 @@ export function renderMetrics(deps: Pick<AdminDeps, "registry" | "wal" | "replay
     family("chroma_lb_instance_serving", "1 when the instance takes client requests.", "gauge", registry.all.map((i) => [{ instance: i.name }, i.serving ? 1 : 0])),
     family("chroma_lb_instance_requests_total", "Requests sent to the instance.", "counter", registry.all.map((i) => [{ instance: i.name }, i.totalRequests])),
     family("chroma_lb_instance_pending_entries", "Log entries the instance has yet to apply.", "gauge", registry.all.map((i) => [{ instance: i.name }, wal.pendingCount(i.name)])),
+    family(
+      "chroma_lb_diverged_collections",
+      "Collections whose copy on the instance diverged (it refused an entry another instance applied).",
+      "gauge",
+      registry.all.map((i) => [{ instance: i.name }, divergences.filter((d) => d.instance === i.name).length]),
+    ),
     family("chroma_lb_wal_head_position", "Position of the newest log entry.", "gauge", [[{}, wal.headSeq()]]),
     family("chroma_lb_wal_group_commits_total", "Transactions that appended log entries.", "counter", [[{}, wal.commitStats.transactions]]),
     family("chroma_lb_wal_appended_entries_total", "Log entries appended.", "counter", [[{}, wal.commitStats.entries]]),

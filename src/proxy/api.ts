@@ -1,52 +1,31 @@
 /**
- * The semantics of Chroma's v2 API through chroma-lb: which instance serves a call, how
- * writes go through the log, and how collection ids are rewritten. Routes (routes.ts)
- * only parse paths and hand over here.
+ * The semantics of Chroma's v2 API through chroma-lb: which instance serves a read, how
+ * collection ids are rewritten, and the checks made before a write is handed to the write
+ * path (writes/pipeline.ts). Routes (routes.ts) only parse paths and hand over here.
  */
 import { databasePath } from "../chroma/paths";
-import type { Config } from "../config";
-import type { Adoption } from "../collections/adoption";
-import type { CollectionRecord, CollectionStore } from "../collections/store";
-import type { Instance, InstanceRegistry } from "../instances/registry";
-import type { Logger } from "../observability/log";
-import { applyEntries, type ApplyOutcome } from "../replay/apply";
-import { takeBatch } from "../replay/batch";
-import { Replayer } from "../replay/replayer";
-import { readCandidates, writeCandidates, type InstanceView } from "../routing/select";
+import { isAdminAuthorization } from "../admin/auth";
+import type { CollectionRecord } from "../collections/store";
+import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
+import type { Instance } from "../instances/registry";
+import { readCandidates, type InstanceView } from "../routing/select";
+import type { Services } from "../services";
 import { KeyedMutex } from "../util/mutex";
-import { META_PARTITION, type Entry, type NewEntry, type WriteAheadLog } from "../wal/log";
-import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
-import { ACCEPTED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
+import { META_PARTITION, type NewEntry } from "../wal/log";
+import type { WriteResult } from "../writes/pipeline";
+import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unauthorized, unavailable } from "../errors";
+import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
+import { splitObject } from "../replay/raw-json";
+import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
 import { validateRecordRead, validateRecordWrite } from "./validate";
 
-export interface ApiDeps {
-  config: Config;
-  log: Logger;
-  wal: WriteAheadLog;
-  collections: CollectionStore;
-  registry: InstanceRegistry;
-  replayer: Replayer;
-  adoption: Adoption;
-  /** Shared with adoption's copies: one writer per collection at a time. */
-  writeLocks: KeyedMutex;
-}
+export type ApiDeps = Pick<
+  Services,
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes"
+>;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
 export type RecordReadOp = "get" | "query" | "count";
-
-interface QueuedWrite {
-  entry: NewEntry;
-  /** The client's headers, already stripped of hop-by-hop ones. */
-  headers: Headers;
-  resolve: (result: WriteResult) => void;
-  reject: (error: unknown) => void;
-}
-
-type WriteResult =
-  | { kind: "applied"; seq: number; instance: Instance; outcome: Extract<ApplyOutcome, { kind: "applied" }> }
-  | { kind: "answered"; seq: number; instance: Instance; status: number; headers: Headers | null; body: Uint8Array | null }
-  | { kind: "accepted"; seq: number }
-  | { kind: "unavailable"; reason: string };
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -55,6 +34,22 @@ const base = databasePath;
 
 /** Chroma's own rule for collection names. */
 const collectionNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$/;
+
+/** One read: where it may go and how to send it. */
+interface ReadPlan {
+  /** What the read is for, named in the 503 when no instance can serve it. */
+  what: string;
+  candidates: Array<InstanceView & { fresh: boolean }>;
+  /** Brings a lagging candidate up to date first; false skips it. */
+  catchUp?: (instance: Instance) => Promise<boolean>;
+  /** Path and query on the instance; null skips the instance. */
+  path: (instance: Instance) => string | null;
+  body?: Uint8Array | null;
+  /** Rewrites a 200 answer (collection ids). */
+  rewrite?: (body: Uint8Array) => Uint8Array;
+  /** Extra headers on the answer. */
+  headers?: (instance: Instance) => Record<string, string>;
+}
 
 export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Record<string, unknown> {
   if (!contentType || !contentType.toLowerCase().includes("application/json")) {
@@ -80,42 +75,19 @@ export class ChromaApi {
     return this.deps.config;
   }
 
-  /** Log entries appended and not yet answered: an instance owing no more than these is caught up. */
-  private inFlightWrites = 0;
-  /** Writes waiting for their partition, in arrival order (see logAndApply). */
-  private readonly writeQueues = new Map<string, QueuedWrite[]>();
-
-  views(): InstanceView[] {
-    return this.deps.registry.all.map((i) => {
-      const pendingEntries = this.deps.wal.pendingCount(i.name);
-      this.deps.registry.updateCatchingUp(i, pendingEntries, this.inFlightWrites);
-      return { name: i.name, priority: i.priority, serving: i.serving, pendingEntries, catchingUp: i.catchingUp };
-    });
-  }
-
-  private deadline(): number {
-    return Date.now() + this.config.requestTimeoutMs;
+  private views(): InstanceView[] {
+    return instanceViews(this.deps.registry, this.deps.wal, this.deps.writes.inFlight);
   }
 
   /**
-   * A request that got no answer: when the instance itself no longer answers its heartbeat,
-   * it is marked down and the caller may try another; when it does, the request itself made
-   * the instance drop it (Chroma does that for some inputs), which never counts against it.
+   * The client's headers as an instance may see them: hop-by-hop ones removed, and an
+   * `Authorization` that carries chroma-lb's admin token kept for chroma-lb alone.
    */
-  private async transportFailure(instance: Instance, failure: "unreachable" | "uncertain", reason: string): Promise<"instance" | "request"> {
-    if (failure === "uncertain") {
-      const probe = await instance.client.request({
-        method: "GET",
-        path: "/api/v2/heartbeat",
-        timeoutMs: this.config.healthCheckTimeoutMs,
-      });
-      if (probe.ok && probe.status === 200) {
-        this.deps.log.warn("instance dropped one request but answers its heartbeat", { instance: instance.name, reason });
-        return "request";
-      }
-    }
-    this.deps.registry.reportTransportFailure(instance, reason);
-    return "instance";
+  private forwarded(request: Request): Headers {
+    const headers = forwardHeaders(request.headers);
+    const token = this.config.adminToken;
+    if (token && isAdminAuthorization(headers.get("authorization"), token)) headers.delete("authorization");
+    return headers;
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {
@@ -124,44 +96,58 @@ export class ChromaApi {
     );
   }
 
-  private allDown(what: string): LbError {
-    const names = this.deps.registry.all.map((i) => `${i.name}: ${i.maintenance ? "maintenance" : i.healthy ? "behind" : "down"}`);
-    return unavailable(`No Chroma instance can serve ${what} (${names.join(", ")}). Retry shortly; GET /status shows each instance.`);
-  }
-
   unsupported(message: string): Response {
     return errorResponse(notImplemented(message));
   }
 
   // ---------------------------------------------------------------- reads
 
-  /** Heartbeat, version, pre-flight and other instance-level reads: any serving instance answers. */
-  async passthrough(request: Request, path: string): Promise<Response> {
-    const candidates = readCandidates(this.views(), () => true, this.config.readReplicaRatio);
-    for (const candidate of candidates) {
-      const instance = this.deps.registry.get(candidate.name)!;
-      const result = await instance.client.stream({
+  /**
+   * Sends a read to its candidates in order until one answers: an instance that gives no
+   * answer is skipped (and marked down when its heartbeat fails too), and so is one that
+   * answers 5xx while another candidate remains (Chroma 1.0.5 answers some reads 500 while
+   * it builds a segment reader). Every read goes through here.
+   */
+  private async read(request: Request, plan: ReadPlan): Promise<Response> {
+    const { registry, log } = this.deps;
+    const headers = this.forwarded(request);
+    for (let i = 0; i < plan.candidates.length; i++) {
+      const candidate = plan.candidates[i]!;
+      const instance = registry.get(candidate.name)!;
+      if (!candidate.fresh && plan.catchUp && !(await plan.catchUp(instance))) continue;
+      const path = plan.path(instance);
+      if (path === null) continue;
+      const result = await instance.client.request({
         method: request.method,
         path,
-        headers: forwardHeaders(request.headers),
+        headers,
+        body: plan.body ?? null,
         timeoutMs: this.config.requestTimeoutMs,
         signal: request.signal,
       });
       if (!result.ok) {
-        if ((await this.transportFailure(instance, result.failure, result.reason)) === "request") return this.droppedByInstance(instance, result.reason);
+        const blame = await blameTransportFailure(registry, log, instance, result.failure, result.reason, this.config.healthCheckTimeoutMs);
+        if (blame === "request") return this.droppedByInstance(instance, result.reason);
         continue;
       }
-      this.deps.registry.reportAnswered(instance, result.response.status);
-      return this.streamed(result.response, instance);
+      registry.reportAnswered(instance, result.status);
+      if (result.status >= 500 && i < plan.candidates.length - 1) {
+        log.warn("instance answered a read with an error; trying another", { instance: instance.name, status: result.status });
+        continue;
+      }
+      const body = plan.rewrite && result.status === 200 ? plan.rewrite(result.body) : result.body;
+      return new Response(body, {
+        status: result.status,
+        headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name, ...plan.headers?.(instance) }),
+      });
     }
-    return errorResponse(this.allDown("this request"));
+    return errorResponse(noInstanceFor(registry, plan.what));
   }
 
-  private streamed(response: Response, instance: Instance): Response {
-    return new Response(response.body, {
-      status: response.status,
-      headers: responseHeaders(response.headers, { [INSTANCE_HEADER]: instance.name }),
-    });
+  /** Heartbeat, version, pre-flight and other instance-level reads: any serving instance answers. */
+  async passthrough(request: Request, path: string): Promise<Response> {
+    const candidates = readCandidates(this.views(), () => true, this.config.readReplicaRatio);
+    return this.read(request, { what: "this request", candidates, path: () => path });
   }
 
   /**
@@ -174,47 +160,29 @@ export class ChromaApi {
     rewrite: "collection" | "collections" | null,
     body: Uint8Array | null = null,
   ): Promise<Response> {
-    const candidates = readCandidates(this.views(), (name) => this.deps.wal.isCatalogCaughtUp(name), this.config.readReplicaRatio);
-    for (const candidate of candidates) {
-      const instance = this.deps.registry.get(candidate.name)!;
-      if (!candidate.fresh) {
-        const caughtUp = await this.deps.replayer.drainCatalog(instance, { deadlineMs: this.deadline(), urgent: true });
-        if (!caughtUp.ok) continue;
-      }
-      const result = await instance.client.request({
-        method: request.method,
-        path: pathFor(instance),
-        headers: forwardHeaders(request.headers),
-        body,
-        timeoutMs: this.config.requestTimeoutMs,
-        signal: request.signal,
-      });
-      if (!result.ok) {
-        if ((await this.transportFailure(instance, result.failure, result.reason)) === "request") return this.droppedByInstance(instance, result.reason);
-        continue;
-      }
-      this.deps.registry.reportAnswered(instance, result.status);
-      let out = result.body;
-      if (rewrite && result.status === 200) out = this.rewriteCollections(out, rewrite);
-      return new Response(out, { status: result.status, headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name }) });
-    }
-    return errorResponse(this.allDown("this read"));
+    const { wal, replayer } = this.deps;
+    const candidates = readCandidates(this.views(), (name) => wal.isCatalogCaughtUp(name), this.config.readReplicaRatio);
+    const idFor = (uuid: string) => this.deps.collections.logicalIdFor(uuid);
+    return this.read(request, {
+      what: "this read",
+      candidates,
+      catchUp: async (instance) => (await replayer.drainCatalog(instance, { deadlineMs: this.deadline(), urgent: true })).ok,
+      path: pathFor,
+      body,
+      rewrite:
+        rewrite === "collection"
+          ? (out) => rewriteCollection(out, idFor)
+          : rewrite === "collections"
+            ? (out) => {
+                const list = rewriteCollectionList(out, idFor);
+                return list ? joinArray(list.map((c) => c.bytes)) : out;
+              }
+            : undefined,
+    });
   }
 
-  /** Replaces each instance UUID in collection objects with chroma-lb's collection id. */
-  private rewriteCollections(body: Uint8Array, shape: "collection" | "collections"): Uint8Array {
-    let json: unknown;
-    try {
-      json = JSON.parse(decoder.decode(body));
-    } catch {
-      return body;
-    }
-    const fix = (c: { id?: unknown }) => {
-      if (c && typeof c.id === "string") c.id = this.deps.collections.logicalIdFor(c.id);
-    };
-    if (shape === "collection" && json && typeof json === "object") fix(json as { id?: unknown });
-    if (shape === "collections" && Array.isArray(json)) json.forEach(fix);
-    return encoder.encode(JSON.stringify(json));
+  private deadline(): number {
+    return Date.now() + this.config.requestTimeoutMs;
   }
 
   /** Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass. */
@@ -227,41 +195,37 @@ export class ChromaApi {
     throw notFound(`Collection [${ref}] does not exists.`);
   }
 
-  /** Record reads (get, query, count): only from an instance that has applied what the caller needs. */
+  /**
+   * Record reads (get, query, count): only from an instance that has applied what the
+   * caller needs, and not from one whose copy of the collection diverged, unless no other
+   * instance can serve (then the answer says so in `X-Chroma-LB-Diverged`).
+   */
   async recordRead(request: Request, tenant: string, database: string, ref: string, op: RecordReadOp, body: Uint8Array | null): Promise<Response> {
     if (op !== "count") validateRecordRead(op, parseJsonBody(body ?? new Uint8Array(), request.headers.get("content-type")));
+    const { wal, replayer } = this.deps;
     const record = await this.resolve(tenant, database, ref);
     const minPosition = parseMinPosition(request.headers.get(MIN_POSITION_HEADER));
-    const query = new URL(request.url).search;
+    const views = this.views();
+    const whole = views.filter((v) => !wal.isDiverged(v.name, record.id));
     const candidates = readCandidates(
-      this.views(),
-      (name) => this.deps.wal.isCaughtUp(name, record.id, minPosition),
+      whole.some((v) => v.serving) ? whole : views,
+      (name) => wal.isCaughtUp(name, record.id, minPosition),
       this.config.readReplicaRatio,
     );
-    for (const candidate of candidates) {
-      const instance = this.deps.registry.get(candidate.name)!;
-      if (!candidate.fresh) {
-        const caughtUp = await this.deps.replayer.drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true });
-        if (!caughtUp.ok || !this.deps.wal.isCaughtUp(instance.name, record.id, minPosition)) continue;
-      }
-      const uuid = record.instanceUuids.get(instance.name);
-      if (!uuid) continue;
-      const result = await instance.client.stream({
-        method: request.method,
-        path: `${base(tenant, database)}/collections/${uuid}/${op}${query}`,
-        headers: forwardHeaders(request.headers),
-        body,
-        timeoutMs: this.config.requestTimeoutMs,
-        signal: request.signal,
-      });
-      if (!result.ok) {
-        if ((await this.transportFailure(instance, result.failure, result.reason)) === "request") return this.droppedByInstance(instance, result.reason);
-        continue;
-      }
-      this.deps.registry.reportAnswered(instance, result.response.status);
-      return this.streamed(result.response, instance);
-    }
-    return errorResponse(this.allDown(`collection ${record.name}`));
+    return this.read(request, {
+      what: `collection ${record.name}`,
+      candidates,
+      catchUp: async (instance) => {
+        const caughtUp = await replayer.drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true });
+        return caughtUp.ok && wal.isCaughtUp(instance.name, record.id, minPosition);
+      },
+      path: (instance) => {
+        const uuid = record.instanceUuids.get(instance.name);
+        return uuid ? `${base(tenant, database)}/collections/${uuid}/${op}${new URL(request.url).search}` : null;
+      },
+      body,
+      headers: (instance): Record<string, string> => (wal.isDiverged(instance.name, record.id) ? { [DIVERGED_HEADER]: "true" } : {}),
+    });
   }
 
   async getCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
@@ -283,13 +247,14 @@ export class ChromaApi {
     if ([limit, offset].some((v) => v !== null && !/^\d+$/.test(v))) {
       return this.catalogRead(request, () => `${base(tenant, database)}/collections${new URL(request.url).search}`, "collections");
     }
-    const response = await this.catalogRead(request, () => `${base(tenant, database)}/collections`, "collections");
+    const response = await this.catalogRead(request, () => `${base(tenant, database)}/collections`, null);
     if (response.status !== 200) return response;
-    const list = (await response.json()) as Array<{ id: string }>;
+    const list = rewriteCollectionList(new Uint8Array(await response.arrayBuffer()), (uuid) => this.deps.collections.logicalIdFor(uuid));
+    if (!list) throw new LbError(502, "BadGateway", "An instance answered the collection list with something other than a list of collections");
     list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     const start = offset === null ? 0 : Number(offset);
     const paged = list.slice(start, limit === null ? undefined : start + Number(limit));
-    return new Response(JSON.stringify(paged), { status: 200, headers: response.headers });
+    return new Response(joinArray(paged.map((c) => c.bytes)), { status: 200, headers: response.headers });
   }
 
   /** `GET .../collections/by-id/{id}`: answered from the mappings (Chroma 1.0 has no such route). */
@@ -301,150 +266,20 @@ export class ChromaApi {
   // ---------------------------------------------------------------- writes
 
   /**
-   * Queues a write of one partition. Writes of one partition are applied one group at a
-   * time, in arrival order, so every instance sees them in log order.
+   * Collection, tenant and database changes: one at a time (names stay unique), and while
+   * they run, what probes see of the instances does not count against them (Chroma answers
+   * slowly or with errors while it changes its catalog).
    */
-  private logAndApply(request: Request, entry: NewEntry): Promise<WriteResult> {
-    this.inFlightWrites += 1;
-    return new Promise<WriteResult>((resolve, reject) => {
-      const item: QueuedWrite = { entry, headers: forwardHeaders(request.headers), resolve, reject };
-      const queue = this.writeQueues.get(entry.partition);
-      if (queue) {
-        queue.push(item);
-        return;
-      }
-      const fresh = [item];
-      this.writeQueues.set(entry.partition, fresh);
-      void this.deps.writeLocks.run(entry.partition, () => this.drainWrites(entry.partition, fresh));
-    }).finally(() => {
-      this.inFlightWrites -= 1;
-    });
+  private changeCatalog<T>(fn: () => Promise<T>): Promise<T> {
+    return this.ddl.run("ddl", () => this.deps.registry.whileOwnOperation(fn));
   }
 
-  private async drainWrites(partition: string, queue: QueuedWrite[]) {
-    try {
-      while (queue.length > 0) {
-        const { group, body } = this.takeGroup(queue);
-        try {
-          const results = await this.appendAndApply(group, body);
-          group.forEach((item, i) => item.resolve(results[i]!));
-        } catch (error) {
-          for (const item of group) item.reject(error);
-        }
-      }
-    } finally {
-      // Runs right after the queue was seen empty, with no await between: a later write starts a new queue.
-      this.writeQueues.delete(partition);
-    }
+  /** Hands a checked write to the write path. */
+  private submit(request: Request, entry: NewEntry): Promise<WriteResult> {
+    return this.deps.writes.submit(entry, this.forwarded(request));
   }
 
-  /**
-   * Takes the next write, merged with the adds (or upserts) queued right behind it when the
-   * merge gives the same result as applying them one by one (see replay/batch.ts). Several
-   * clients ingesting into one collection then cost one request to the write target.
-   */
-  private takeGroup(queue: QueuedWrite[]): { group: QueuedWrite[]; body: Uint8Array | null } {
-    const first = queue.shift()!;
-    if ((first.entry.op !== "add" && first.entry.op !== "upsert") || queue.length === 0) return { group: [first], body: first.entry.body };
-    const sameCaller = (item: QueuedWrite) =>
-      ["authorization", "x-chroma-token"].every((h) => item.headers.get(h) === first.headers.get(h));
-    const candidates = [first];
-    for (const item of queue) {
-      if (candidates.length >= this.config.walMaxBatchSize || !sameCaller(item)) break;
-      candidates.push(item);
-    }
-    const batch = takeBatch(
-      candidates.map((item) => ({ op: item.entry.op, body: item.entry.body, bodyBytes: item.entry.body?.byteLength ?? 0 })),
-      {
-        entriesMax: this.config.walMaxBatchSize,
-        recordsMax: Math.min(...this.deps.registry.all.map((i) => i.maxBatchSize)),
-        bytesMax: this.config.walMaxBatchBytes,
-      },
-    );
-    const group = [first, ...queue.splice(0, batch.entries.length - 1)];
-    return { group, body: batch.body };
-  }
-
-  /**
-   * The write path: append the group to the log (durable, one commit), then apply it on the
-   * first write target that can take it in order, failing over when a target never got the
-   * request or gave no answer. Chroma's refusal (4xx/5xx) is answered as is and those entries
-   * are not replayed; a refused merged group is split and its writes applied one by one.
-   */
-  private async appendAndApply(group: QueuedWrite[], body: Uint8Array | null): Promise<WriteResult[]> {
-    const seqs = await Promise.all(group.map((item) => this.deps.wal.append(item.entry)));
-    const entries: Entry[] = group.map((item, i) => ({
-      ...item.entry,
-      seq: seqs[i]!,
-      createdAtMs: Date.now(),
-      state: "new",
-      appliedBy: null,
-      bodyBytes: item.entry.body?.byteLength ?? 0,
-    }));
-    const merged = await this.applyLogged(entries, body, group[0]!.headers);
-    if (merged !== "split") return merged;
-    const results: WriteResult[] = [];
-    for (let i = 0; i < entries.length; i++) {
-      const single = await this.applyLogged([entries[i]!], entries[i]!.body, group[i]!.headers);
-      results.push(...(single === "split" ? [] : single));
-    }
-    return results;
-  }
-
-  /** Applies logged entries (one, or a merged group with `body`); one result per entry, or "split". */
-  private async applyLogged(entries: Entry[], body: Uint8Array | null, headers: Headers): Promise<WriteResult[] | "split"> {
-    const first = entries[0]!;
-    const seqs = entries.map((e) => e.seq);
-    const tried = new Set<string>();
-    for (let round = 0; round < this.deps.registry.all.length; round++) {
-      const candidate = writeCandidates(this.views()).find((c) => !tried.has(c.name));
-      if (!candidate) break;
-      tried.add(candidate.name);
-      const instance = this.deps.registry.get(candidate.name)!;
-      const ready = await this.deps.replayer.prepareFor(instance, first, { deadlineMs: this.deadline(), urgent: true });
-      if (!ready.ok) {
-        this.deps.log.warn("write target could not catch up; trying the next", { instance: instance.name, reason: ready.reason });
-        continue;
-      }
-      const outcome = await this.deps.replayer.locks.run(Replayer.lockKey(instance.name, first.partition), () =>
-        applyEntries(instance, entries, body, this.deps.collections, { headers, timeoutMs: this.config.requestTimeoutMs, replay: false }),
-      );
-      if (outcome.kind === "transport") {
-        this.deps.registry.reportFailedRequest(instance);
-        const blame = await this.transportFailure(instance, outcome.failure, outcome.reason);
-        if (blame === "instance") continue;
-        if (entries.length > 1) return "split";
-        // The instance is alive but dropped this write: it is most likely malformed for Chroma.
-        if (this.deps.wal.appliedNowhere(first.seq)) this.deps.wal.reject(first.seq);
-        const message = `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters`;
-        return [{ kind: "answered", seq: first.seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message })) }];
-      }
-      if (outcome.kind === "failed" && outcome.status === 0) {
-        // chroma-lb cannot address the collection on this instance yet; another may take it.
-        this.deps.log.warn("write target cannot take this write; trying the next", { instance: instance.name, reason: outcome.reason });
-        continue;
-      }
-      this.deps.registry.reportAnswered(instance, outcome.kind === "failed" ? 500 : outcome.status);
-      if (outcome.kind === "applied") {
-        this.deps.wal.completeOnTarget(instance.name, first.partition, seqs);
-        return entries.map((entry) => ({ kind: "applied", seq: entry.seq, instance, outcome }));
-      }
-      if (entries.length > 1) return "split";
-      // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
-      this.deps.wal.reject(first.seq);
-      return [{ kind: "answered", seq: first.seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body }];
-    }
-    if (this.config.acceptWritesWhenAllDown) {
-      for (const seq of seqs) this.deps.wal.markReady(seq, null);
-      this.deps.log.warn("no instance could take a write; kept in the log", { positions: seqs, partition: first.partition });
-      return entries.map((entry) => ({ kind: "accepted", seq: entry.seq }));
-    }
-    for (const seq of seqs) this.deps.wal.reject(seq);
-    const reason = this.allDown("writes").message;
-    return entries.map(() => ({ kind: "unavailable", reason }));
-  }
-
-  private writeResponse(result: WriteResult, acceptedBody: unknown = {}): Response {
+  private writeResponse(result: WriteResult, acceptedBody: Uint8Array | string = "{}"): Response {
     switch (result.kind) {
       case "applied":
         return new Response(result.outcome.body, {
@@ -457,7 +292,7 @@ export class ChromaApi {
           headers: responseHeaders(result.headers, { "content-type": "application/json", [INSTANCE_HEADER]: result.instance.name }),
         });
       case "accepted":
-        return new Response(JSON.stringify(acceptedBody), {
+        return new Response(acceptedBody, {
           status: 202,
           headers: { "content-type": "application/json", [POSITION_HEADER]: String(result.seq), [ACCEPTED_HEADER]: "logged" },
         });
@@ -469,7 +304,7 @@ export class ChromaApi {
   async recordWrite(request: Request, tenant: string, database: string, ref: string, op: RecordWriteOp, body: Uint8Array): Promise<Response> {
     validateRecordWrite(op, parseJsonBody(body, request.headers.get("content-type")));
     const record = await this.resolve(tenant, database, ref);
-    const result = await this.logAndApply(request, {
+    const result = await this.submit(request, {
       partition: record.id,
       kind: "records",
       op,
@@ -491,7 +326,7 @@ export class ChromaApi {
         `Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and ending with a character in [a-zA-Z0-9]. Got: ${name}`,
       );
     }
-    return this.ddl.run("ddl", async () => {
+    return this.changeCatalog(async () => {
       const existing = this.deps.collections.byName(tenant, database, name);
       if (existing) {
         if (json.get_or_create === true) {
@@ -505,7 +340,7 @@ export class ChromaApi {
       }
       const id = crypto.randomUUID();
       const record = this.deps.collections.create(id, tenant, database, name);
-      const result = await this.logAndApply(request, {
+      const result = await this.submit(request, {
         partition: id,
         kind: "collection",
         op: "create_collection",
@@ -516,21 +351,10 @@ export class ChromaApi {
         body,
       });
       if (result.kind === "applied") {
-        return this.writeResponse({ ...result, outcome: { ...result.outcome, body: this.rewriteCollections(result.outcome.body, "collection") } });
+        const body = rewriteCollection(result.outcome.body, (uuid) => this.deps.collections.logicalIdFor(uuid));
+        return this.writeResponse({ ...result, outcome: { ...result.outcome, body } });
       }
-      if (result.kind === "accepted") {
-        return this.writeResponse(result, {
-          id,
-          name,
-          configuration_json: json.configuration ?? {},
-          metadata: json.metadata ?? null,
-          dimension: null,
-          tenant,
-          database,
-          log_position: 0,
-          version: 0,
-        });
-      }
+      if (result.kind === "accepted") return this.writeResponse(result, acceptedCollection(body, { id, name, tenant, database }));
       this.deps.collections.markDeleted(record.id);
       return this.writeResponse(result);
     });
@@ -538,7 +362,7 @@ export class ChromaApi {
 
   async modifyCollection(request: Request, tenant: string, database: string, ref: string, body: Uint8Array): Promise<Response> {
     const json = parseJsonBody(body, request.headers.get("content-type"));
-    return this.ddl.run("ddl", async () => {
+    return this.changeCatalog(async () => {
       const record = await this.resolve(tenant, database, ref);
       const newName = typeof json.new_name === "string" ? json.new_name : null;
       if (newName !== null && newName !== record.name) {
@@ -550,7 +374,7 @@ export class ChromaApi {
         }
         if (this.deps.collections.byName(tenant, database, newName)) throw conflict(`Collection [${newName}] already exists`);
       }
-      const result = await this.logAndApply(request, {
+      const result = await this.submit(request, {
         partition: record.id,
         kind: "collection",
         op: "modify_collection",
@@ -566,12 +390,12 @@ export class ChromaApi {
   }
 
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
-    return this.ddl.run("ddl", async () => {
+    return this.changeCatalog(async () => {
       const record = await this.resolve(tenant, database, ref);
       if (this.config.protectedCollections.includes(record.name)) {
         throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be deleted through chroma-lb`);
       }
-      const result = await this.logAndApply(request, {
+      const result = await this.submit(request, {
         partition: record.id,
         kind: "collection",
         op: "delete_collection",
@@ -595,8 +419,9 @@ export class ChromaApi {
     body: Uint8Array | null,
   ): Promise<Response> {
     if (body) parseJsonBody(body, request.headers.get("content-type"));
-    return this.ddl.run("ddl", async () => {
-      const result = await this.logAndApply(request, {
+    if (op === "delete_database") await this.refuseProtectedInside(tenant, database);
+    return this.changeCatalog(async () => {
+      const result = await this.submit(request, {
         partition: META_PARTITION,
         kind: "meta",
         op,
@@ -616,36 +441,86 @@ export class ChromaApi {
   }
 
   /**
+   * Deleting a database deletes every collection in it, so a database that holds a
+   * protected collection (known to chroma-lb, or found on an instance by adoption) is
+   * refused as the collection itself would be.
+   */
+  private async refuseProtectedInside(tenant: string, database: string) {
+    await this.deps.adoption.adoptSoon(tenant);
+    const protectedInside = this.deps.collections
+      .list()
+      .filter((c) => c.tenant === tenant && c.database === database && this.config.protectedCollections.includes(c.name));
+    if (protectedInside.length) {
+      const names = protectedInside.map((c) => c.name).join(", ");
+      throw forbidden(`Database ${tenant}/${database} holds protected collections (${names}; PROTECTED_COLLECTIONS) and cannot be deleted through chroma-lb`);
+    }
+  }
+
+  /**
    * Resets every instance, then chroma-lb's own log and mappings. Refused unless
-   * ALLOW_RESET=true, and while any instance is not serving (it would come back with data).
+   * ALLOW_RESET=true, without the admin token when ADMIN_TOKEN is set, and while any
+   * instance is not serving (it would come back with data). Writes are held and replay is
+   * paused (waiting for batches in flight) before the first instance is cleared, so that
+   * nothing written before the reset reaches an instance after it.
    */
   async reset(request: Request): Promise<Response> {
+    const token = this.config.adminToken;
+    if (token && !isAdminAuthorization(request.headers.get("authorization"), token)) {
+      throw unauthorized("Reset needs `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set");
+    }
     if (!this.config.allowReset) throw forbidden("Reset is disabled by config");
-    return this.ddl.run("ddl", async () => {
-      const notServing = this.deps.registry.all.filter((i) => !i.serving);
-      if (notServing.length) {
-        throw unavailable(`Reset needs every instance; not serving: ${notServing.map((i) => i.name).join(", ")}`);
-      }
-      let last: Response | null = null;
-      for (const instance of this.deps.registry.all) {
-        const result = await instance.client.request({
-          method: "POST",
-          path: "/api/v2/reset",
-          headers: forwardHeaders(request.headers),
-          timeoutMs: this.config.requestTimeoutMs,
-        });
-        if (!result.ok) throw unavailable(`Reset of instance ${instance.name} failed: ${result.reason}`);
-        if (result.status >= 300) {
-          return new Response(result.body, { status: result.status, headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name }) });
-        }
-        last = new Response(result.body, { status: result.status, headers: responseHeaders(result.headers) });
-      }
-      this.deps.wal.clear();
-      this.deps.collections.markAllDeleted();
-      this.deps.log.warn("reset: every instance and chroma-lb's log and mappings were cleared");
-      return last ?? new Response("true", { headers: { "content-type": "application/json" } });
-    });
+    const { registry, replayer, writes, wal, collections, log } = this.deps;
+    return this.ddl.run("ddl", () =>
+      writes.exclusive(() =>
+        registry.whileOwnOperation(async () => {
+          const notServing = registry.all.filter((i) => !i.serving);
+          if (notServing.length) {
+            throw unavailable(`Reset needs every instance; not serving: ${notServing.map((i) => i.name).join(", ")}. Retry once GET /status shows them healthy.`);
+          }
+          await replayer.pause();
+          try {
+            let last: Response | null = null;
+            for (const instance of registry.all) {
+              const result = await instance.client.request({
+                method: "POST",
+                path: "/api/v2/reset",
+                headers: this.forwarded(request),
+                timeoutMs: this.config.requestTimeoutMs,
+              });
+              if (!result.ok) throw unavailable(`Reset of instance ${instance.name} failed: ${result.reason}; retry the reset`);
+              if (result.status >= 300) {
+                return new Response(result.body, { status: result.status, headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name }) });
+              }
+              last = new Response(result.body, { status: result.status, headers: responseHeaders(result.headers) });
+            }
+            wal.clear();
+            collections.markAllDeleted();
+            log.warn("reset: every instance and chroma-lb's log and mappings were cleared");
+            return last ?? new Response("true", { headers: { "content-type": "application/json" } });
+          } finally {
+            replayer.resume();
+          }
+        }),
+      ),
+    );
   }
+}
+
+/**
+ * The collection a create answered 202 (every instance down) will be: the client's own
+ * `configuration` and `metadata` text, unchanged, in Chroma's collection shape.
+ */
+function acceptedCollection(body: Uint8Array, known: { id: string; name: string; tenant: string; database: string }): Uint8Array {
+  const fields = splitObject(body);
+  const raw = (field: string, fallback: string) => {
+    const slice = fields?.get(field);
+    return slice ? decoder.decode(body.subarray(slice.start, slice.end)) : fallback;
+  };
+  const text =
+    `{"id":${JSON.stringify(known.id)},"name":${JSON.stringify(known.name)},"configuration_json":${raw("configuration", "{}")},` +
+    `"metadata":${raw("metadata", "null")},"dimension":null,"tenant":${JSON.stringify(known.tenant)},` +
+    `"database":${JSON.stringify(known.database)},"log_position":0,"version":0}`;
+  return encoder.encode(text);
 }
 
 function parseMinPosition(raw: string | null): number | undefined {

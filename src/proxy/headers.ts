@@ -25,6 +25,8 @@ export const POSITION_HEADER = "x-chroma-lb-position";
 export const MIN_POSITION_HEADER = "x-chroma-lb-min-position";
 export const INSTANCE_HEADER = "x-chroma-lb-instance";
 export const ACCEPTED_HEADER = "x-chroma-lb-accepted";
+/** On a read served by an instance whose copy of the collection diverged (no other could serve). */
+export const DIVERGED_HEADER = "x-chroma-lb-diverged";
 
 export function forwardHeaders(incoming: Headers): Headers {
   const out = new Headers();

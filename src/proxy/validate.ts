@@ -1,7 +1,7 @@
 /**
- * Checks made before a request reaches the log or an instance. They catch inputs that
- * Chroma would refuse anyway (answered with Chroma's own status and error kind) and the
- * ones that make Chroma drop the connection (query with n_results below 1).
+ * Checks made before a request reaches the log or an instance. They catch only inputs that
+ * Chroma would refuse anyway, answered with Chroma's own status and error kind; anything
+ * Chroma accepts (`n_results: 0` included) passes.
  */
 import { LbError, badRequest } from "../errors";
 
@@ -30,11 +30,11 @@ function sameLength(json: Record<string, unknown>, ids: string[], field: string)
   }
 }
 
-function nonNegativeInteger(json: Record<string, unknown>, field: string, min: number) {
+/** Chroma reads these as unsigned integers: a negative or fractional one fails to deserialize (422). */
+function nonNegativeInteger(json: Record<string, unknown>, field: string) {
   const value = json[field];
   if (value === undefined || value === null) return;
-  if (typeof value !== "number" || !Number.isInteger(value)) throw wrongType(field, "an integer");
-  if (value < min) throw badRequest(`${field} must be at least ${min}, got ${value}`);
+  if (typeof value !== "number" || !Number.isInteger(value) || value < 0) throw wrongType(field, "a non-negative integer");
 }
 
 export function validateRecordWrite(op: "add" | "upsert" | "update" | "delete", json: Record<string, unknown>) {
@@ -46,10 +46,10 @@ export function validateRecordWrite(op: "add" | "upsert" | "update" | "delete", 
 
 export function validateRecordRead(op: "get" | "query", json: Record<string, unknown>) {
   if (op === "query") {
-    nonNegativeInteger(json, "n_results", 1);
+    nonNegativeInteger(json, "n_results");
   } else {
     stringArray(json, "ids", false);
-    nonNegativeInteger(json, "limit", 0);
-    nonNegativeInteger(json, "offset", 0);
+    nonNegativeInteger(json, "limit");
+    nonNegativeInteger(json, "offset");
   }
 }

@@ -12,9 +12,9 @@ import type { CollectionStore } from "../collections/store";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import { KeyedMutex } from "../util/mutex";
-import type { Entry, EntryKind, PendingEntry, WriteAheadLog } from "../wal/log";
-import { applyEntries } from "./apply";
-import { takeBatch } from "./batch";
+import type { Entry, EntryKind, WriteAheadLog } from "../wal/log";
+import { applyEntries, type ApplyOutcome } from "./apply";
+import { takeBatch, type BatchLimits } from "./batch";
 import type { BatchSizer } from "./sizing";
 
 export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
@@ -58,6 +58,20 @@ export class ReplayStats {
   }
 }
 
+/** An instance refused an entry another instance applied (see WriteAheadLog.markDiverged). */
+export interface DivergedEvent {
+  instance: Instance;
+  entry: Pick<Entry, "seq" | "partition" | "op" | "collectionId">;
+  error: string;
+  /** False when the collection was already marked diverged on this instance. */
+  first: boolean;
+}
+
+/** What the write path gets back from {@link Replayer.applyAsWriteTarget}. */
+export type TargetOutcome = ApplyOutcome | { kind: "not_ready"; reason: string };
+
+type StepResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
+
 interface Backoff {
   untilMs: number;
   delayMs: number;
@@ -69,7 +83,10 @@ export class Replayer {
   private readonly backoff = new Map<string, Backoff>();
   private readonly running = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
+  private readonly divergedListeners: Array<(event: DivergedEvent) => void> = [];
   private stopped = false;
+  /** While paused (see pause), no replay pass starts and no batch is sent. */
+  private paused = false;
 
   constructor(
     private readonly wal: WriteAheadLog,
@@ -84,8 +101,68 @@ export class Replayer {
     this.stopped = true;
   }
 
-  static lockKey(instance: string, partition: string) {
+  /** Called whenever an instance's copy of a collection is marked diverged (alerts, and repair once it exists). */
+  onDiverged(listener: (event: DivergedEvent) => void) {
+    this.divergedListeners.push(listener);
+  }
+
+  /**
+   * Stops replay and waits for every pass in flight to end, so that nothing reaches an
+   * instance until `resume` (reset clears the instances and the log in between).
+   */
+  async pause(): Promise<void> {
+    this.paused = true;
+    await this.idle();
+  }
+
+  resume() {
+    this.paused = false;
+    this.backoff.clear();
+  }
+
+  private static lockKey(instance: string, partition: string) {
     return `${instance}\u0000${partition}`;
+  }
+
+  private limitsFor(instance: Instance): BatchLimits {
+    return {
+      entriesMax: Math.max(1, this.sizer.current),
+      recordsMax: instance.maxBatchSize,
+      bytesMax: this.config.walMaxBatchBytes,
+    };
+  }
+
+  /**
+   * The write path's way to apply new entries (one, or a merged group with `body`) on its
+   * chosen write target: first everything they must follow (their barrier, then earlier
+   * entries of their partition), then the entries themselves, under the same lock as
+   * replay so that nothing reaches the instance out of order. On success the entries are
+   * applied there and ready for every other instance, in one transaction.
+   */
+  async applyAsWriteTarget(
+    instance: Instance,
+    entries: Entry[],
+    body: Uint8Array | null,
+    options: { headers: Headers; deadlineMs: number },
+  ): Promise<TargetOutcome> {
+    const first = entries[0]!;
+    const ready = await this.prepareFor(instance, first, { deadlineMs: options.deadlineMs, urgent: true });
+    if (!ready.ok) return { kind: "not_ready", reason: ready.reason };
+    return this.locks.run(Replayer.lockKey(instance.name, first.partition), async () => {
+      const outcome = await applyEntries(instance, entries, body, this.collections, {
+        headers: options.headers,
+        timeoutMs: this.config.requestTimeoutMs,
+        replay: false,
+      });
+      if (outcome.kind === "applied") {
+        this.wal.completeOnTarget(
+          instance.name,
+          first.partition,
+          entries.map((e) => e.seq),
+        );
+      }
+      return outcome;
+    });
   }
 
   /**
@@ -196,28 +273,39 @@ export class Replayer {
       // record writes merge, and their barrier is tenant/database entries alone.)
       const meta = this.wal.firstPendingBefore(instance.name, owed.at(-1)!.seq, ["meta"], partition);
       const entries = meta ? owed.filter((e) => e.seq < meta.seq) : owed;
-      const batch = takeBatch(entries, {
-        entriesMax: Math.max(1, this.sizer.current),
-        recordsMax: instance.maxBatchSize,
-        bytesMax: this.config.walMaxBatchBytes,
-      });
-      const ok = await this.applyBatch(instance, batch.entries, batch.body);
-      if (!ok.ok) {
-        if (batch.entries.length > 1 && ok.splittable) {
-          // A merged batch was refused: apply its entries one by one to find the bad one.
-          for (const entry of batch.entries) {
-            const single = await this.applyBatch(instance, [entry], entry.body);
-            if (!single.ok) return this.fail(key, applied, single.reason);
-            applied += 1;
-          }
-          continue;
-        }
-        return this.fail(key, applied, ok.reason);
-      }
+      const batch = takeBatch(entries, this.limitsFor(instance));
+      const step = await this.applyBisecting(instance, batch.entries, batch.body);
+      applied += step.applied;
+      if (!step.ok) return this.fail(key, applied, step.reason);
       this.backoff.delete(key);
-      applied += batch.entries.length;
     }
     return { ok: false, applied, reason: "stopped" };
+  }
+
+  /**
+   * Applies a batch; when the instance refuses a merged batch, applies each half on its
+   * own (bisection), so that a refused entry ends up refused alone and every other entry is
+   * applied, in order, with about log2(n) extra requests per refused entry.
+   */
+  private async applyBisecting(instance: Instance, entries: Entry[], body: Uint8Array | null): Promise<StepResult> {
+    if (this.paused || this.stopped) return { ok: false, applied: 0, reason: "replay is paused" };
+    const result = await this.applyBatch(instance, entries, body);
+    if (result.ok) return { ok: true, applied: entries.length };
+    if (entries.length === 1 || !result.splittable) return { ok: false, applied: 0, reason: result.reason };
+    let applied = 0;
+    const middle = Math.ceil(entries.length / 2);
+    for (const half of [entries.slice(0, middle), entries.slice(middle)]) {
+      // A half of a merged run merges whole again; takeBatch is asked anyway, so a half that
+      // does not is sent in the pieces it allows.
+      for (let rest = half; rest.length > 0; ) {
+        const piece = takeBatch(rest, { entriesMax: rest.length, recordsMax: Number.MAX_SAFE_INTEGER, bytesMax: Number.MAX_SAFE_INTEGER });
+        const step = await this.applyBisecting(instance, piece.entries, piece.body);
+        applied += step.applied;
+        if (!step.ok) return { ok: false, applied, reason: step.reason };
+        rest = rest.slice(piece.entries.length);
+      }
+    }
+    return { ok: true, applied };
   }
 
   private fail(key: string, applied: number, reason: string) {
@@ -231,7 +319,7 @@ export class Replayer {
   /** Applies one batch and records the outcome in the log. */
   private async applyBatch(
     instance: Instance,
-    entries: PendingEntry[],
+    entries: Entry[],
     body: Uint8Array | null,
   ): Promise<{ ok: true } | { ok: false; reason: string; splittable: boolean }> {
     const outcome = await applyEntries(instance, entries, body, this.collections, {
@@ -242,6 +330,7 @@ export class Replayer {
     switch (outcome.kind) {
       case "applied": {
         this.wal.markApplied(instance.name, seqs);
+        this.registry.reportAnswered(instance, outcome.status);
         this.stats.batches += 1;
         this.stats.successfulSyncs += 1;
         this.stats.entriesApplied += entries.length;
@@ -252,17 +341,31 @@ export class Replayer {
       case "transport":
         this.registry.reportTransportFailure(instance, outcome.reason);
         return { ok: false, reason: outcome.reason, splittable: false };
-      case "refused":
-        if (entries.length === 1 && this.wal.appliedNowhere(entries[0]!.seq)) {
-          // No instance accepted this entry (it was left unanswered by a crash): dropping it changes nothing.
-          this.log.warn("log entry refused by every instance so far; rejected", { seq: entries[0]!.seq, reason: outcome.reason });
-          this.wal.reject(entries[0]!.seq);
+      case "refused": {
+        this.registry.reportAnswered(instance, outcome.status);
+        if (entries.length > 1) return { ok: false, reason: outcome.reason, splittable: true };
+        const entry = entries[0]!;
+        if (this.wal.appliedNowhere(entry.seq)) {
+          // No instance accepted this entry (it was logged while every instance was down, or
+          // left unanswered by a crash): dropping it changes nothing.
+          this.log.warn("log entry refused by every instance so far; rejected", { seq: entry.seq, reason: outcome.reason });
+          this.wal.reject(entry.seq);
           return { ok: true };
         }
-        for (const entry of entries) this.wal.recordFailure(instance.name, entry.seq, outcome.reason);
-        if (entries.length === 1) this.log.warn("replay refused", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
-        return { ok: false, reason: outcome.reason, splittable: true };
+        // Another instance applied what this one refuses: this copy of the collection is no
+        // longer the same. It is marked, reads avoid it, and replay goes on past the entry.
+        const { first } = this.wal.markDiverged(instance.name, entry, outcome.reason);
+        this.log.error("instance refused an entry another instance applied; collection marked diverged", {
+          instance: instance.name,
+          seq: entry.seq,
+          partition: entry.partition,
+          reason: outcome.reason,
+        });
+        for (const listener of this.divergedListeners) listener({ instance, entry, error: outcome.reason, first });
+        return { ok: true };
+      }
       case "failed":
+        if (outcome.status > 0) this.registry.reportAnswered(instance, outcome.status);
         this.wal.recordFailure(instance.name, entries[0]!.seq, outcome.reason);
         this.log.warn("replay failed", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
         return { ok: false, reason: outcome.reason, splittable: entries.length > 1 };
@@ -277,7 +380,7 @@ export class Replayer {
   async replayOnce(instance: Instance): Promise<{ applied: number; blocked: number }> {
     let applied = 0;
     let blocked = 0;
-    if (!instance.healthy) return { applied, blocked };
+    if (!instance.healthy || this.paused) return { applied, blocked };
     this.stats.syncCycles += 1;
     const started = Date.now();
     const partitions = this.wal.pendingPartitions(instance.name, 1000);
@@ -300,7 +403,7 @@ export class Replayer {
    * makes it run once more, so no kick is lost.
    */
   kick(instance: Instance): Promise<void> {
-    if (this.stopped) return Promise.resolve();
+    if (this.stopped || this.paused) return Promise.resolve();
     const current = this.running.get(instance.name);
     if (current) {
       this.again.add(instance.name);

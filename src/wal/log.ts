@@ -10,7 +10,7 @@
  */
 import { and, asc, count, eq, gt, inArray, lt, lte, min, ne, sql } from "drizzle-orm";
 import type { LocalStore } from "../db";
-import { walBodies, walEntries, walPending } from "../db/sqlite-schema";
+import { walBodies, walDiverged, walEntries, walPending } from "../db/sqlite-schema";
 
 export type EntryKind = "records" | "collection" | "meta";
 
@@ -58,9 +58,20 @@ export interface Limits {
   appendQueueMax: number;
 }
 
+/** A collection an instance refused an entry of, while another instance applied it. */
+export interface Divergence {
+  instance: string;
+  partition: string;
+  seq: number;
+  op: string;
+  error: string;
+  refusedEntries: number;
+  atMs: number;
+}
+
 interface QueuedAppend {
   entry: NewEntry;
-  resolve: (seq: number) => void;
+  resolve: (entry: Entry) => void;
   reject: (error: unknown) => void;
 }
 
@@ -72,6 +83,8 @@ export class WriteAheadLog {
   /** Group-commit figures: transactions and entries, for /wal/status. */
   readonly commitStats = { transactions: 0, entries: 0, largestGroup: 0 };
   private listeners: Array<(partition: string) => void> = [];
+  /** `instance\0partition` of every diverged collection, so reads check it without a query. */
+  private readonly divergedKeys = new Set<string>();
 
   constructor(
     private readonly store: LocalStore,
@@ -85,6 +98,7 @@ export class WriteAheadLog {
       .groupBy(walPending.instance)
       .all();
     for (const row of rows) this.pendingByInstance.set(row.instance, row.n);
+    for (const row of this.store.db.select().from(walDiverged).all()) this.divergedKeys.add(divergedKey(row.instance, row.partition));
   }
 
   /** Called after each commit with the partitions that gained entries (replay starts at once). */
@@ -102,14 +116,14 @@ export class WriteAheadLog {
   }
 
   /**
-   * Appends one entry, durable when the promise resolves. Appends arriving together share
-   * one transaction (group commit), so durability costs one fsync per group, not per write.
+   * Appends one entry, durable when the promise resolves with it. Appends arriving together
+   * share one transaction (group commit), so durability costs one fsync per group, not per write.
    */
-  append(entry: NewEntry): Promise<number> {
+  append(entry: NewEntry): Promise<Entry> {
     if (this.queue.length >= this.limits.appendQueueMax) {
       return Promise.reject(new Error("write-ahead log append queue is full"));
     }
-    return new Promise<number>((resolve, reject) => {
+    return new Promise<Entry>((resolve, reject) => {
       this.queue.push({ entry, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -169,7 +183,9 @@ export class WriteAheadLog {
     this.commitStats.transactions += 1;
     this.commitStats.entries += group.length;
     this.commitStats.largestGroup = Math.max(this.commitStats.largestGroup, group.length);
-    group.forEach((item, i) => item.resolve(seqs[i]!));
+    group.forEach((item, i) =>
+      item.resolve({ ...item.entry, seq: seqs[i]!, createdAtMs: now, state: "new", appliedBy: null, bodyBytes: item.entry.body?.byteLength ?? 0 }),
+    );
   }
 
   /** The write target answered: the entry may now be replayed to every other instance. */
@@ -196,10 +212,14 @@ export class WriteAheadLog {
     for (const listener of this.listeners) listener(partition);
   }
 
-  /** No instance may apply this entry (the write target refused it as bad input). */
+  /**
+   * No instance may apply this entry (the write target refused it as bad input). Its body
+   * is dropped at once: nothing will ever read it, and refused bodies can be large.
+   */
   reject(seq: number) {
     this.store.db.transaction((tx) => {
       tx.update(walEntries).set({ state: "rejected" }).where(eq(walEntries.seq, seq)).run();
+      tx.delete(walBodies).where(eq(walBodies.seq, seq)).run();
       const removed = tx.delete(walPending).where(eq(walPending.seq, seq)).returning({ instance: walPending.instance }).all();
       for (const row of removed) this.pendingByInstance.set(row.instance, (this.pendingByInstance.get(row.instance) ?? 1) - 1);
     });
@@ -227,6 +247,73 @@ export class WriteAheadLog {
 
   pendingCount(instance: string): number {
     return this.pendingByInstance.get(instance) ?? 0;
+  }
+
+  /** Entries the instance owes whose replay failed at least once (each is retried with backoff). */
+  failingCount(instance: string): number {
+    return (
+      this.store.db
+        .select({ n: count() })
+        .from(walPending)
+        .where(and(eq(walPending.instance, instance), gt(walPending.attempts, 0)))
+        .get()?.n ?? 0
+    );
+  }
+
+  /**
+   * The instance refused an entry that another instance applied: it no longer owes the
+   * entry (it will never take it), and its copy of the partition is marked diverged until
+   * a repair clears the mark. Later entries of the partition still replay.
+   */
+  markDiverged(instance: string, entry: Pick<Entry, "seq" | "partition" | "op">, error: string): { first: boolean } {
+    const atMs = Date.now();
+    const first = this.store.db.transaction((tx) => {
+      const removed = tx
+        .delete(walPending)
+        .where(and(eq(walPending.instance, instance), eq(walPending.seq, entry.seq)))
+        .returning({ seq: walPending.seq })
+        .all();
+      this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed.length));
+      const existing = tx
+        .select({ n: walDiverged.refusedEntries })
+        .from(walDiverged)
+        .where(and(eq(walDiverged.instance, instance), eq(walDiverged.partition, entry.partition)))
+        .get();
+      if (existing) {
+        tx.update(walDiverged)
+          .set({ refusedEntries: existing.n + 1 })
+          .where(and(eq(walDiverged.instance, instance), eq(walDiverged.partition, entry.partition)))
+          .run();
+        return false;
+      }
+      tx.insert(walDiverged)
+        .values({ instance, partition: entry.partition, seq: entry.seq, op: entry.op, error: error.slice(0, 2000), atMs })
+        .run();
+      return true;
+    });
+    this.divergedKeys.add(divergedKey(instance, entry.partition));
+    return { first };
+  }
+
+  /** Whether the instance's copy of the partition is marked diverged. */
+  isDiverged(instance: string, partition: string): boolean {
+    return this.divergedKeys.size > 0 && this.divergedKeys.has(divergedKey(instance, partition));
+  }
+
+  /** Every diverged (instance, partition), oldest first. */
+  divergences(): Divergence[] {
+    return this.store.db.select().from(walDiverged).orderBy(asc(walDiverged.atMs)).all();
+  }
+
+  /** A repair made the instance's copy whole again (or an operator vouches for it). */
+  clearDiverged(instance: string, partition: string): boolean {
+    const removed = this.store.db
+      .delete(walDiverged)
+      .where(and(eq(walDiverged.instance, instance), eq(walDiverged.partition, partition)))
+      .returning({ seq: walDiverged.seq })
+      .all();
+    this.divergedKeys.delete(divergedKey(instance, partition));
+    return removed.length > 0;
   }
 
   /** True when no other instance has applied the entry yet, so rejecting it changes nothing. */
@@ -439,9 +526,13 @@ export class WriteAheadLog {
     this.store.sqlite.run("DELETE FROM wal_pending");
     this.store.sqlite.run("DELETE FROM wal_bodies");
     this.store.sqlite.run("DELETE FROM wal_entries");
+    this.store.sqlite.run("DELETE FROM wal_diverged");
+    this.divergedKeys.clear();
     for (const name of this.instances) this.pendingByInstance.set(name, 0);
   }
 }
+
+const divergedKey = (instance: string, partition: string) => `${instance}\u0000${partition}`;
 
 function toEntry(row: typeof walEntries.$inferSelect, body: Buffer | null, attempts: number, lastError: string | null): PendingEntry {
   return {

@@ -72,3 +72,57 @@ test("reset is refused while an instance is down, since it would come back with 
   expect(res.status).toBe(503);
   expect(((await res.json()) as { message: string }).message).toContain("replica");
 });
+
+test("200 back-to-back resets all answer 200, mark no instance down, and nothing written before one reaches an instance after it", async () => {
+  const alerts: Array<{ event: string }> = [];
+  using receiver = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    fetch: async (request) => {
+      alerts.push((await request.json()) as { event: string });
+      return new Response("ok");
+    },
+  });
+  await using servers = await startChromaServers(2, { allowReset: true });
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({
+    CHROMA_PRIMARY_URL: primary!.url,
+    CHROMA_REPLICA_URL: replica!.url,
+    ALLOW_RESET: "true",
+    ADMIN_TOKEN: "reset-token",
+    ALERT_WEBHOOK_URL: `http://127.0.0.1:${receiver.port}/hook`,
+    HEALTH_CHECK_INTERVAL: "1",
+    HEALTH_CHECK_TIMEOUT: "0.2",
+    HEALTH_FAILS: "1",
+  });
+  const auth = { authorization: "Bearer reset-token" };
+  const client = new ChromaClient({ host: "127.0.0.1", port: lb.port });
+  expect((await fetch(`${lb.url}/api/v2/reset`, { method: "POST" })).status).toBe(401);
+
+  const statuses = new Map<number, number>();
+  for (let round = 0; round < 200; round++) {
+    if (round % 20 === 0) {
+      // Writes in flight around a reset: each either lands before it (and is cleared) or fails.
+      const docs = await client.createCollection({ name: `storm_${round}`, embeddingFunction: null });
+      const writes = Array.from({ length: 5 }, (_, i) =>
+        docs.add({ ids: [`r${round}-${i}`], embeddings: [[i, 1]], documents: [`d${i}`] }).catch(() => undefined),
+      );
+      const reset = await fetch(`${lb.url}/api/v2/reset`, { method: "POST", headers: auth });
+      statuses.set(reset.status, (statuses.get(reset.status) ?? 0) + 1);
+      await Promise.all(writes);
+      continue;
+    }
+    const reset = await fetch(`${lb.url}/api/v2/reset`, { method: "POST", headers: auth });
+    statuses.set(reset.status, (statuses.get(reset.status) ?? 0) + 1);
+  }
+  expect(Object.fromEntries(statuses)).toEqual({ 200: 200 });
+  const final = await fetch(`${lb.url}/api/v2/reset`, { method: "POST", headers: auth });
+  expect(final.status).toBe(200);
+  // Nothing written before the last reset came back afterwards: the log is empty and so are both instances.
+  await waitFor(async () => (await json(`${lb.url}/wal/status`)).pending_writes === 0);
+  expect(await names(primary!.url)).toEqual([]);
+  expect(await names(replica!.url)).toEqual([]);
+  const instances = (await json(`${lb.url}/admin/instances`, { headers: auth })).instances;
+  expect(instances.map((i: { healthy: boolean }) => i.healthy)).toEqual([true, true]);
+  expect(alerts).toEqual([]);
+}, 120_000);

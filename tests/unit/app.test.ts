@@ -144,21 +144,24 @@ describe("admin", () => {
 });
 
 describe("requests refused before the log", () => {
-  test("a query with n_results 0 is 400 in Chroma's shape and appends nothing", async () => {
+  test("a query with a negative n_results is 422 in Chroma's shape and appends nothing", async () => {
     await using app = await buildApp();
     const id = await createLoggedCollection(app, "docs");
     const head = app.services.wal.headSeq();
     expect(head).toBe(1);
-    const res = await app.json(`${T}/collections/${id}/query`, "POST", { query_embeddings: [[0.1, 0.2]], n_results: 0 });
-    expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: "InvalidArgumentError", message: "n_results must be at least 1, got 0" });
+    const res = await app.json(`${T}/collections/${id}/query`, "POST", { query_embeddings: [[0.1, 0.2]], n_results: -1 });
+    expect(res.status).toBe(422);
+    expect(await res.json()).toEqual({
+      error: "ChromaError",
+      message: "Failed to deserialize the JSON body into the target type: n_results: expected a non-negative integer",
+    });
     expect(app.services.wal.headSeq()).toBe(head);
   });
 
-  test("n_results 0 is refused even before the collection is looked up", async () => {
+  test("a negative n_results is refused even before the collection is looked up", async () => {
     await using app = await buildApp();
-    const res = await app.json(`${T}/collections/missing/query`, "POST", { query_embeddings: [[0.1]], n_results: 0 });
-    expect(res.status).toBe(400);
+    const res = await app.json(`${T}/collections/missing/query`, "POST", { query_embeddings: [[0.1]], n_results: -1 });
+    expect(res.status).toBe(422);
     expect(app.services.wal.headSeq()).toBe(0);
   });
 

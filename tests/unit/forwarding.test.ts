@@ -117,3 +117,28 @@ test("catalog reads pass their query string on", async () => {
   expect(res.status).toBe(200);
   expect(lastTo(primary, "/api/v2/tenants/default_tenant/databases").search).toBe("?limit=5&offset=1");
 });
+
+test("an Authorization header carrying chroma-lb's admin token is never forwarded; any other is", async () => {
+  await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0", ADMIN_TOKEN: "s3cret" });
+  const get = (authorization: string) =>
+    fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", authorization }, body: "{}" });
+  expect((await get("Bearer s3cret")).status).toBe(200);
+  expect(lastTo(primary, "/get").headers.authorization).toBeUndefined();
+  expect((await get("Bearer client-token")).status).toBe(200);
+  expect(lastTo(primary, "/get").headers.authorization).toBe("Bearer client-token");
+});
+
+test("admin endpoints check the token before they read the body", async () => {
+  await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, ADMIN_TOKEN: "s3cret" });
+  const cleanup = (headers: Record<string, string>, body: string) =>
+    fetch(`${guarded.url}/wal/cleanup`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body });
+  const refused = await cleanup({}, "{not json");
+  expect({ status: refused.status, body: await refused.json() }).toEqual({
+    status: 401,
+    body: { error: "Unauthorized", message: "This endpoint needs `Authorization: Bearer <ADMIN_TOKEN>`" },
+  });
+  expect((await cleanup({ authorization: "Bearer s3cre" }, '{"max_age_hours":"x"}')).status).toBe(401);
+  expect((await cleanup({ authorization: "Bearer s3cret" }, '{"max_age_hours":1}')).status).toBe(200);
+  const reset = await fetch(`${guarded.url}/api/v2/reset`, { method: "POST" });
+  expect(reset.status).toBe(401);
+});

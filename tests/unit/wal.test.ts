@@ -8,9 +8,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openLocalStore, type LocalStore } from "../../src/db";
-import { WriteAheadLog, type NewEntry } from "../../src/wal/log";
+import { WriteAheadLog, type Entry, type NewEntry } from "../../src/wal/log";
 
 const instances = ["primary", "replica"];
+/** The position an append was given (append resolves with the whole entry). */
+const seqOf = (appended: Promise<Entry>) => appended.then((entry) => entry.seq);
 const encoder = new TextEncoder();
 const colA = "0a0a0a0a-0000-4000-8000-00000000000a";
 const colB = "0b0b0b0b-0000-4000-8000-00000000000b";
@@ -75,7 +77,7 @@ describe("append", () => {
   test("concurrent appends get increasing seqs in call order and share one group commit", async () => {
     const { wal } = open(tempDir());
     const n = 100;
-    const seqs = await Promise.all(Array.from({ length: n }, (_, i) => wal.append(add(colA, [`r${i}`]))));
+    const seqs = await Promise.all(Array.from({ length: n }, (_, i) => seqOf(wal.append(add(colA, [`r${i}`])))));
     expect(seqs).toEqual(Array.from({ length: n }, (_, i) => i + 1));
     expect(wal.commitStats).toEqual({ transactions: 1, entries: n, largestGroup: n });
     expect(wal.headSeq()).toBe(n);
@@ -84,8 +86,8 @@ describe("append", () => {
 
   test("appends made after a commit start a new group", async () => {
     const { wal } = open(tempDir());
-    await Promise.all([wal.append(add(colA, ["a"])), wal.append(add(colA, ["b"]))]);
-    await wal.append(add(colB, ["c"]));
+    await Promise.all([seqOf(wal.append(add(colA, ["a"]))), seqOf(wal.append(add(colA, ["b"])))]);
+    await seqOf(wal.append(add(colB, ["c"])));
     expect(wal.commitStats).toEqual({ transactions: 2, entries: 3, largestGroup: 2 });
   });
 
@@ -103,7 +105,7 @@ describe("durability", () => {
   test("entries and pending rows survive closing and reopening the store", async () => {
     const dir = tempDir();
     const first = open(dir);
-    const seqs = await Promise.all([first.wal.append(add(colA, ["a"])), first.wal.append(add(colA, ["b"])), first.wal.append(add(colB, ["c"]))]);
+    const seqs = await Promise.all([seqOf(first.wal.append(add(colA, ["a"]))), seqOf(first.wal.append(add(colA, ["b"]))), seqOf(first.wal.append(add(colB, ["c"])))]);
     for (const seq of seqs) first.wal.markReady(seq, "primary");
     first.wal.markApplied("primary", seqs);
     first.store.close();
@@ -116,7 +118,7 @@ describe("durability", () => {
       { seq: 2, partition: colA, op: "add", state: "ready", body: '{"ids":["b"],"embeddings":[[0,0.5]]}', attempts: 0 },
     ]);
     // The next append continues after the reopened head.
-    expect(await second.wal.append(add(colA, ["d"]))).toBe(4);
+    expect(await seqOf(second.wal.append(add(colA, ["d"])))).toBe(4);
   });
 
   test("an append acknowledged before the process is killed is on disk", async () => {
@@ -131,7 +133,7 @@ describe("durability", () => {
       const body = new TextEncoder().encode('{"ids":["x"]}');
       const entry = { partition: "p", kind: "records", op: "add", tenant: "t", database: "d", collectionId: "p", name: null, body };
       for (let round = 0; round < 20; round++) {
-        const seqs = await Promise.all(Array.from({ length: 5 }, () => wal.append(entry)));
+        const seqs = (await Promise.all(Array.from({ length: 5 }, () => wal.append(entry)))).map((e) => e.seq);
         process.stdout.write(seqs.join("\\n") + "\\n");
       }
       process.kill(process.pid, "SIGKILL");
@@ -156,11 +158,11 @@ describe("replay reads", () => {
   test("nextPending returns ready entries of one partition in order and stops at a new one", async () => {
     const { wal } = open(tempDir());
     const [s1, s2, s3, s4, s5] = await Promise.all([
-      wal.append(add(colA, ["a"])),
-      wal.append(add(colB, ["other"])),
-      wal.append(add(colA, ["b"])),
-      wal.append(add(colA, ["c"])),
-      wal.append(add(colA, ["d"])),
+      seqOf(wal.append(add(colA, ["a"]))),
+      seqOf(wal.append(add(colB, ["other"]))),
+      seqOf(wal.append(add(colA, ["b"]))),
+      seqOf(wal.append(add(colA, ["c"]))),
+      seqOf(wal.append(add(colA, ["d"]))),
     ]);
     for (const seq of [s1!, s2!, s3!, s5!]) wal.markReady(seq, "primary");
     // s4 is still being applied by its write target: nothing after it may be replayed yet.
@@ -177,7 +179,7 @@ describe("replay reads", () => {
 
   test("nextPending carries the failure count and last error of a retried entry", async () => {
     const { wal } = open(tempDir());
-    const seq = await wal.append(add(colA, ["a"]));
+    const seq = await seqOf(wal.append(add(colA, ["a"])));
     wal.markReady(seq, "primary");
     wal.recordFailure("replica", seq, "instance answered 500");
     wal.recordFailure("replica", seq, "instance answered 503");
@@ -190,7 +192,7 @@ describe("replay reads", () => {
 
   test("isCaughtUp ignores entries not yet acknowledged", async () => {
     const { wal } = open(tempDir());
-    const s1 = await wal.append(add(colA, ["a"]));
+    const s1 = await seqOf(wal.append(add(colA, ["a"])));
     // Appended but unanswered: no read has been promised this write yet.
     expect(wal.isCaughtUp("replica", colA)).toBe(true);
     wal.markReady(s1, "primary");
@@ -205,7 +207,7 @@ describe("replay reads", () => {
 
   test("reject removes the entry's pending rows everywhere", async () => {
     const { wal } = open(tempDir());
-    const [s1, s2] = await Promise.all([wal.append(add(colA, ["a"])), wal.append(add(colA, ["bad"]))]);
+    const [s1, s2] = await Promise.all([seqOf(wal.append(add(colA, ["a"]))), seqOf(wal.append(add(colA, ["bad"])))]);
     wal.markReady(s1!, "primary");
     expect(wal.appliedNowhere(s2!)).toBe(true);
     wal.reject(s2!);
@@ -213,7 +215,7 @@ describe("replay reads", () => {
     expect([wal.pendingCount("primary"), wal.pendingCount("replica")]).toEqual([1, 1]);
     expect(wal.counts()).toEqual({ total: 2, pendingEntries: 1, rejected: 1 });
     // The rejected entry no longer blocks later ones.
-    const s3 = await wal.append(add(colA, ["c"]));
+    const s3 = await seqOf(wal.append(add(colA, ["c"])));
     wal.markReady(s3, "primary");
     expect(wal.nextPending("replica", colA, 10).map((e) => e.seq)).toEqual([s1, s3]);
   });
@@ -221,7 +223,7 @@ describe("replay reads", () => {
   test("recoverUnanswered turns entries left new by a crash into ready ones", async () => {
     const dir = tempDir();
     const first = open(dir);
-    const [s1, s2] = await Promise.all([first.wal.append(add(colA, ["a"])), first.wal.append(add(colA, ["b"]))]);
+    const [s1, s2] = await Promise.all([seqOf(first.wal.append(add(colA, ["a"]))), seqOf(first.wal.append(add(colA, ["b"])))]);
     first.wal.markReady(s1!, "primary");
     first.store.close();
 
@@ -238,11 +240,11 @@ describe("cleanup", () => {
   test("removes old entries applied everywhere and never one still pending for any instance", async () => {
     const { wal, store } = open(tempDir());
     const [done, halfDone, untouched, unanswered, rejected] = await Promise.all([
-      wal.append(add(colA, ["a"])),
-      wal.append(add(colA, ["b"])),
-      wal.append(add(colB, ["c"])),
-      wal.append(add(colB, ["d"])),
-      wal.append(add(colB, ["e"])),
+      seqOf(wal.append(add(colA, ["a"]))),
+      seqOf(wal.append(add(colA, ["b"]))),
+      seqOf(wal.append(add(colB, ["c"]))),
+      seqOf(wal.append(add(colB, ["d"]))),
+      seqOf(wal.append(add(colB, ["e"]))),
     ]);
     for (const seq of [done!, halfDone!, untouched!]) wal.markReady(seq, "primary");
     wal.markApplied("primary", [done!, halfDone!]);
@@ -271,7 +273,7 @@ describe("cleanup", () => {
   test("the head position never goes back when cleanup removes the newest entries", async () => {
     const dir = tempDir();
     const first = open(dir);
-    const seqs = await Promise.all([first.wal.append(add(colA, ["a"])), first.wal.append(add(colA, ["b"]))]);
+    const seqs = await Promise.all([seqOf(first.wal.append(add(colA, ["a"]))), seqOf(first.wal.append(add(colA, ["b"])))]);
     for (const seq of seqs) {
       first.wal.markReady(seq, "primary");
       first.wal.markApplied("primary", [seq]);
@@ -284,13 +286,13 @@ describe("cleanup", () => {
 
     const { wal } = open(dir);
     expect(wal.headSeq()).toBe(2);
-    expect(await wal.append(add(colA, ["c"]))).toBe(3);
+    expect(await seqOf(wal.append(add(colA, ["c"])))).toBe(3);
     expect(wal.headSeq()).toBe(3);
   });
 
   test("an entry skipped by an operator for its last instance becomes removable", async () => {
     const { wal } = open(tempDir());
-    const seq = await wal.append(add(colA, ["a"]));
+    const seq = await seqOf(wal.append(add(colA, ["a"])));
     wal.markReady(seq, "primary");
     wal.markApplied("primary", [seq]);
     expect(wal.skip("replica", seq)).toBe(true);

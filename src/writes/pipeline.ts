@@ -1,0 +1,241 @@
+/**
+ * The write path: every write a client sends goes through here, in four steps.
+ *
+ * 1. queue: writes of one partition (a collection, or `meta`) wait in arrival order;
+ * 2. group: an add (or upsert) takes the adds queued right behind it when merging them
+ *    gives the same result as applying them one by one (see replay/batch.ts);
+ * 3. append: the group is appended to the log, durable before anything is answered;
+ * 4. apply: the first write target that can take it in order applies it; a refused merged
+ *    group is split in halves until each refused write is refused alone, so its client
+ *    gets Chroma's own error and every other client its success.
+ *
+ * Replay then brings every other instance up to date. The public surface is `submit`,
+ * `inFlight` and `exclusive` (reset holds writes while it clears everything).
+ */
+import type { Config } from "../config";
+import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
+import type { Instance, InstanceRegistry } from "../instances/registry";
+import type { Logger } from "../observability/log";
+import type { ApplyOutcome } from "../replay/apply";
+import { takeBatch } from "../replay/batch";
+import type { Replayer } from "../replay/replayer";
+import { writeCandidates } from "../routing/select";
+import type { KeyedMutex } from "../util/mutex";
+import type { Entry, NewEntry, WriteAheadLog } from "../wal/log";
+
+export interface WritePathDeps {
+  config: Config;
+  log: Logger;
+  wal: WriteAheadLog;
+  registry: InstanceRegistry;
+  replayer: Replayer;
+  /** Shared with adoption's copies: one writer per collection at a time. */
+  writeLocks: KeyedMutex;
+}
+
+/** How one write ended. */
+export type WriteResult =
+  /** An instance applied it; its answer goes back to the client. */
+  | { kind: "applied"; seq: number; instance: Instance; outcome: Extract<ApplyOutcome, { kind: "applied" }> }
+  /** An instance refused it (or dropped it); no instance will apply it. */
+  | { kind: "answered"; seq: number; instance: Instance; status: number; headers: Headers | null; body: Uint8Array | null }
+  /** No instance could take it; it is kept in the log and applied when instances return. */
+  | { kind: "accepted"; seq: number }
+  /** No instance could take it and ACCEPT_WRITES_WHEN_ALL_DOWN=false: nothing was kept. */
+  | { kind: "unavailable"; reason: string };
+
+interface QueuedWrite {
+  entry: NewEntry;
+  /** The client's headers, already stripped of hop-by-hop ones. */
+  headers: Headers;
+  resolve: (result: WriteResult) => void;
+  reject: (error: unknown) => void;
+}
+
+const encoder = new TextEncoder();
+
+export class WritePath {
+  /** Writes submitted and not yet answered: an instance owing no more than these is caught up. */
+  inFlight = 0;
+  /** Writes waiting for their partition, in arrival order. */
+  private readonly queues = new Map<string, QueuedWrite[]>();
+  /** Set while `exclusive` runs: new writes wait for it. */
+  private gate: Promise<void> | null = null;
+  private onDrained: (() => void) | null = null;
+
+  constructor(private readonly deps: WritePathDeps) {}
+
+  /**
+   * Logs and applies one write; resolves with how it ended. Writes of one partition are
+   * applied one group at a time, in arrival order, so every instance sees them in log order.
+   */
+  async submit(entry: NewEntry, headers: Headers): Promise<WriteResult> {
+    while (this.gate) await this.gate;
+    this.inFlight += 1;
+    try {
+      return await new Promise<WriteResult>((resolve, reject) => {
+        const item: QueuedWrite = { entry, headers, resolve, reject };
+        const queue = this.queues.get(entry.partition);
+        if (queue) {
+          queue.push(item);
+          return;
+        }
+        const fresh = [item];
+        this.queues.set(entry.partition, fresh);
+        void this.deps.writeLocks.run(entry.partition, () => this.drain(entry.partition, fresh));
+      });
+    } finally {
+      this.inFlight -= 1;
+      if (this.inFlight === 0) this.onDrained?.();
+    }
+  }
+
+  /**
+   * Runs `fn` with no write in flight: new writes wait until it ends, and it starts once
+   * the writes already submitted have been answered.
+   */
+  async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    while (this.gate) await this.gate;
+    let open!: () => void;
+    this.gate = new Promise<void>((resolve) => (open = resolve));
+    try {
+      if (this.inFlight > 0) await new Promise<void>((resolve) => (this.onDrained = resolve));
+      return await fn();
+    } finally {
+      this.onDrained = null;
+      this.gate = null;
+      open();
+    }
+  }
+
+  private async drain(partition: string, queue: QueuedWrite[]) {
+    try {
+      while (queue.length > 0) {
+        const { group, body } = this.takeGroup(queue);
+        try {
+          const results = await this.appendAndApply(group, body);
+          group.forEach((item, i) => item.resolve(results[i]!));
+        } catch (error) {
+          for (const item of group) item.reject(error);
+        }
+      }
+    } finally {
+      // Runs right after the queue was seen empty, with no await between: a later write starts a new queue.
+      this.queues.delete(partition);
+    }
+  }
+
+  /**
+   * Takes the next write, merged with the adds (or upserts) of the same caller queued right
+   * behind it when the merge gives the same result as applying them one by one. Several
+   * clients ingesting into one collection then cost one request to the write target.
+   */
+  private takeGroup(queue: QueuedWrite[]): { group: QueuedWrite[]; body: Uint8Array | null } {
+    const first = queue.shift()!;
+    if ((first.entry.op !== "add" && first.entry.op !== "upsert") || queue.length === 0) return { group: [first], body: first.entry.body };
+    const sameCaller = (item: QueuedWrite) => ["authorization", "x-chroma-token"].every((h) => item.headers.get(h) === first.headers.get(h));
+    const candidates = [first];
+    for (const item of queue) {
+      if (candidates.length >= this.deps.config.walMaxBatchSize || !sameCaller(item)) break;
+      candidates.push(item);
+    }
+    const batch = takeBatch(
+      candidates.map((item) => ({ op: item.entry.op, body: item.entry.body, bodyBytes: item.entry.body?.byteLength ?? 0 })),
+      {
+        entriesMax: this.deps.config.walMaxBatchSize,
+        recordsMax: Math.min(...this.deps.registry.all.map((i) => i.maxBatchSize)),
+        bytesMax: this.deps.config.walMaxBatchBytes,
+      },
+    );
+    const group = [first, ...queue.splice(0, batch.entries.length - 1)];
+    return { group, body: batch.body };
+  }
+
+  /** Appends the group to the log (durable, one commit), then applies it. */
+  private async appendAndApply(group: QueuedWrite[], body: Uint8Array | null): Promise<WriteResult[]> {
+    const entries = await Promise.all(group.map((item) => this.deps.wal.append(item.entry)));
+    return this.applyBisecting(entries, body, group[0]!.headers);
+  }
+
+  /**
+   * Applies logged entries; when the write target refuses them merged, applies each half on
+   * its own, down to single entries, so only a refused entry is refused. One result per entry.
+   */
+  private async applyBisecting(entries: Entry[], body: Uint8Array | null, headers: Headers): Promise<WriteResult[]> {
+    const merged = await this.applyLogged(entries, body, headers);
+    if (merged !== "split") return merged;
+    const results: WriteResult[] = [];
+    const middle = Math.ceil(entries.length / 2);
+    for (const half of [entries.slice(0, middle), entries.slice(middle)]) {
+      for (let rest = half; rest.length > 0; ) {
+        const piece = takeBatch(rest, { entriesMax: rest.length, recordsMax: Number.MAX_SAFE_INTEGER, bytesMax: Number.MAX_SAFE_INTEGER });
+        results.push(...(await this.applyBisecting(piece.entries, piece.body, headers)));
+        rest = rest.slice(piece.entries.length);
+      }
+    }
+    return results;
+  }
+
+  /** Write targets for a partition: routing's order, with instances whose copy diverged last. */
+  private targets(partition: string) {
+    const views = writeCandidates(instanceViews(this.deps.registry, this.deps.wal, this.inFlight));
+    const diverged = (name: string) => (this.deps.wal.isDiverged(name, partition) ? 1 : 0);
+    return views.sort((a, b) => diverged(a.name) - diverged(b.name));
+  }
+
+  /**
+   * Applies logged entries (one, or a merged group with `body`) on the first write target
+   * that can take them in order, failing over when a target never got the request or gave
+   * no answer. Chroma's refusal is answered as is and the entry is not replayed. Answers one
+   * result per entry, or "split" when a merged group must be tried in parts.
+   */
+  private async applyLogged(entries: Entry[], body: Uint8Array | null, headers: Headers): Promise<WriteResult[] | "split"> {
+    const { config, log, registry, replayer, wal } = this.deps;
+    const first = entries[0]!;
+    const seqs = entries.map((e) => e.seq);
+    const tried = new Set<string>();
+    for (let round = 0; round < registry.all.length; round++) {
+      const candidate = this.targets(first.partition).find((c) => !tried.has(c.name));
+      if (!candidate) break;
+      tried.add(candidate.name);
+      const instance = registry.get(candidate.name)!;
+      const outcome = await replayer.applyAsWriteTarget(instance, entries, body, {
+        headers,
+        deadlineMs: Date.now() + config.requestTimeoutMs,
+      });
+      if (outcome.kind === "not_ready") {
+        log.warn("write target could not catch up; trying the next", { instance: instance.name, reason: outcome.reason });
+        continue;
+      }
+      if (outcome.kind === "transport") {
+        registry.reportFailedRequest(instance);
+        const blame = await blameTransportFailure(registry, log, instance, outcome.failure, outcome.reason, config.healthCheckTimeoutMs);
+        if (blame === "instance") continue;
+        if (entries.length > 1) return "split";
+        // The instance is alive but dropped this write: it is most likely malformed for Chroma.
+        if (wal.appliedNowhere(first.seq)) wal.reject(first.seq);
+        const message = `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters`;
+        return [{ kind: "answered", seq: first.seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message })) }];
+      }
+      if (outcome.kind === "failed" && outcome.status === 0) {
+        // chroma-lb cannot address the collection on this instance yet; another may take it.
+        log.warn("write target cannot take this write; trying the next", { instance: instance.name, reason: outcome.reason });
+        continue;
+      }
+      registry.reportAnswered(instance, outcome.status);
+      if (outcome.kind === "applied") return entries.map((entry) => ({ kind: "applied", seq: entry.seq, instance, outcome }));
+      if (entries.length > 1) return "split";
+      // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
+      wal.reject(first.seq);
+      return [{ kind: "answered", seq: first.seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body }];
+    }
+    if (config.acceptWritesWhenAllDown) {
+      for (const seq of seqs) wal.markReady(seq, null);
+      log.warn("no instance could take a write; kept in the log", { positions: seqs, partition: first.partition });
+      return entries.map((entry) => ({ kind: "accepted", seq: entry.seq }));
+    }
+    for (const seq of seqs) wal.reject(seq);
+    const reason = noInstanceFor(registry, "writes").message;
+    return entries.map(() => ({ kind: "unavailable", reason }));
+  }
+}
