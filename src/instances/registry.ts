@@ -44,11 +44,13 @@ export class Instance {
   inFlight = 0;
   totalRequests = 0;
   successfulRequests = 0;
+  /** Answers below 500 to any request, client or replay: probes are excused by these (see probeOnce). */
+  answeredSuccesses = 0;
   lastHealthCheckMs: number | null = null;
   /** When the instance last answered a request with a status below 500 (client or replay). */
   lastSuccessMs: number | null = null;
   /**
-   * `successfulRequests` when the latest probe started: the next probe is excused by any
+   * `answeredSuccesses` when the latest probe started: the next probe is excused by any
    * success after that. A count, not a time, so that a success in the same millisecond as
    * a probe's start is never ambiguous.
    */
@@ -174,8 +176,17 @@ export class InstanceRegistry {
     instance.totalRequests += 1;
     if (status < 500) {
       instance.successfulRequests += 1;
-      instance.lastSuccessMs = Date.now();
+      this.reportSuccess(instance);
     }
+  }
+
+  /**
+   * A request of chroma-lb's own (a replayed batch) got an answer below 500: it counts as a
+   * sign of life for probes, not as a client request.
+   */
+  reportSuccess(instance: Instance) {
+    instance.answeredSuccesses += 1;
+    instance.lastSuccessMs = Date.now();
   }
 
   reportFailedRequest(instance: Instance) {
@@ -220,8 +231,8 @@ export class InstanceRegistry {
 
   private async probe(instance: Instance): Promise<boolean> {
     // Successes since the previous probe started excuse this one; the first probe has only its own run.
-    const successesBefore = instance.successesAtProbeStart ?? instance.successfulRequests;
-    instance.successesAtProbeStart = instance.successfulRequests;
+    const successesBefore = instance.successesAtProbeStart ?? instance.answeredSuccesses;
+    instance.successesAtProbeStart = instance.answeredSuccesses;
     // An own operation running when the probe starts, starting while it runs, or running when it ends overlapped it.
     const ownOperationAtStart = this.ownOperationRunning;
     const ownOperationsStartedBefore = this.ownOperationsStarted;
@@ -243,7 +254,7 @@ export class InstanceRegistry {
     const reason = result.ok ? `heartbeat answered ${result.status}` : result.reason;
     // A refused connection, or an answer other than 200 or 5xx (not a Chroma heartbeat), always counts.
     const excusable = result.ok ? result.status >= 500 : result.failure !== "unreachable";
-    const busy = instance.successfulRequests > successesBefore;
+    const busy = instance.answeredSuccesses > successesBefore;
     const ownOperation = ownOperationAtStart || this.ownOperationRunning || this.ownOperationsStarted !== ownOperationsStartedBefore;
     if (excusable && (busy || ownOperation)) {
       instance.probeFailuresExcused += 1;

@@ -10,6 +10,7 @@
 import type { Config } from "../config";
 import type { CollectionStore } from "../collections/store";
 import type { Instance, InstanceRegistry } from "../instances/registry";
+import { blameTransportFailure } from "../instances/views";
 import type { Logger } from "../observability/log";
 import { KeyedMutex } from "../util/mutex";
 import type { Entry, EntryKind, WriteAheadLog } from "../wal/log";
@@ -93,7 +94,7 @@ export class Replayer {
     private readonly collections: CollectionStore,
     private readonly registry: InstanceRegistry,
     private readonly sizer: BatchSizer,
-    private readonly config: Pick<Config, "walMaxWorkers" | "walMaxBatchBytes" | "requestTimeoutMs">,
+    private readonly config: Pick<Config, "walMaxWorkers" | "walMaxBatchBytes" | "requestTimeoutMs" | "healthCheckTimeoutMs">,
     private readonly log: Logger,
   ) {}
 
@@ -330,7 +331,7 @@ export class Replayer {
     switch (outcome.kind) {
       case "applied": {
         this.wal.markApplied(instance.name, seqs);
-        this.registry.reportAnswered(instance, outcome.status);
+        this.registry.reportSuccess(instance);
         this.stats.batches += 1;
         this.stats.successfulSyncs += 1;
         this.stats.entriesApplied += entries.length;
@@ -339,10 +340,11 @@ export class Replayer {
         return { ok: true };
       }
       case "transport":
-        this.registry.reportTransportFailure(instance, outcome.reason);
+        // A batch that timed out under heavy load is not an outage while the heartbeat answers.
+        await blameTransportFailure(this.registry, this.log, instance, outcome.failure, outcome.reason, this.config.healthCheckTimeoutMs);
         return { ok: false, reason: outcome.reason, splittable: false };
       case "refused": {
-        this.registry.reportAnswered(instance, outcome.status);
+        this.registry.reportSuccess(instance);
         if (entries.length > 1) return { ok: false, reason: outcome.reason, splittable: true };
         const entry = entries[0]!;
         if (this.wal.appliedNowhere(entry.seq)) {
@@ -365,7 +367,6 @@ export class Replayer {
         return { ok: true };
       }
       case "failed":
-        if (outcome.status > 0) this.registry.reportAnswered(instance, outcome.status);
         this.wal.recordFailure(instance.name, entries[0]!.seq, outcome.reason);
         this.log.warn("replay failed", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
         return { ok: false, reason: outcome.reason, splittable: entries.length > 1 };

@@ -31,6 +31,7 @@ interface InstanceStatus {
   consecutive_failures: number;
   total_requests: number;
   successful_requests: number;
+  in_flight: number;
   last_health_check: string | null;
   last_error: string | null;
   [field: string]: unknown;

@@ -57,7 +57,8 @@ afterEach(() => {
   for (const fake of fakes.splice(0)) fake.stop();
 });
 
-const probeTimeoutMs = 50;
+/** The fake answers within milliseconds; this leaves room on a loaded machine while held heartbeats time out. */
+const probeTimeoutMs = 200;
 
 /** A registry over fresh fakes, each instance already probed once (healthy), with its health changes recorded. */
 async function setup(names: string[] = ["primary"]) {
