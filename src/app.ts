@@ -5,6 +5,7 @@
 import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
+import { dashboardRoutes } from "./dashboard/routes";
 import { LbError, errorResponse } from "./errors";
 import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
@@ -54,7 +55,10 @@ export function createApp(deps: AppDeps) {
       }
     })
     .use(adminRoutes(deps))
-    .use(chromaRoutes(api))
+    // After the swagger plugin: its page at /swagger loads Swagger UI from a CDN, this one
+    // from chroma-lb itself, and the later route wins.
+    .use(dashboardRoutes({ title: "chroma-lb API", specPath: "/swagger/json" }))
+    .use(chromaRoutes(api, deps))
     .all("/api/v1/*", () => errorResponse(new LbError(410, "Gone", "The v1 API is gone; use /api/v2")), { detail: { hide: true } });
 }
 

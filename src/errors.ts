@@ -23,6 +23,10 @@ export const forbidden = (message: string) => new LbError(403, "Forbidden", mess
 export const unauthorized = (message: string) => new LbError(401, "Unauthorized", message);
 export const unavailable = (message: string) => new LbError(503, "ServiceUnavailable", message);
 export const notImplemented = (message: string) => new LbError(501, "NotImplemented", message);
+/** Chroma answers its own JSON 413 with the kind `ChromaError`; chroma-lb's has the same shape. */
+export const payloadTooLarge = (message: string) => new LbError(413, "ChromaError", message);
+/** The log reached WAL_MAX_DISK_MB: nothing new is taken until it shrinks. */
+export const insufficientStorage = (message: string) => new LbError(507, "InsufficientStorage", message);
 
 export function errorBody(kind: string, message: string): string {
   return JSON.stringify({ error: kind, message });

@@ -5,10 +5,11 @@
  * replay does not wait for its schedule (every write starts it), the schedule is a safety net.
  */
 import { Cron } from "croner";
+import { alertsOnce } from "./observability/alerts";
 import { BatchSizer } from "./replay/sizing";
 import type { Services } from "./services";
 
-export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror">;
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter">;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -17,12 +18,14 @@ function everySeconds(ms: number): { pattern: string; interval: number } {
 
 export function startSchedules(deps: ScheduleDeps): { stop(): void } {
   const jobs: Cron[] = [];
-  const job = (name: string, everyMs: number, fn: () => unknown) => {
+  /** `firstAfterInterval`: the first run waits one interval instead of starting at once. */
+  const job = (name: string, everyMs: number, fn: () => unknown, options: { firstAfterInterval?: boolean } = {}) => {
     const { pattern, interval } = everySeconds(everyMs);
+    const startAt = options.firstAfterInterval ? new Date(Date.now() + everyMs) : undefined;
     jobs.push(
       // No croner `name`: croner keeps named jobs in one process-wide registry, which would
       // stop two chroma-lb servers (tests build them side by side) from sharing a process.
-      new Cron(pattern, { protect: true, interval, catch: (error) => deps.log.error("scheduled job failed", { job: name, error: String(error) }) }, async () => {
+      new Cron(pattern, { protect: true, interval, startAt, catch: (error) => deps.log.error("scheduled job failed", { job: name, error: String(error) }) }, async () => {
         await fn();
       }),
     );
@@ -35,6 +38,12 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     const result = deps.wal.cleanup(deps.config.walRetentionMs);
     if (result.deletedEntries) deps.log.info("log retention", { deletedEntries: result.deletedEntries });
   });
+  if (deps.config.consistencyCheckIntervalMs > 0) {
+    // Not at start: the instances are catching up then, and the check would mostly wait.
+    job("consistency-check", deps.config.consistencyCheckIntervalMs, () => deps.consistency.checkOnce(), { firstAfterInterval: true });
+  }
+  // Lag, backlog, memory, disk and mirror alerts, and held-back alerts whose interval is over.
+  job("alert-check", deps.config.alertCheckIntervalMs, () => alertsOnce(deps));
   if (deps.mirror) {
     const mirror = deps.mirror;
     job("mirror-sync", deps.config.mirrorSyncIntervalMs, () => mirror.syncOnce());

@@ -9,15 +9,21 @@ import { Mirror } from "./collections/mirror";
 import { CollectionStore } from "./collections/store";
 import type { Config } from "./config";
 import { openLocalStore } from "./db";
-import { InstanceRegistry } from "./instances/registry";
-import { createAlerter } from "./observability/alerts";
+import { InstanceRegistry, type Instance } from "./instances/registry";
+import type { CollectionRecord } from "./collections/store";
+import { createAlerter, instanceDownMessage } from "./observability/alerts";
+import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
+import { Metrics } from "./observability/metrics";
+import { InflightBudget, declaredTooLarge } from "./proxy/inflight";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
 import { KeyedMutex } from "./util/mutex";
 import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
+import { ConsistencyChecker } from "./repair/consistency";
+import { Resyncer } from "./repair/resync";
 import { WritePath } from "./writes/pipeline";
 
 export type { Services };
@@ -39,7 +45,29 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
   const writes = new WritePath({ config, log, wal, registry, replayer, writeLocks });
-  return {
+  const consistency = new ConsistencyChecker({ config, log, wal, collections, registry, replayer, writeLocks });
+  const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
+  const events = new RecentEvents();
+  const metrics = new Metrics();
+  const alerter = createAlerter({
+    webhookUrl: config.alertWebhookUrl,
+    minIntervalMs: config.alertMinIntervalMs,
+    log,
+    events,
+    onOutcome: (event, outcome) => metrics.alerts.inc({ event, outcome }),
+  });
+  for (const instance of registry.all) instance.client.observer = (options, result) => metrics.observeInstanceRequest(instance.name, options, result);
+  replayer.stats.onLag = (ms) => metrics.replayLag.observe(ms / 1000);
+  registry.onChange((instance, healthy) => {
+    metrics.healthTransitions.inc({ instance: instance.name, direction: healthy ? "up" : "down" });
+    events.push({
+      event: "instance_health",
+      level: healthy ? "info" : "warn",
+      instance: instance.name,
+      message: healthy ? `instance ${instance.name} is up` : instanceDownMessage(instance),
+    });
+  });
+  const services: Services = {
     config,
     log,
     wal,
@@ -51,6 +79,12 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     mirror,
     writeLocks,
     writes,
+    consistency,
+    resyncer,
+    inflight: new InflightBudget(config.maxInflightBytes, config.inflightWaitMs),
+    alerter,
+    events,
+    metrics,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -61,7 +95,12 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       local.close();
     },
   };
+  metrics.watch(services);
+  return services;
 }
+
+/** Bun's own body limit above MAX_BODY_MB (see Bun.serve below). */
+const bodyBackstopBytes = 1024 * 1024 * 1024;
 
 export interface RunningServer {
   url: string;
@@ -77,31 +116,68 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
   if (mirror) await mirror.restoreIfEmpty();
   await registry.checkAll();
   for (const instance of registry.all) registry.updateCatchingUp(instance, wal.pendingCount(instance.name), 0, true);
+  const { alerter } = services;
+  /**
+   * Auto repair (AUTO_REPAIR): a copy found diverged, lost with its disk, or different by the
+   * consistency check is resynced from a current instance, in the background; a resync
+   * already running for that copy is joined.
+   */
+  const repairSoon = (instance: Instance, record: CollectionRecord, why: string) => {
+    if (!config.autoRepair) return;
+    log.warn("repair scheduled", { instance: instance.name, collection: record.name, why });
+    void services.resyncer.resync(instance, record);
+  };
+  adoption.onLost = (record, instance) => repairSoon(instance, record, "the instance no longer holds it (lost disk?)");
+  services.consistency.onDifference = (verdict) => {
+    const record = services.collections.get(verdict.collection_id);
+    if (!record) return;
+    alerter.send({
+      event: "consistency_difference",
+      collection: record.name,
+      message: `consistency check: copies of ${record.name} differ (${verdict.differences.join("; ")}); sample ids: ${verdict.sample_ids.slice(0, 5).join(", ")}`,
+    });
+    // The copy of the preferred write target (unless it diverged) is taken as the reference.
+    const reference = verdict.instances
+      .map((v) => registry.get(v.name)!)
+      .filter((i) => !wal.isDiverged(i.name, record.id))
+      .sort((a, b) => a.priority - b.priority)[0];
+    for (const v of verdict.instances) if (v.name !== reference?.name) repairSoon(registry.get(v.name)!, record, "the consistency check found a difference");
+  };
+  services.resyncer.onFinished = (progress) => {
+    alerter.send({
+      event: "repair_finished",
+      instance: progress.instance,
+      collection: progress.collection_name,
+      message:
+        progress.state === "done"
+          ? `resync of ${progress.collection_name} on ${progress.instance} from ${progress.source} finished: ${progress.records_copied} records copied${progress.verified === false ? ", but the copies still differ" : ""}`
+          : `resync of ${progress.collection_name} on ${progress.instance} failed: ${progress.error}`,
+    });
+  };
   if (registry.all.some((i) => i.healthy)) await adoption.adoptOnce();
   // Replay starts with every write and whenever an instance comes back.
   wal.onAppend(() => replayer.kickAll());
-  const alerter = createAlerter(config.alertWebhookUrl, log);
   registry.onChange((instance, healthy) => {
     alerter.send({
       event: healthy ? "instance_up" : "instance_down",
       instance: instance.name,
-      message: healthy
-        ? `instance ${instance.name} is back`
-        : `instance ${instance.name} is down: ${instance.simulated ? "simulated outage" : (instance.lastError ?? "unknown reason")}`,
+      message: healthy ? `instance ${instance.name} is back` : instanceDownMessage(instance),
     });
     if (!healthy && registry.all.every((i) => !i.healthy)) {
       alerter.send({ event: "all_instances_down", message: "no Chroma instance answers; reads fail and writes are only logged" });
     }
     if (healthy) {
+      alerter.resolve({ event: "all_instances_down", message: `instance ${instance.name} answers again; reads are served` });
       registry.updateCatchingUp(instance, wal.pendingCount(instance.name), 0, true);
       void replayer.kick(instance);
       void adoption.adoptOnce();
     }
   });
   replayer.onDiverged(({ instance, entry, error, first }) => {
+    const record = entry.collectionId ? services.collections.get(entry.collectionId) : undefined;
+    if (record && config.autoRepair) repairSoon(instance, record, "a replayed entry was refused");
     // One alert per collection and instance: later refusals only add to the count in /wal/status.
     if (!first) return;
-    const record = entry.collectionId ? services.collections.get(entry.collectionId) : undefined;
     alerter.send({
       event: "collection_diverged",
       instance: instance.name,
@@ -109,6 +185,20 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
       message:
         `instance ${instance.name} refused log entry ${entry.seq} (${entry.op}) of collection ${record?.name ?? entry.partition} that another instance applied: ${error.slice(0, 300)}. ` +
         `Reads of that collection avoid ${instance.name}; GET /wal/status lists diverged collections.`,
+    });
+  });
+  wal.onDiskFull(({ full, bytes, bytesMax }) => {
+    // Told at the crossing (the log is checked before every write, but only a change is
+    // reported); the alert schedule would see it only at its next pass.
+    if (!full) {
+      alerter.resolve({ event: "wal_disk_full", message: `the write-ahead log is below WAL_MAX_DISK_MB again (${bytes} of ${bytesMax} bytes); writes are taken` });
+      return;
+    }
+    alerter.send({
+      event: "wal_disk_full",
+      message:
+        `the write-ahead log reached WAL_MAX_DISK_MB (${bytes} of ${bytesMax} bytes): new writes are answered 507, nothing acknowledged is dropped. ` +
+        `Check that every instance is catching up (GET /wal/status), remove applied entries with POST /wal/cleanup, or raise WAL_MAX_DISK_MB.`,
     });
   });
   replayer.kickAll();
@@ -119,9 +209,15 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
   const server = Bun.serve({
     port: config.port,
     hostname: config.host,
-    maxRequestBodySize: config.maxBodyBytes,
+    // Bun answers a body past its own limit with an empty 413 before any route sees it, so
+    // its limit is far above MAX_BODY_MB: a body over MAX_BODY_MB is answered 413 in Chroma's
+    // JSON shape here by its Content-Length (unread), or by the Chroma routes as it arrives
+    // when it has none. Bun's limit stays the bound on a body without Content-Length sent to
+    // chroma-lb's own admin routes.
+    maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
-    fetch: (request) => app.handle(request),
+    // Every client request is counted and timed here, 404s and refusals included.
+    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request)),
   });
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
   log.info("chroma-lb listening", {

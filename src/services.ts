@@ -8,11 +8,17 @@ import type { Mirror } from "./collections/mirror";
 import type { CollectionStore } from "./collections/store";
 import type { Config } from "./config";
 import type { InstanceRegistry } from "./instances/registry";
+import type { Alerter } from "./observability/alerts";
+import type { RecentEvents } from "./observability/events";
 import type { Logger } from "./observability/log";
+import type { Metrics } from "./observability/metrics";
+import type { InflightBudget } from "./proxy/inflight";
 import type { Replayer } from "./replay/replayer";
 import type { BatchSizer } from "./replay/sizing";
 import type { KeyedMutex } from "./util/mutex";
 import type { WriteAheadLog } from "./wal/log";
+import type { ConsistencyChecker } from "./repair/consistency";
+import type { Resyncer } from "./repair/resync";
 import type { WritePath } from "./writes/pipeline";
 
 export interface Services {
@@ -28,6 +34,18 @@ export interface Services {
   /** One lock per collection (and `meta`): writes, and copies made by adoption, take it. */
   writeLocks: KeyedMutex;
   writes: WritePath;
+  /** Compares the instances' copies (GET /admin/consistency, the consistency schedule). */
+  consistency: ConsistencyChecker;
+  /** Rebuilds an instance's copy of a collection from a current one. */
+  resyncer: Resyncer;
+  /** Bytes of request bodies held in memory at once (MAX_INFLIGHT_MB). */
+  inflight: InflightBudget;
+  /** Posts alerts and their resolutions to ALERT_WEBHOOK_URL, at most once per ALERT_MIN_INTERVAL each. */
+  alerter: Alerter;
+  /** Recent alerts, resolutions and health transitions (GET /events). */
+  events: RecentEvents;
+  /** The Prometheus registry and the figures counted as they happen (GET /metrics). */
+  metrics: Metrics;
   startedAtMs: number;
   close(): Promise<void>;
 }

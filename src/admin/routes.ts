@@ -8,14 +8,14 @@ import { Elysia, t } from "elysia";
 import type { CollectionStore } from "../collections/store";
 import { conflict, forbidden, LbError, notFound } from "../errors";
 import type { Instance, InstanceState } from "../instances/registry";
-import { renderMetrics } from "../observability/metrics";
+import { RecentEventsModel } from "../observability/events";
 import { ErrorModel } from "../proxy/models";
 import type { Services } from "../services";
 import { adminRefusal } from "./auth";
 
 export type AdminDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events"
 >;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -87,6 +87,14 @@ export function adminRoutes(deps: AdminDeps) {
       total_entries: counts.total,
       pending_writes: counts.pendingEntries,
       rejected_entries: counts.rejected,
+      disk_bytes: wal.diskBytes(),
+      disk_max_bytes: config.walMaxDiskBytes,
+      disk_full: wal.diskFull(config.walMaxDiskBytes),
+      disk_file_bytes: wal.diskFileBytes(),
+      inflight_body_bytes: deps.inflight.bytes,
+      inflight_body_max_bytes: deps.inflight.bytesMax,
+      inflight_waiting_requests: deps.inflight.waiting,
+      inflight_refused_requests: deps.inflight.refusedRequests,
       is_syncing: replayer.isReplaying(),
       sync_interval_seconds: config.walSyncIntervalMs / 1000,
       instances: registry.all.map((i) => {
@@ -122,6 +130,7 @@ export function adminRoutes(deps: AdminDeps) {
       replay_lag_ms: lag,
       failed: wal.failedEntries(20),
       diverged: wal.divergences().map(divergenceView),
+      resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
     };
   };
 
@@ -194,7 +203,11 @@ export function adminRoutes(deps: AdminDeps) {
           is_syncing: replayer.isReplaying(),
           sync_interval_seconds: config.walSyncIntervalMs / 1000,
           head_position: wal.headSeq(),
+          disk_bytes: wal.diskBytes(),
+          disk_max_bytes: config.walMaxDiskBytes,
         },
+        inflight_body_bytes: deps.inflight.bytes,
+        inflight_body_max_bytes: deps.inflight.bytesMax,
         performance_stats: {
           batches: replayer.stats.batches,
           memory_pressure_events: sizer.memoryPressureEvents,
@@ -206,14 +219,31 @@ export function adminRoutes(deps: AdminDeps) {
           replay_lag_ms: replayer.stats.lagPercentiles(),
         },
         mirror: deps.mirror ? deps.mirror.status : { configured: false },
+        consistency: {
+          progress: deps.consistency.progress,
+          last_check: deps.consistency.last
+            ? {
+                finished_at: deps.consistency.last.finished_at,
+                collections_checked: deps.consistency.last.collections_checked,
+                collections_differing: deps.consistency.last.collections_differing,
+              }
+            : null,
+          interval_seconds: config.consistencyCheckIntervalMs / 1000,
+          auto_repair: config.autoRepair,
+        },
+        resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
         instances: registry.all.map(instanceView),
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )
     .get("/metrics", ({ set }) => {
-      set.headers["content-type"] = "text/plain; version=0.0.4";
-      return renderMetrics(deps);
-    }, { detail: { summary: "Prometheus metrics", ...statusTag } })
+      set.headers["content-type"] = deps.metrics.contentType;
+      return deps.metrics.render();
+    }, { detail: { summary: "Prometheus metrics (text format 0.0.4)", ...statusTag } })
+    .get("/events", () => ({ events: deps.events.list() }), {
+      response: { 200: RecentEventsModel },
+      detail: { summary: "Recent alerts, their resolutions and instance health transitions, newest last (at most 200)", ...statusTag },
+    })
     .get("/wal/status", () => walStatus(), { detail: { summary: "The log: head, per-instance positions and lag, batches, memory", ...statusTag } })
     .group("", (app) =>
       app
@@ -312,6 +342,39 @@ export function adminRoutes(deps: AdminDeps) {
           },
         )
         .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: { summary: "Match collections on the instances to mappings now", ...adminTag } })
+        .get("/admin/consistency", ({ query }) => deps.consistency.checkOnce(query.collection), {
+          query: t.Object({ collection: t.Optional(t.String({ description: "a collection name or id; all collections when absent" })) }),
+          detail: {
+            summary: "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
+            ...adminTag,
+          },
+        })
+        .post(
+          "/admin/instances/:name/resync",
+          async ({ params, body, set }) => {
+            const instance = findInstance(params.name);
+            const collection = body?.collection;
+            if (collection !== undefined && !collections.list().some((c) => c.id === collection || c.name === collection)) {
+              throw notFound(`No collection ${collection}; GET /collection/mappings lists them`);
+            }
+            const run = deps.resyncer.resyncInstance(instance, collection);
+            if (body?.wait === false) {
+              set.status = 202;
+              return { instance: instance.name, started: true, progress: "GET /status shows resync progress" };
+            }
+            const results = await run;
+            return { instance: instance.name, collections: results, ok: results.every((r) => r.state === "done") };
+          },
+          {
+            body: t.Optional(
+              t.Object({
+                collection: t.Optional(t.String({ description: "a collection name or id; every collection when absent" })),
+                wait: t.Optional(t.Boolean({ description: "false answers 202 at once; the default waits for the copy" })),
+              }),
+            ),
+            detail: { summary: "Rebuild an instance's copy of one or every collection from a current instance, while writes go on", ...adminTag },
+          },
+        )
         .get(
           "/admin/instances",
           () => ({

@@ -46,8 +46,17 @@ export class ChromaInstanceClient {
     return options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
   }
 
+  /** Told of every request's outcome (metrics: per-instance latency); optional. */
+  observer: ((options: RequestOptions, result: InstanceResult) => void) | null = null;
+
   /** Sends a request and reads the whole answer. */
   async request(options: RequestOptions): Promise<InstanceResult> {
+    const result = await this.send(options);
+    this.observer?.(options, result);
+    return result;
+  }
+
+  private async send(options: RequestOptions): Promise<InstanceResult> {
     const started = performance.now();
     this.inFlight += 1;
     try {

@@ -41,6 +41,11 @@ export class Adoption {
   private readonly requestedTenants = new Set<string>();
   /** Set by the server; without it incomplete collections are only reported. */
   filler: Filler | null = null;
+  /**
+   * Called for a collection an instance held (chroma-lb knows its UUID there) and no longer
+   * does, under any name: its disk was lost or wiped. Set by the server (repair).
+   */
+  onLost: ((record: CollectionRecord, instance: Instance) => void) | null = null;
 
   constructor(
     private readonly collections: CollectionStore,
@@ -161,6 +166,13 @@ export class Adoption {
     }
 
     for (const record of this.collections.list()) {
+      for (const [instance, found] of foundBy) {
+        const uuid = record.instanceUuids.get(instance);
+        if (uuid && this.onLost && ![...found.values()].some((f) => f.uuid === uuid)) {
+          this.log.warn("an instance no longer holds a collection it had", { instance, collection: record.name, uuid });
+          this.onLost(record, this.registry.get(instance)!);
+        }
+      }
       const missingOn = [...foundBy.keys()].filter(
         (instance) => !record.instanceUuids.has(instance) && this.wal.isCaughtUp(instance, record.id),
       );

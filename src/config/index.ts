@@ -48,6 +48,14 @@ export interface Config {
   logLevel: LogLevel;
   /** ALERT_WEBHOOK_URL (unset): where alerts are posted as JSON. */
   alertWebhookUrl: string | null;
+  /** ALERT_MIN_INTERVAL (300 s): an alert of one kind, instance and collection is posted at most once per this time. */
+  alertMinIntervalMs: number;
+  /** ALERT_LAG_SECONDS (60 s): replication lag (age of the oldest entry an instance owes) above which `replication_lag` fires. */
+  alertLagMs: number;
+  /** ALERT_BACKLOG_ENTRIES (10000): log entries owed by one instance above which `log_backlog` fires. */
+  alertBacklogEntries: number;
+  /** ALERT_CHECK_INTERVAL (5 s): time between evaluations of the polled alert conditions (lag, backlog, memory, disk, mirror). */
+  alertCheckIntervalMs: number;
   /** HEALTH_CHECK_INTERVAL (1 s): time between active health checks. */
   healthCheckIntervalMs: number;
   /** HEALTH_CHECK_TIMEOUT (0.5 s): a probe slower than this fails. */
@@ -76,12 +84,34 @@ export interface Config {
   readReplicaRatio: number;
   /** ACCEPT_WRITES_WHEN_ALL_DOWN (true): log writes and answer 202 while no instance is reachable; false answers 503. */
   acceptWritesWhenAllDown: boolean;
-  /** MAX_BODY_MB (64): the largest request body accepted. */
+  /**
+   * MAX_BODY_MB (40): the largest request body accepted, in MiB. Chroma 1.0.5 refuses bodies
+   * over 40 MiB (41,943,040 bytes, measured), so a larger body could only be refused later.
+   */
   maxBodyBytes: number;
+  /**
+   * MAX_INFLIGHT_MB (128, or MAX_BODY_MB when larger): bytes of request bodies held in memory
+   * at once, in MiB. A body costs about five times its size in RSS while it is handled
+   * (parsed, logged, forwarded, replayed: 278 MB peak for one 41 MB add), so 128 MiB (three
+   * bodies of the largest size, or over a hundred typical 1 MB batches) keeps chroma-lb near
+   * 560 MB however many arrive: 4 and 8 concurrent 41 MB adds peaked at 555 and 556 MB.
+   */
+  maxInflightBytes: number;
+  /** INFLIGHT_WAIT_TIMEOUT (2 s): how long a request waits for room under MAX_INFLIGHT_MB before a 503. */
+  inflightWaitMs: number;
+  /**
+   * WAL_MAX_DISK_MB (10240): size of the log's SQLite files at which new writes are refused
+   * (507), in MiB; 0 means no bound. Nothing already acknowledged is dropped.
+   */
+  walMaxDiskBytes: number;
   /** MIRROR_SYNC_INTERVAL (5 s): how often the Postgres mirror is brought up to date. */
   mirrorSyncIntervalMs: number;
   /** MEMORY_SAMPLE_INTERVAL (1 s): how often process memory is sampled. */
   memorySampleIntervalMs: number;
+  /** CONSISTENCY_CHECK_INTERVAL (3600 s; 0 turns it off): time between scheduled consistency checks. */
+  consistencyCheckIntervalMs: number;
+  /** AUTO_REPAIR (true): resync a copy found diverged, lost or different without an operator. */
+  autoRepair: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -220,6 +250,13 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
   }
   const healthCheckIntervalMs = seconds(env, "HEALTH_CHECK_INTERVAL", 1, 0.1, 3600);
   const healthCheckTimeoutMs = seconds(env, "HEALTH_CHECK_TIMEOUT", Math.min(0.5, healthCheckIntervalMs / 1000), 0.05, 60);
+  const maxBodyMb = int(env, "MAX_BODY_MB", 40, 1, 1024);
+  const maxBodyBytes = maxBodyMb * 1024 * 1024;
+  // A body larger than the whole budget could never be admitted.
+  const maxInflightMb = int(env, "MAX_INFLIGHT_MB", Math.max(128, maxBodyMb), 1, 1_000_000);
+  if (maxInflightMb < maxBodyMb) {
+    throw new ConfigError("MAX_INFLIGHT_MB", `at least MAX_BODY_MB (${maxBodyMb})`, String(maxInflightMb));
+  }
 
   return Object.freeze({
     port: int(env, "PORT", 8000, 0, 65535),
@@ -235,6 +272,10 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     allowReset: bool(env, "ALLOW_RESET", false),
     logLevel: logLevel as LogLevel,
     alertWebhookUrl,
+    alertMinIntervalMs: seconds(env, "ALERT_MIN_INTERVAL", 300, 0, 7 * 24 * 3600),
+    alertLagMs: seconds(env, "ALERT_LAG_SECONDS", 60, 0.1, 7 * 24 * 3600),
+    alertBacklogEntries: int(env, "ALERT_BACKLOG_ENTRIES", 10_000, 1, 1_000_000_000),
+    alertCheckIntervalMs: seconds(env, "ALERT_CHECK_INTERVAL", 5, 1, 3600),
     healthCheckIntervalMs,
     healthCheckTimeoutMs,
     healthFails: int(env, "HEALTH_FAILS", 2, 1, 100),
@@ -249,8 +290,13 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     walSyncIntervalMs: seconds(env, "WAL_SYNC_INTERVAL", 1, 0.1, 3600),
     readReplicaRatio: num(env, "READ_REPLICA_RATIO", 0.5, 0, 1),
     acceptWritesWhenAllDown: bool(env, "ACCEPT_WRITES_WHEN_ALL_DOWN", true),
-    maxBodyBytes: int(env, "MAX_BODY_MB", 64, 1, 1024) * 1024 * 1024,
+    maxBodyBytes,
+    maxInflightBytes: maxInflightMb * 1024 * 1024,
+    inflightWaitMs: seconds(env, "INFLIGHT_WAIT_TIMEOUT", 2, 0, 60),
+    walMaxDiskBytes: int(env, "WAL_MAX_DISK_MB", 10_240, 0, 100_000_000) * 1024 * 1024,
     mirrorSyncIntervalMs: seconds(env, "MIRROR_SYNC_INTERVAL", 5, 1, 3600),
     memorySampleIntervalMs: seconds(env, "MEMORY_SAMPLE_INTERVAL", 1, 1, 3600),
+    consistencyCheckIntervalMs: seconds(env, "CONSISTENCY_CHECK_INTERVAL", 3600, 0, 7 * 24 * 3600),
+    autoRepair: bool(env, "AUTO_REPAIR", true),
   } satisfies Config);
 }

@@ -1,10 +1,13 @@
 /**
  * Every route of Chroma's v2 API, declared one by one so the OpenAPI document describes
  * each. Bodies are not parsed by the framework (`parse: "none"`): they are read as bytes,
- * checked, logged and forwarded unchanged.
+ * checked, logged and forwarded unchanged, within the body bounds of inflight.ts; a write
+ * is refused (507) before its body is read while the log is at WAL_MAX_DISK_MB.
  */
 import { Elysia, t, type DocumentDecoration, type TSchema } from "elysia";
 import { databasePath } from "../chroma/paths";
+import { errorResponse, insufficientStorage } from "../errors";
+import type { Services } from "../services";
 import type { ChromaApi, RecordReadOp, RecordWriteOp } from "./api";
 import {
   AddRecordsModel,
@@ -22,12 +25,9 @@ import {
   QueryResultModel,
   TenantModel,
 } from "./models";
+import { withBody } from "./inflight";
 
 const T = "/api/v2/tenants/:tenant/databases/:database";
-
-async function bytes(request: Request): Promise<Uint8Array> {
-  return new Uint8Array(await request.arrayBuffer());
-}
 
 function doc(
   summary: string,
@@ -53,16 +53,42 @@ function doc(
 const position =
   "Writes go through chroma-lb's log; the answer carries `X-Chroma-LB-Position`. A read may send it back as `X-Chroma-LB-Min-Position`.";
 
-export function chromaRoutes(api: ChromaApi) {
+/** What the routes need besides the API: the bounds on bodies and on the log's disk. */
+export type RouteDeps = Pick<Services, "config" | "wal" | "inflight">;
+
+export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
+  const limits = { budget: deps.inflight, maxBodyBytes: deps.config.maxBodyBytes };
+  /** The answer to a write while the log is at WAL_MAX_DISK_MB, else null. */
+  const logFull = (): Response | null => {
+    const bytesMax = deps.config.walMaxDiskBytes;
+    if (!deps.wal.diskFull(bytesMax)) return null;
+    return errorResponse(
+      insufficientStorage(
+        `chroma-lb's write-ahead log holds ${deps.wal.diskBytes()} bytes on disk, its bound (WAL_MAX_DISK_MB=${bytesMax / 1024 / 1024}), ` +
+          "so new writes are refused until it shrinks; every write already acknowledged is kept and will reach every instance. " +
+          "Wait for replay to bring every instance up to date and for retention (WAL_RETENTION_HOURS) to remove applied entries, " +
+          "remove them sooner with POST /wal/cleanup, or raise WAL_MAX_DISK_MB.",
+      ),
+    );
+  };
+  /** A read with a body, within the body bounds. */
+  const read = (request: Request, handle: (body: Uint8Array) => Promise<Response>) => withBody(request, limits, handle);
+  /** A write with a body: the log's bound first, then the body bounds. */
+  const write = (request: Request, handle: (body: Uint8Array) => Promise<Response>) => logFull() ?? withBody(request, limits, handle);
+  /** A write without a body (deletes) still adds to the log. */
+  const writeNoBody = (handle: () => Promise<Response>) => logFull() ?? handle();
+
   const passthrough = (path: string) => ({ request }: { request: Request }) => api.passthrough(request, path + new URL(request.url).search);
   const raw = { parse: "none" as const };
 
   const records = (op: RecordWriteOp) =>
     ({ request, params }: { request: Request; params: { tenant: string; database: string; collection: string } }) =>
-      bytes(request).then((b) => api.recordWrite(request, params.tenant, params.database, params.collection, op, b));
+      write(request, (b) => api.recordWrite(request, params.tenant, params.database, params.collection, op, b));
   const reads = (op: RecordReadOp) =>
-    async ({ request, params }: { request: Request; params: { tenant: string; database: string; collection: string } }) =>
-      api.recordRead(request, params.tenant, params.database, params.collection, op, op === "count" ? null : await bytes(request));
+    ({ request, params }: { request: Request; params: { tenant: string; database: string; collection: string } }) =>
+      op === "count"
+        ? api.recordRead(request, params.tenant, params.database, params.collection, op, null)
+        : read(request, (b) => api.recordRead(request, params.tenant, params.database, params.collection, op, b));
   const base = (p: { tenant: string; database: string }) => databasePath(p.tenant, p.database);
 
   return new Elysia({ name: "chroma-api" })
@@ -74,13 +100,13 @@ export function chromaRoutes(api: ChromaApi) {
     .post("/api/v2/reset", ({ request }) => api.reset(request), { ...raw, ...doc("Reset every instance and chroma-lb's state (needs ALLOW_RESET=true)", { ok: t.Boolean() }) })
     .post(
       "/api/v2/tenants",
-      async ({ request }) => api.metaWrite(request, "create_tenant", (await peekName(request)) ?? "", "", await bytes(request)),
+      ({ request }) => write(request, (body) => api.metaWrite(request, "create_tenant", nameIn(body) ?? "", "", body)),
       { ...raw, ...doc("Create a tenant on every instance", { body: NameModel, ok: EmptyModel, description: position }) },
     )
     .get("/api/v2/tenants/:tenant", ({ request, params }) => api.catalogRead(request, () => `/api/v2/tenants/${encodeURIComponent(params.tenant)}`, null), doc("Get a tenant", { ok: TenantModel }))
     .patch(
       "/api/v2/tenants/:tenant",
-      async ({ request, params }) => api.metaWrite(request, "update_tenant", params.tenant, "", await bytes(request)),
+      ({ request, params }) => write(request, (body) => api.metaWrite(request, "update_tenant", params.tenant, "", body)),
       { ...raw, ...doc("Update a tenant on every instance", { body: t.Record(t.String(), t.Any()), description: position }) },
     )
     .get(
@@ -90,14 +116,11 @@ export function chromaRoutes(api: ChromaApi) {
     )
     .post(
       "/api/v2/tenants/:tenant/databases",
-      async ({ request, params }) => {
-        const body = await bytes(request);
-        return api.metaWrite(request, "create_database", params.tenant, nameIn(body) ?? "", body);
-      },
+      ({ request, params }) => write(request, (body) => api.metaWrite(request, "create_database", params.tenant, nameIn(body) ?? "", body)),
       { ...raw, ...doc("Create a database on every instance", { body: NameModel, ok: EmptyModel, description: position }) },
     )
     .get(T, ({ request, params }) => api.catalogRead(request, () => base(params), null), doc("Get a database", { ok: DatabaseModel }))
-    .delete(T, ({ request, params }) => api.metaWrite(request, "delete_database", params.tenant, params.database, null), {
+    .delete(T, ({ request, params }) => writeNoBody(() => api.metaWrite(request, "delete_database", params.tenant, params.database, null)), {
       ...raw,
       ...doc("Delete a database on every instance", { ok: EmptyModel, description: position }),
     })
@@ -108,7 +131,7 @@ export function chromaRoutes(api: ChromaApi) {
     )
     .post(
       `${T}/collections`,
-      async ({ request, params }) => api.createCollection(request, params.tenant, params.database, await bytes(request)),
+      ({ request, params }) => write(request, (body) => api.createCollection(request, params.tenant, params.database, body)),
       { ...raw, ...doc("Create a collection on every instance", { body: CreateCollectionModel, ok: CollectionModel, description: position }) },
     )
     .get(`${T}/collections_count`, ({ request, params }) => api.catalogRead(request, () => `${base(params)}/collections_count`, null), doc("Count collections", { ok: t.Integer() }))
@@ -124,10 +147,10 @@ export function chromaRoutes(api: ChromaApi) {
     )
     .put(
       `${T}/collections/:collection`,
-      async ({ request, params }) => api.modifyCollection(request, params.tenant, params.database, params.collection, await bytes(request)),
+      ({ request, params }) => write(request, (body) => api.modifyCollection(request, params.tenant, params.database, params.collection, body)),
       { ...raw, ...doc("Rename a collection or replace its metadata (409 on an existing name)", { body: ModifyCollectionModel, ok: EmptyModel, description: position }) },
     )
-    .delete(`${T}/collections/:collection`, ({ request, params }) => api.deleteCollection(request, params.tenant, params.database, params.collection), {
+    .delete(`${T}/collections/:collection`, ({ request, params }) => writeNoBody(() => api.deleteCollection(request, params.tenant, params.database, params.collection)), {
       ...raw,
       ...doc("Delete a collection on every instance (never a protected one)", { ok: EmptyModel, description: position }),
     })
@@ -151,8 +174,4 @@ function nameIn(body: Uint8Array): string | null {
   } catch {
     return null;
   }
-}
-
-async function peekName(request: Request): Promise<string | null> {
-  return nameIn(new Uint8Array(await request.clone().arrayBuffer()));
 }

@@ -102,8 +102,23 @@ export async function applyEntries(
   }
   if (status < 300 || alreadyThere) return { kind: "applied", status, headers: result.headers, body: result.body };
   const reason = `${target.method} ${target.path} answered ${status}: ${new TextDecoder().decode(result.body).slice(0, 300)}`;
+  if (status === 413) return { kind: "refused", status, ...chromaErrorShape(result.headers, result.body), reason };
   if (status < 500) return { kind: "refused", status, headers: result.headers, body: result.body, reason };
   return { kind: "failed", status, headers: result.headers, body: result.body, reason };
+}
+
+/**
+ * Chroma 1.0.5 refuses a body over 40 MiB on record routes with a plain-text 413 ("Payload
+ * too large"); clients expect its JSON error shape, which it uses on other routes, so the
+ * text becomes the message of that shape. A JSON answer is passed on unchanged.
+ */
+function chromaErrorShape(headers: Headers, body: Uint8Array): { headers: Headers; body: Uint8Array } {
+  const json = decodeJson(body) as { error?: unknown } | undefined;
+  if (json && typeof json === "object" && typeof json.error === "string") return { headers, body };
+  const text = new TextDecoder().decode(body).trim() || "Payload too large";
+  const shaped = new Headers(headers);
+  shaped.set("content-type", "application/json");
+  return { headers: shaped, body: new TextEncoder().encode(JSON.stringify({ error: "ChromaError", message: text })) };
 }
 
 /** The UUID the instance gave a created collection; on a replayed 409, looked up by name. */

@@ -41,8 +41,11 @@ export class ReplayStats {
   private lagSamplesMs: number[] = [];
   private lagCursor = 0;
   private readonly lagSamplesMax = 10_000;
+  /** Told of every lag sample (metrics: the replay lag histogram); optional. */
+  onLag: ((ms: number) => void) | null = null;
 
   recordLag(ms: number) {
+    this.onLag?.(ms);
     if (this.lagSamplesMs.length < this.lagSamplesMax) this.lagSamplesMs.push(ms);
     else this.lagSamplesMs[this.lagCursor++ % this.lagSamplesMax] = ms;
   }
@@ -119,6 +122,14 @@ export class Replayer {
   resume() {
     this.paused = false;
     this.backoff.clear();
+  }
+
+  /**
+   * Runs `fn` while nothing is replayed or written to `instance` in `partition` (repair copies
+   * a collection meanwhile; the entries it misses are replayed after, in order).
+   */
+  holdPartition<T>(instance: Instance, partition: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.run(Replayer.lockKey(instance.name, partition), fn);
   }
 
   private static lockKey(instance: string, partition: string) {

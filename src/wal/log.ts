@@ -9,6 +9,7 @@
  * - a `meta` entry is applied only after every earlier entry (deleting a database comes last).
  */
 import { and, asc, count, eq, gt, inArray, lt, lte, min, ne, sql } from "drizzle-orm";
+import { statSync } from "node:fs";
 import type { LocalStore } from "../db";
 import { walBodies, walDiverged, walEntries, walPending } from "../db/sqlite-schema";
 
@@ -295,6 +296,41 @@ export class WriteAheadLog {
     return { first };
   }
 
+  /**
+   * Marks the instance's copy of the partition as under repair (reads and writes avoid it)
+   * without touching what it owes; an existing mark is kept as it is.
+   */
+  markUnderRepair(instance: string, partition: string, reason: string) {
+    this.store.db
+      .insert(walDiverged)
+      .values({ instance, partition, seq: this.headSeq(), op: "repair", error: reason.slice(0, 2000), refusedEntries: 0, atMs: Date.now() })
+      .onConflictDoNothing()
+      .run();
+    this.divergedKeys.add(divergedKey(instance, partition));
+  }
+
+  /**
+   * A copy of the partition made at `uptoSeq` replaces what the instance held: it no longer
+   * owes the entries up to there (the copy has them). Later entries are still owed.
+   */
+  markCopiedUpTo(instance: string, partition: string, uptoSeq: number): number {
+    const removed = this.store.db
+      .delete(walPending)
+      .where(and(eq(walPending.instance, instance), eq(walPending.partition, partition), lte(walPending.seq, uptoSeq)))
+      .returning({ seq: walPending.seq })
+      .all();
+    this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed.length));
+    return removed.length;
+  }
+
+  /** The newest position of a partition and how many of its entries are still unanswered. */
+  partitionState(partition: string): { headSeq: number; unanswered: number } {
+    const row = this.store.sqlite
+      .query(`SELECT coalesce(max(seq), 0) AS head, coalesce(sum(state = 'new'), 0) AS unanswered FROM wal_entries WHERE partition = ?`)
+      .get(partition) as { head: number; unanswered: number };
+    return { headSeq: row.head, unanswered: row.unanswered };
+  }
+
   /** Whether the instance's copy of the partition is marked diverged. */
   isDiverged(instance: string, partition: string): boolean {
     return this.divergedKeys.size > 0 && this.divergedKeys.has(divergedKey(instance, partition));
@@ -521,6 +557,62 @@ export class WriteAheadLog {
     return { deletedEntries };
   }
 
+  private diskSample: { bytes: number; fileBytes: number; atMs: number } | null = null;
+  private diskWasFull = false;
+  private diskListeners: Array<(state: { full: boolean; bytes: number; bytesMax: number }) => void> = [];
+
+  /**
+   * The log's size on disk: the pages of its SQLite database in use, committed ones still
+   * in the -wal file included. Pages freed by retention or cleanup are reused by later
+   * appends before the file grows, so they do not count (the files themselves never
+   * shrink: see `diskFileBytes`). Sampled at most every `diskSampleMs`, so that checking it
+   * before every write costs no query.
+   */
+  diskBytes(): number {
+    return this.sampleDisk().bytes;
+  }
+
+  /** The size of the SQLite file and its -wal file as the file system sees them (same sampling). */
+  diskFileBytes(): number {
+    return this.sampleDisk().fileBytes;
+  }
+
+  private sampleDisk(): { bytes: number; fileBytes: number } {
+    const now = Date.now();
+    if (this.diskSample && now - this.diskSample.atMs < diskSampleMs) return this.diskSample;
+    const pragma = (name: string) => (this.store.sqlite.query(`PRAGMA ${name}`).get() as Record<string, number>)[name] ?? 0;
+    const bytes = (pragma("page_count") - pragma("freelist_count")) * pragma("page_size");
+    const size = (path: string) => {
+      try {
+        return statSync(path).size;
+      } catch {
+        return 0; // No -wal file between connections.
+      }
+    };
+    this.diskSample = { bytes, fileBytes: size(this.store.path) + size(`${this.store.path}-wal`), atMs: now };
+    return this.diskSample;
+  }
+
+  /**
+   * True when the log has reached `bytesMax` on disk (0 = no bound): new writes must be
+   * refused until it shrinks. Listeners hear each change, not each call.
+   */
+  diskFull(bytesMax: number): boolean {
+    if (bytesMax <= 0) return false;
+    const bytes = this.diskBytes();
+    const full = bytes >= bytesMax;
+    if (full !== this.diskWasFull) {
+      this.diskWasFull = full;
+      for (const listener of this.diskListeners) listener({ full, bytes, bytesMax });
+    }
+    return full;
+  }
+
+  /** Called when the log reaches its disk bound, and when it is below it again. */
+  onDiskFull(listener: (state: { full: boolean; bytes: number; bytesMax: number }) => void) {
+    this.diskListeners.push(listener);
+  }
+
   /** Wipes the log (used by reset, after every instance was reset). */
   clear() {
     this.store.sqlite.run("DELETE FROM wal_pending");
@@ -531,6 +623,9 @@ export class WriteAheadLog {
     for (const name of this.instances) this.pendingByInstance.set(name, 0);
   }
 }
+
+/** How long a sample of the log's size on disk is used before it is taken again. */
+const diskSampleMs = 250;
 
 const divergedKey = (instance: string, partition: string) => `${instance}\u0000${partition}`;
 

@@ -103,6 +103,8 @@ test("an instance that refuses what another applied: the collection is marked di
     // Every read prefers the replica whenever it may serve, so a read it should not serve would show.
     READ_REPLICA_RATIO: "1",
     ALERT_WEBHOOK_URL: receiver.url,
+    // The mark itself is what this test looks at; repair has its own tests.
+    AUTO_REPAIR: "false",
   });
 
   for (const name of ["drift", "steady"]) expect((await postRaw(`${lb.url}${T}/collections`, `{"name":"${name}","configuration":{}}`)).status).toBe(200);

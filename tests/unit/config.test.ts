@@ -50,9 +50,14 @@ describe("loadConfig", () => {
       walSyncIntervalMs: 1000,
       readReplicaRatio: 0.5,
       acceptWritesWhenAllDown: true,
-      maxBodyBytes: 64 * 1024 * 1024,
+      maxBodyBytes: 40 * 1024 * 1024,
+      maxInflightBytes: 128 * 1024 * 1024,
+      inflightWaitMs: 2000,
+      walMaxDiskBytes: 10_240 * 1024 * 1024,
       mirrorSyncIntervalMs: 5000,
       memorySampleIntervalMs: 1000,
+      consistencyCheckIntervalMs: 3_600_000,
+      autoRepair: true,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });
@@ -112,6 +117,9 @@ describe("loadConfig", () => {
       SLACK_WEBHOOK_URL: "https://hooks.example/x",
       WAL_MAX_BATCH_MB: "2",
       MAX_BODY_MB: "1",
+      MAX_INFLIGHT_MB: "3",
+      INFLIGHT_WAIT_TIMEOUT: "0.5",
+      WAL_MAX_DISK_MB: "0",
       READ_REPLICA_RATIO: "0",
       ACCEPT_WRITES_WHEN_ALL_DOWN: "off",
     });
@@ -127,6 +135,9 @@ describe("loadConfig", () => {
       alertWebhookUrl: config.alertWebhookUrl,
       walMaxBatchBytes: config.walMaxBatchBytes,
       maxBodyBytes: config.maxBodyBytes,
+      maxInflightBytes: config.maxInflightBytes,
+      inflightWaitMs: config.inflightWaitMs,
+      walMaxDiskBytes: config.walMaxDiskBytes,
       readReplicaRatio: config.readReplicaRatio,
       acceptWritesWhenAllDown: config.acceptWritesWhenAllDown,
     }).toEqual({
@@ -141,9 +152,17 @@ describe("loadConfig", () => {
       alertWebhookUrl: "https://hooks.example/x",
       walMaxBatchBytes: 2 * 1024 * 1024,
       maxBodyBytes: 1024 * 1024,
+      maxInflightBytes: 3 * 1024 * 1024,
+      inflightWaitMs: 500,
+      walMaxDiskBytes: 0,
       readReplicaRatio: 0,
       acceptWritesWhenAllDown: false,
     });
+  });
+
+  test("MAX_INFLIGHT_MB follows a MAX_BODY_MB above its default, so one body always fits", () => {
+    const config = loadConfig({ ...two, MAX_BODY_MB: "200" });
+    expect([config.maxBodyBytes, config.maxInflightBytes]).toEqual([200 * 1024 * 1024, 200 * 1024 * 1024]);
   });
 
   test("treats empty and blank values as unset", () => {
@@ -179,6 +198,9 @@ describe("bad values throw a ConfigError naming the variable", () => {
     ["READ_REPLICA_RATIO above 1", { ...two, READ_REPLICA_RATIO: "1.5" }, "READ_REPLICA_RATIO"],
     ["ALERT_WEBHOOK_URL not a URL", { ...two, ALERT_WEBHOOK_URL: "hooks" }, "ALERT_WEBHOOK_URL"],
     ["SLACK_WEBHOOK_URL not a URL", { ...two, SLACK_WEBHOOK_URL: "hooks" }, "SLACK_WEBHOOK_URL"],
+    ["MAX_INFLIGHT_MB below MAX_BODY_MB", { ...two, MAX_BODY_MB: "40", MAX_INFLIGHT_MB: "39" }, "MAX_INFLIGHT_MB"],
+    ["WAL_MAX_DISK_MB negative", { ...two, WAL_MAX_DISK_MB: "-1" }, "WAL_MAX_DISK_MB"],
+    ["INFLIGHT_WAIT_TIMEOUT above a minute", { ...two, INFLIGHT_WAIT_TIMEOUT: "61" }, "INFLIGHT_WAIT_TIMEOUT"],
   ];
 
   for (const [what, env, variable] of cases) {

@@ -1,0 +1,265 @@
+/**
+ * Resync: rebuilds one instance's copy of a collection from a current instance while
+ * writes go on.
+ *
+ * 1. The target's copy is marked under repair: reads avoid it and writes prefer others.
+ * 2. Replay of the collection to the target is held.
+ * 3. Briefly holding the collection's writes, the source is brought up to date and the
+ *    ids it holds are listed: this is the copy's position P.
+ * 4. Writes resume. The target's collection is created if it is missing (lost disk), its
+ *    records that the source lacks are deleted, and the source's records are copied in
+ *    pages by id, each page deleted on the target first and added as the source answered
+ *    it (bytes unchanged), so that nothing of the old copy survives in them.
+ * 5. The target no longer owes the entries up to P (the copy has them); the entries after P
+ *    are replayed to it in order. Replaying add, upsert, update and delete by ids over a
+ *    copy that already holds some of their effects ends in the same state as the source.
+ * 6. The mark is cleared and the check compares the two copies again.
+ *
+ * Writes that bypassed chroma-lb and went to the target are overwritten.
+ */
+import type { CollectionRecord } from "../collections/store";
+import { databasePath } from "../chroma/paths";
+import type { Instance } from "../instances/registry";
+import type { Services } from "../services";
+import { splitObject } from "../replay/raw-json";
+import { addBodyFor, readRecordPage } from "./records";
+import type { ConsistencyChecker, CollectionVerdict } from "./consistency";
+
+export type ResyncDeps = Pick<Services, "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "writeLocks">;
+
+/** Records copied per request: well under Chroma's max_batch_size (5461), a few MB with 384-dim embeddings. */
+const pageSize = 1_000;
+const idPageSize = 5_000;
+const include = JSON.stringify(["documents", "metadatas", "embeddings", "uris"]);
+const decoder = new TextDecoder();
+
+/** Progress of one collection's resync, for /status and /wal/status. */
+export interface ResyncProgress {
+  instance: string;
+  source: string;
+  collection_id: string;
+  collection_name: string;
+  state: "copying" | "replaying" | "done" | "failed";
+  /** Log position the copy was taken at. */
+  position: number | null;
+  records_copied: number;
+  records_total: number | null;
+  records_per_second: number;
+  started_at: string;
+  finished_at: string | null;
+  error: string | null;
+  /** The check of the two copies made right after. */
+  verified: boolean | null;
+}
+
+export class ResyncError extends Error {}
+
+export class Resyncer {
+  /** Every resync since start, newest last (bounded). */
+  readonly history: ResyncProgress[] = [];
+  private readonly running = new Map<string, Promise<ResyncProgress>>();
+  /** Called when a resync ends (alerts). */
+  onFinished: ((progress: ResyncProgress) => void) | null = null;
+
+  constructor(
+    private readonly deps: ResyncDeps,
+    private readonly checker: ConsistencyChecker,
+  ) {}
+
+  active(): ResyncProgress[] {
+    return this.history.filter((p) => p.state === "copying" || p.state === "replaying");
+  }
+
+  /** Resyncs every collection the target holds (or should hold), one at a time. */
+  async resyncInstance(target: Instance, collection?: string): Promise<ResyncProgress[]> {
+    const records = this.deps.collections.list().filter((c) => collection === undefined || c.id === collection || c.name === collection);
+    const out: ResyncProgress[] = [];
+    for (const record of records) out.push(await this.resync(target, record));
+    return out;
+  }
+
+  /** Resyncs one collection on the target; a resync already running for it is joined. */
+  resync(target: Instance, record: CollectionRecord): Promise<ResyncProgress> {
+    const key = `${target.name}\u0000${record.id}`;
+    const current = this.running.get(key);
+    if (current) return current;
+    const run = this.run(target, record).finally(() => this.running.delete(key));
+    this.running.set(key, run);
+    return run;
+  }
+
+  /** The instance a copy is taken from: serving, current for the collection, whole, preferred write target first. */
+  sourceFor(target: Instance, record: CollectionRecord): Instance | null {
+    const { registry, wal } = this.deps;
+    return (
+      registry.all
+        .filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name) && !wal.isDiverged(i.name, record.id))
+        .sort((a, b) => a.priority - b.priority)[0] ?? null
+    );
+  }
+
+  private async run(target: Instance, record: CollectionRecord): Promise<ResyncProgress> {
+    const { wal, log, replayer } = this.deps;
+    const source = this.sourceFor(target, record);
+    const progress: ResyncProgress = {
+      instance: target.name,
+      source: source?.name ?? "",
+      collection_id: record.id,
+      collection_name: record.name,
+      state: "copying",
+      position: null,
+      records_copied: 0,
+      records_total: null,
+      records_per_second: 0,
+      started_at: new Date().toISOString(),
+      finished_at: null,
+      error: null,
+      verified: null,
+    };
+    this.history.push(progress);
+    if (this.history.length > 100) this.history.splice(0, this.history.length - 100);
+    const startedMs = Date.now();
+    try {
+      if (!source) throw new ResyncError(`no serving instance other than ${target.name} holds ${record.name} whole; resync it once one does`);
+      if (!target.healthy) throw new ResyncError(`instance ${target.name} is down; resync it once it answers`);
+      wal.markUnderRepair(target.name, record.id, `resync from ${source.name}`);
+      log.warn("resync started", { instance: target.name, source: source.name, collection: record.name });
+      await replayer.holdPartition(target, record.id, async () => {
+        const { position, ids } = await this.snapshot(source, record);
+        progress.position = position;
+        progress.records_total = ids.length;
+        const targetUuid = await this.ensureCollection(target, source, record);
+        await this.deleteExtra(target, targetUuid, record, new Set(ids));
+        for (let k = 0; k < ids.length; k += pageSize) {
+          await this.copyPage(source, target, targetUuid, record, ids.slice(k, k + pageSize));
+          progress.records_copied = Math.min(ids.length, k + pageSize);
+          progress.records_per_second = Math.round(progress.records_copied / Math.max(0.001, (Date.now() - startedMs) / 1000));
+        }
+        wal.markCopiedUpTo(target.name, record.id, position);
+      });
+      progress.state = "replaying";
+      const drained = await replayer.drain(target, record.id, { urgent: true, deadlineMs: Date.now() + this.deps.config.requestTimeoutMs });
+      if (!drained.ok) log.warn("resync: replay after the copy is not done yet; it goes on in the background", { reason: drained.reason });
+      wal.clearDiverged(target.name, record.id);
+      const verdict: CollectionVerdict = await this.checker.checkCollection(record);
+      progress.verified = verdict.skipped ? null : verdict.consistent;
+      progress.state = "done";
+      log.warn("resync finished", { instance: target.name, collection: record.name, records: progress.records_copied, verified: progress.verified });
+    } catch (error) {
+      progress.state = "failed";
+      progress.error = error instanceof ResyncError ? error.message : `resync failed: ${String((error as Error)?.message ?? error)}; it is retried by the next repair pass or POST /admin/instances/${target.name}/resync`;
+      log.error("resync failed", { instance: target.name, collection: record.name, error: progress.error });
+    } finally {
+      progress.finished_at = new Date().toISOString();
+      void replayer.kick(target);
+      this.onFinished?.(progress);
+    }
+    return progress;
+  }
+
+  private async call(instance: Instance, method: string, path: string, body?: string | Uint8Array): Promise<{ status: number; body: Uint8Array }> {
+    const result = await instance.client.request({
+      method,
+      path,
+      headers: body === undefined ? undefined : { "content-type": "application/json" },
+      body: body ?? null,
+      timeoutMs: this.deps.config.requestTimeoutMs,
+    });
+    if (!result.ok) throw new ResyncError(`instance ${instance.name} did not answer ${method} ${path} (${result.reason}); resync it again once it answers`);
+    return { status: result.status, body: result.body };
+  }
+
+  private collectionsPath(record: CollectionRecord) {
+    return `${databasePath(record.tenant, record.database)}/collections`;
+  }
+
+  /**
+   * Brings the source up to date and lists the ids it holds, while the collection's writes
+   * wait: the copy's position. Ids alone (no values) are held in memory.
+   */
+  private async snapshot(source: Instance, record: CollectionRecord): Promise<{ position: number; ids: string[] }> {
+    const { writeLocks, replayer, wal, config } = this.deps;
+    return writeLocks.run(record.id, async () => {
+      const drained = await replayer.drain(source, record.id, { urgent: true, deadlineMs: Date.now() + config.requestTimeoutMs });
+      if (!drained.ok || !wal.isCaughtUp(source.name, record.id)) throw new ResyncError(`source ${source.name} could not catch up: ${drained.ok ? "entries still owed" : drained.reason}`);
+      const position = wal.partitionState(record.id).headSeq;
+      const uuid = record.instanceUuids.get(source.name)!;
+      const ids: string[] = [];
+      for (let offset = 0; ; offset += idPageSize) {
+        const answer = await this.call(source, "POST", `${this.collectionsPath(record)}/${uuid}/get`, `{"limit":${idPageSize},"offset":${offset},"include":[]}`);
+        const page = answer.status === 200 ? readRecordPage(answer.body) : null;
+        if (!page) throw new ResyncError(`source ${source.name} answered ${answer.status} when listing ${record.name}`);
+        ids.push(...page.ids);
+        if (page.ids.length < idPageSize) return { position, ids };
+      }
+    });
+  }
+
+  /** The target's UUID for the collection, created there (like the source's) when it is missing. */
+  private async ensureCollection(target: Instance, source: Instance, record: CollectionRecord): Promise<string> {
+    const known = record.instanceUuids.get(target.name);
+    const path = `${this.collectionsPath(record)}/${encodeURIComponent(record.name)}`;
+    const existing = await this.call(target, "GET", path);
+    if (existing.status === 200) {
+      const id = (JSON.parse(decoder.decode(existing.body)) as { id: string }).id;
+      if (id !== known) this.deps.collections.setInstanceUuid(record.id, target.name, id);
+      return id;
+    }
+    const model = await this.call(source, "GET", path);
+    if (model.status !== 200) throw new ResyncError(`source ${source.name} answered ${model.status} for collection ${record.name}`);
+    // The database may be gone with the disk; 409 means it is there.
+    await this.call(target, "POST", "/api/v2/tenants", JSON.stringify({ name: record.tenant }));
+    await this.call(target, "POST", `/api/v2/tenants/${encodeURIComponent(record.tenant)}/databases`, JSON.stringify({ name: record.database }));
+    const metadata = rawField(model.body, "metadata") ?? "null";
+    const configuration = rawField(model.body, "configuration_json") ?? "{}";
+    const created = await this.call(
+      target,
+      "POST",
+      this.collectionsPath(record),
+      `{"name":${JSON.stringify(record.name)},"metadata":${metadata},"configuration":${configuration}}`,
+    );
+    if (created.status !== 200) throw new ResyncError(`instance ${target.name} refused to create ${record.name} (${created.status}: ${decoder.decode(created.body).slice(0, 200)})`);
+    const id = (JSON.parse(decoder.decode(created.body)) as { id: string }).id;
+    this.deps.collections.setInstanceUuid(record.id, target.name, id);
+    this.deps.log.warn("resync: created a missing collection", { instance: target.name, collection: record.name });
+    return id;
+  }
+
+  /** Deletes the target's records whose ids the source does not hold. */
+  private async deleteExtra(target: Instance, uuid: string, record: CollectionRecord, keep: Set<string>) {
+    const extra: string[] = [];
+    for (let offset = 0; ; offset += idPageSize) {
+      const answer = await this.call(target, "POST", `${this.collectionsPath(record)}/${uuid}/get`, `{"limit":${idPageSize},"offset":${offset},"include":[]}`);
+      const page = answer.status === 200 ? readRecordPage(answer.body) : null;
+      if (!page) throw new ResyncError(`instance ${target.name} answered ${answer.status} when listing ${record.name}`);
+      for (const id of page.ids) if (!keep.has(id)) extra.push(id);
+      if (page.ids.length < idPageSize) break;
+    }
+    for (let k = 0; k < extra.length; k += idPageSize) {
+      const answer = await this.call(target, "POST", `${this.collectionsPath(record)}/${uuid}/delete`, JSON.stringify({ ids: extra.slice(k, k + idPageSize) }));
+      if (answer.status >= 300) throw new ResyncError(`instance ${target.name} answered ${answer.status} deleting records of ${record.name}`);
+    }
+  }
+
+  /** Copies the records with these ids: read from the source, deleted then added on the target. */
+  private async copyPage(source: Instance, target: Instance, targetUuid: string, record: CollectionRecord, ids: string[]) {
+    const sourceUuid = record.instanceUuids.get(source.name)!;
+    const answer = await this.call(source, "POST", `${this.collectionsPath(record)}/${sourceUuid}/get`, `{"ids":${JSON.stringify(ids)},"include":${include}}`);
+    const page = answer.status === 200 ? readRecordPage(answer.body) : null;
+    if (!page) throw new ResyncError(`source ${source.name} answered ${answer.status} reading records of ${record.name}`);
+    const removed = await this.call(target, "POST", `${this.collectionsPath(record)}/${targetUuid}/delete`, JSON.stringify({ ids }));
+    if (removed.status >= 300) throw new ResyncError(`instance ${target.name} answered ${removed.status} deleting records of ${record.name}`);
+    // Ids deleted on the source since the position are not in the answer; their deletes replay later.
+    if (page.ids.length === 0) return;
+    const added = await this.call(target, "POST", `${this.collectionsPath(record)}/${targetUuid}/add`, addBodyFor(page, page.ids.map((_, i) => i)));
+    if (added.status >= 300) {
+      throw new ResyncError(`instance ${target.name} refused the copy of ${record.name} (${added.status}: ${decoder.decode(added.body).slice(0, 200)})`);
+    }
+  }
+}
+
+/** The raw text of one top-level field of a JSON answer (numbers keep their text), or null. */
+function rawField(body: Uint8Array, field: string): string | null {
+  const slice = splitObject(body)?.get(field);
+  return slice ? decoder.decode(body.subarray(slice.start, slice.end)) : null;
+}

@@ -1,0 +1,111 @@
+/**
+ * What a chaos run runs against: two real Chroma servers (the primary and the replica, each
+ * on its own temp data dir), chroma-lb as a child process, and a fresh Postgres database for
+ * the mirror reached through a TCP proxy, so that Postgres can be "stopped" by cutting the
+ * proxy without touching the real server.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import postgres from "postgres";
+import { startChromaServers, startLbProcess, waitFor, type ChromaServer, type ChromaServers, type LbProcess } from "../support";
+import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy";
+
+export type InstanceName = "primary" | "replica";
+export const instanceNames: readonly InstanceName[] = ["primary", "replica"];
+
+/** Where each run creates (and at the end drops) its own mirror database. */
+const postgresAdminUrlDefault = "postgres://postgres@127.0.0.1:5432/test";
+
+export interface Cluster {
+  readonly instances: Record<InstanceName, ChromaServer>;
+  readonly lb: LbProcess;
+  /** The proxy in front of Postgres that chroma-lb's DATABASE_URL points at. */
+  readonly postgresProxy: TcpProxy;
+  /** The mirror database's name. */
+  readonly database: string;
+  /** Copies every process log into `dir` (kept for a failed run). */
+  keepLogs(dir: string): string[];
+  /** Stops everything and drops the mirror database. */
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+export interface ClusterOptions {
+  /** Postgres to create the mirror database in. Default `CHAOS_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test. */
+  postgresAdminUrl?: string;
+}
+
+/** Starts the two Chroma servers, the Postgres proxy and chroma-lb, and resolves once chroma-lb sees both instances. */
+export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
+  const adminUrl = opts.postgresAdminUrl ?? process.env.CHAOS_POSTGRES_URL ?? postgresAdminUrlDefault;
+  const target = new URL(adminUrl);
+  const database = `chaos_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
+  const admin = postgres(adminUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+  try {
+    await admin.unsafe(`CREATE DATABASE ${database}`);
+  } catch (error) {
+    await admin.end({ timeout: 1 });
+    throw new Error(`chaos: cannot create the mirror database through ${target.host} (is Postgres running?): ${(error as Error).message}`);
+  }
+
+  const disposers: Array<() => Promise<void>> = [
+    async () => {
+      await Promise.resolve(admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)).catch(() => {});
+      await admin.end({ timeout: 2 });
+    },
+  ];
+  const dispose = async () => {
+    for (const d of disposers.reverse()) await d().catch(() => {});
+  };
+
+  try {
+    const servers: ChromaServers = await startChromaServers(2);
+    disposers.push(async () => servers[Symbol.asyncDispose]());
+    const instances = { primary: servers[0]!, replica: servers[1]! };
+    const postgresProxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+    disposers.push(() => postgresProxy.close());
+    const mirrorUrl = new URL(adminUrl);
+    mirrorUrl.host = `127.0.0.1:${postgresProxy.port}`;
+    mirrorUrl.pathname = `/${database}`;
+    const lb = await startLbProcess({
+      CHROMA_PRIMARY_URL: instances.primary.url,
+      CHROMA_REPLICA_URL: instances.replica.url,
+      HEALTH_CHECK_INTERVAL: "1",
+      HEALTH_CHECK_TIMEOUT: "0.3",
+      REQUEST_TIMEOUT: "5",
+      DATABASE_URL: mirrorUrl.toString(),
+    });
+    disposers.push(() => lb[Symbol.asyncDispose]());
+    await waitFor(async () => ((await (await fetch(`${lb.url}/health`)).json()) as { healthy_instances?: string }).healthy_instances === "2/2", {
+      message: "chroma-lb sees both instances healthy",
+      timeoutMs: 20_000,
+    });
+    return {
+      instances,
+      lb,
+      postgresProxy,
+      database,
+      keepLogs(dir) {
+        fs.mkdirSync(dir, { recursive: true });
+        const kept: string[] = [];
+        for (const [label, logPath] of [
+          ["chroma-lb.log", lb.logPath],
+          ["primary.log", instances.primary.logPath],
+          ["replica.log", instances.replica.logPath],
+        ] as const) {
+          try {
+            const to = path.join(dir, label);
+            fs.copyFileSync(logPath, to);
+            kept.push(to);
+          } catch {
+            // A log that was never written has nothing to keep.
+          }
+        }
+        return kept;
+      },
+      [Symbol.asyncDispose]: dispose,
+    };
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
+}

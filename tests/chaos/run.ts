@@ -1,0 +1,34 @@
+/**
+ * `bun run chaos`: one seeded, time-bounded chaos run against real Chroma servers and
+ * chroma-lb (see chaos.ts). Prints the seed first, each fault with its time, the counts
+ * checked and the time to converge; exits 1 on any violation, so a failure replays with
+ * `SEED=<seed> bun run chaos`.
+ *
+ *   SEED            the seed (default: random, printed)
+ *   CHAOS_SECONDS   how long clients write while faults are injected (default 120)
+ *   CHAOS_CLIENTS   concurrent clients (default 4)
+ *   CHAOS_POSTGRES_URL  where the mirror database is created (default postgres://postgres@127.0.0.1:5432/test)
+ */
+import { runChaos, summarize } from "./chaos";
+import { seedFromEnv } from "./rng";
+
+function positiveNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) {
+    console.error(`${name} must be a positive number, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const seed = seedFromEnv();
+console.log(`[chaos] seed ${seed}`);
+const result = await runChaos({
+  seed,
+  durationMs: Math.round(positiveNumber("CHAOS_SECONDS", 120) * 1000),
+  clients: Math.round(positiveNumber("CHAOS_CLIENTS", 4)),
+});
+for (const line of summarize(result)) console.log(`[chaos] ${line}`);
+process.exit(result.violations.length ? 1 : 0);

@@ -1,0 +1,170 @@
+/**
+ * The clients of a chaos run: each one sends adds, upserts, updates, deletes, gets and
+ * queries through chroma-lb, one at a time, churning on a few ids of its own in every
+ * collection (Qdrant coach style: the same ids over and over), while all clients share the
+ * collections. Every operation is recorded with what was sent and its outcome (Jepsen):
+ * - ok: a 2xx answer (a 202 "logged" while no instance answers is an acknowledgement too);
+ * - failed: a 4xx answer, or a connection refused (the request never reached chroma-lb);
+ * - indeterminate: a timeout, a connection lost after sending, or a 5xx answer.
+ */
+import type { MetadataValue, RecordWrite, WriteKind } from "./model";
+import { readRecords } from "./records";
+import { derive, type Rng } from "./rng";
+
+export type OpKind = WriteKind | "get" | "query";
+export type Outcome = "ok" | "failed" | "indeterminate";
+
+/** One operation as sent and as answered. */
+export interface OpRecord {
+  /** `c<client>#<seq>`: names the operation in messages. */
+  ref: string;
+  client: number;
+  kind: OpKind;
+  collection: string;
+  ids: string[];
+  /** For writes: what each id receives, in the order of `ids`. */
+  writes?: RecordWrite[];
+  /** Embeddings sent as base64 float32 (the official client's encoding) instead of float arrays. */
+  base64?: boolean;
+  /** Milliseconds since the run started. */
+  startMs: number;
+  endMs: number;
+  outcome: Outcome;
+  status?: number;
+  error?: string;
+  /** For an ok get: the state key each requested id was read in ("absent" when not returned). */
+  observed?: string[];
+  /** `X-Chroma-LB-Instance` of the answer. */
+  servedBy?: string;
+  /** The answer said it came from a diverged copy (`X-Chroma-LB-Diverged: true`): not held to read-your-writes. */
+  divergedRead?: boolean;
+}
+
+export interface WorkloadOptions {
+  seed: number;
+  lbUrl: string;
+  collections: readonly string[];
+  clients: number;
+  /** Ids each client churns on in each collection. */
+  idsPerClient: number;
+  /** Client-side bound on one request; past it the outcome is indeterminate. */
+  requestTimeoutMs: number;
+  /** `performance.now()` at the run's start: the zero of every time recorded. */
+  t0: number;
+}
+
+export interface Workload {
+  readonly history: OpRecord[];
+  /** Asks every client to stop after its current operation, and waits for them. */
+  stop(): Promise<void>;
+}
+
+const T = "/api/v2/tenants/default_tenant/databases/default_database";
+export const dimension = 4;
+const metadataKeys = ["a", "b", "c", "d"] as const;
+/** Pause after a refused connection (chroma-lb restarting), so clients do not spin. */
+const refusedPauseMs = 100;
+
+export const idOf = (client: number, n: number) => `c${client}-r${n}`;
+
+/** Values exactly representable in float32 with a short decimal text (eighths in [-2, 2]). */
+const embedding = (r: Rng) => Array.from({ length: dimension }, () => r.between(-16, 16) / 8);
+
+function metadata(r: Rng): Record<string, MetadataValue> {
+  const out: Record<string, MetadataValue> = {};
+  for (const key of r.sample(metadataKeys, r.between(1, 3))) out[key] = r.chance(0.5) ? r.between(-1000, 1000) : `s${r.int(100)}`;
+  return out;
+}
+
+const base64 = (values: number[]) => Buffer.from(new Float32Array(values).buffer).toString("base64");
+
+/** The next operation of one client: what it sends, and what each id receives. */
+function nextOp(r: Rng, client: number, seq: number, opts: WorkloadOptions): Omit<OpRecord, "startMs" | "endMs" | "outcome"> & { body: unknown } {
+  const kind = r.weighted<OpKind>({ add: 22, upsert: 22, update: 16, delete: 14, get: 14, query: 12 });
+  const collection = r.pick(opts.collections);
+  const ownIds = Array.from({ length: opts.idsPerClient }, (_, n) => idOf(client, n));
+  const ids = r.sample(ownIds, r.between(1, 3));
+  const ref = `c${client}#${seq}`;
+  if (kind === "get") return { ref, client, kind, collection, ids, body: { ids, include: ["documents", "metadatas", "embeddings"] } };
+  if (kind === "query") {
+    return { ref, client, kind, collection, ids: [], body: { query_embeddings: [embedding(r)], n_results: r.between(1, 6), include: ["documents", "metadatas", "distances"] } };
+  }
+  if (kind === "delete") return { ref, client, kind, collection, ids, writes: ids.map(() => ({ kind })), body: { ids } };
+
+  // add and upsert send every field; update a non-empty subset, the same for every id.
+  const fields =
+    kind === "update" ? r.sample(["document", "embedding", "metadata"] as const, r.between(1, 3)) : (["document", "embedding", "metadata"] as const);
+  const writes: RecordWrite[] = ids.map((id) => ({
+    kind,
+    ...(fields.includes("document") ? { document: `c${client} #${seq} ${kind} ${id}` } : {}),
+    ...(fields.includes("embedding") ? { embedding: embedding(r) } : {}),
+    ...(fields.includes("metadata") ? { metadata: metadata(r) } : {}),
+  }));
+  const useBase64 = fields.includes("embedding") && r.chance(0.3);
+  const body: Record<string, unknown> = { ids };
+  if (fields.includes("document")) body.documents = writes.map((w) => w.document);
+  if (fields.includes("embedding")) body.embeddings = writes.map((w) => (useBase64 ? base64(w.embedding!) : w.embedding));
+  if (fields.includes("metadata")) body.metadatas = writes.map((w) => w.metadata);
+  return { ref, client, kind, collection, ids, writes, base64: useBase64, body };
+}
+
+function classifyError(error: unknown): { outcome: Outcome; error: string } {
+  const e = error as { name?: string; code?: string; message?: string };
+  // Refused: the request never reached chroma-lb, so it cannot have taken effect.
+  if (e.code === "ECONNREFUSED" || e.code === "ConnectionRefused") return { outcome: "failed", error: "connection refused" };
+  if (e.name === "TimeoutError") return { outcome: "indeterminate", error: "client timeout" };
+  return { outcome: "indeterminate", error: `${e.code ?? e.name ?? "error"}: ${(e.message ?? String(error)).slice(0, 120)}` };
+}
+
+const outcomeOfStatus = (status: number): Outcome => (status >= 200 && status < 300 ? "ok" : status >= 400 && status < 500 ? "failed" : "indeterminate");
+
+/** Starts `opts.clients` clients; each runs until {@link Workload.stop}. */
+export function startWorkload(opts: WorkloadOptions): Workload {
+  const history: OpRecord[] = [];
+  let stopping = false;
+  const now = () => Math.round(performance.now() - opts.t0);
+
+  const runClient = async (client: number) => {
+    const r = derive(opts.seed, `client-${client}`);
+    for (let seq = 0; !stopping; seq++) {
+      const { body, ...op } = nextOp(r, client, seq, opts);
+      const startMs = now();
+      let record: OpRecord;
+      try {
+        const res = await fetch(`${opts.lbUrl}${T}/collections/${op.collection}/${op.kind}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(opts.requestTimeoutMs),
+        });
+        const text = await res.text();
+        const outcome = outcomeOfStatus(res.status);
+        record = { ...op, startMs, endMs: now(), outcome, status: res.status, servedBy: res.headers.get("x-chroma-lb-instance") ?? undefined };
+        if (outcome !== "ok") record.error = text.slice(0, 200);
+        if (res.headers.get("x-chroma-lb-diverged") === "true") record.divergedRead = true;
+        if (op.kind === "get" && outcome === "ok") {
+          try {
+            const { records } = readRecords(text);
+            record.observed = op.ids.map((id) => records.get(id) ?? "absent");
+          } catch (error) {
+            // The checker reports an ok get without observations.
+            record.error = `unreadable get answer (${(error as Error).message}): ${text.slice(0, 200)}`;
+          }
+        }
+      } catch (error) {
+        record = { ...op, startMs, endMs: now(), ...classifyError(error) };
+      }
+      history.push(record);
+      if (record.error === "connection refused") await Bun.sleep(refusedPauseMs);
+    }
+  };
+
+  const running = Promise.all(Array.from({ length: opts.clients }, (_, k) => runClient(k)));
+  return {
+    history,
+    async stop() {
+      stopping = true;
+      await running;
+    },
+  };
+}
