@@ -24,6 +24,8 @@ export interface ChaosOptions {
   idsPerClient?: number;
   /** Each of these kinds exactly once (the short run); default: kinds, moments and durations drawn from the seed. */
   faultKinds?: readonly FaultKind[];
+  /** After an instance fault, how long the next one waits for the victim to catch up once it is up. Default 10 000 ms. */
+  catchUpWaitMs?: number;
   /** Bound on the wait for the log to drain after the last fault. Default 120 000 ms. */
   convergeTimeoutMs?: number;
   /** Where the logs and the history of a failed run are kept. Default: a new dir under the OS temp dir. */
@@ -52,7 +54,7 @@ export interface ChaosResult {
 const T = "/api/v2/tenants/default_tenant/databases/default_database";
 const requestTimeoutMs = 15_000;
 const recoveryTimeoutMs = 30_000;
-const catchUpWaitMs = 10_000;
+const catchUpWaitMsDefault = 10_000;
 const convergeTimeoutMsDefault = 120_000;
 /** Consecutive polls that must see the log drained, so a replay or resync that is about to start is not missed. */
 const drainedPollsRequired = 3;
@@ -141,7 +143,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       records: result.faults,
       lastStartMs: fixed ? null : opts.durationMs - 2_000,
       recoveryTimeoutMs,
-      catchUpWaitMs,
+      catchUpWaitMs: opts.catchUpWaitMs ?? catchUpWaitMsDefault,
     };
     const lanes = Promise.all([runLane(plan.instances, ctx), runLane(plan.lb, ctx), runLane(plan.postgres, ctx)]);
     // A fixed plan runs whole even when it outlasts the duration; the clients write until it is done.
@@ -217,7 +219,7 @@ export function summarize(result: ChaosResult): string[] {
   lines.push(`faults (${result.faults.length}): ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
   for (const f of result.faults) {
     lines.push(
-      `  +${f.startMs} ms ${f.kind}, undone +${f.endMs} ms${f.upMs !== undefined ? `, up +${f.upMs} ms` : ""}${f.recoveredMs !== undefined ? `, caught up +${f.recoveredMs} ms` : ""}${f.note ? ` (${f.note})` : ""}`,
+      `  +${f.startMs} ms ${f.kind}, undone +${f.endMs} ms${f.upMs !== undefined ? `, up +${f.upMs} ms` : ""}${f.recoveredMs !== undefined ? `, caught up +${f.recoveredMs} ms` : ""}${f.resyncSeen ? ", resync seen" : ""}${f.note ? ` (${f.note})` : ""}`,
     );
   }
   const o = result.ops;

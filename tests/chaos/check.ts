@@ -57,9 +57,11 @@ function eventsOf(history: readonly OpRecord[], collection: string, id: string):
 }
 
 /** The lines of a record's history, for a violation's details. */
-function describeHistory(history: readonly OpRecord[], collection: string, id: string, lastMax = 12): string {
-  const lines = history
-    .filter((op) => op.collection === collection && op.ids.includes(id) && (op.writes || op.kind === "get"))
+function describeHistory(history: readonly OpRecord[], collection: string, id: string, untilRef?: string, lastMax = 12): string {
+  const ops = history.filter((op) => op.collection === collection && op.ids.includes(id) && (op.writes || op.kind === "get"));
+  const until = untilRef === undefined ? ops.length : ops.findIndex((op) => op.ref === untilRef) + 1;
+  const lines = ops
+    .slice(0, until)
     .map((op) => {
       const i = op.ids.indexOf(id);
       const what = op.writes ? JSON.stringify(op.writes[i]) : `get -> ${op.observed?.[i] ?? "-"}`;
@@ -161,7 +163,7 @@ export async function checkFinalState(input: CheckInput): Promise<CheckResult> {
       for (const anomaly of allowed.readAnomalies) {
         violations.push(
           `collection ${collection} id ${id}: read ${anomaly.opRef} saw ${anomaly.observed}; allowed then: ${anomaly.allowed.map((a) => short(a, 160)).join(" | ")}\n` +
-            describeHistory(input.history, collection, id),
+            describeHistory(input.history, collection, id, anomaly.opRef),
         );
       }
       for (const [name, copy] of copies) {

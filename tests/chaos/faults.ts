@@ -59,6 +59,8 @@ export interface FaultRecord {
   upMs?: number;
   /** For instance faults: when chroma-lb served the instance again (healthy, caught up, no resync running). */
   recoveredMs?: number;
+  /** For instance faults: a resync of the instance was seen running while it came back (expected after a lost disk). */
+  resyncSeen?: boolean;
   note?: string;
 }
 
@@ -223,6 +225,7 @@ export async function runLane(faults: PlannedFault[], ctx: LaneContext): Promise
     const upDeadline = performance.now() + ctx.recoveryTimeoutMs;
     let view = await lbView(ctx.cluster.lb.url, name);
     while (view !== "served" && view !== "catching_up" && performance.now() < upDeadline) {
+      if (view === "resync") record.resyncSeen = true;
       await Bun.sleep(100);
       view = await lbView(ctx.cluster.lb.url, name);
     }
@@ -236,6 +239,7 @@ export async function runLane(faults: PlannedFault[], ctx: LaneContext): Promise
     while (view !== "served" && performance.now() < servedDeadline) {
       await Bun.sleep(100);
       view = (await lbView(ctx.cluster.lb.url, name)) ?? view;
+      if (view === "resync") record.resyncSeen = true;
     }
     if (view === "served") record.recoveredMs = ctx.now();
     ctx.log(

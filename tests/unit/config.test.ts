@@ -58,6 +58,10 @@ describe("loadConfig", () => {
       memorySampleIntervalMs: 1000,
       consistencyCheckIntervalMs: 3_600_000,
       autoRepair: true,
+      alertMinIntervalMs: 300_000,
+      alertLagMs: 60_000,
+      alertBacklogEntries: 10_000,
+      alertCheckIntervalMs: 5000,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });

@@ -58,7 +58,7 @@ const chromaRoutes = [
   `POST ${C}/fork`,
 ];
 
-const statusRoutes = ["GET /health", "GET /status", "GET /wal/status", "GET /metrics"];
+const statusRoutes = ["GET /health", "GET /status", "GET /wal/status", "GET /metrics", "GET /events"];
 
 const adminRoutes = [
   "POST /wal/cleanup",
@@ -70,6 +70,8 @@ const adminRoutes = [
   "GET /admin/instances",
   "POST /admin/instances/{name}/health",
   "POST /admin/instances/{name}/maintenance",
+  "GET /admin/consistency",
+  "POST /admin/instances/{name}/resync",
 ];
 
 const operations = (doc: Document) =>
