@@ -11,6 +11,13 @@ export type TransportFailure =
   /** The connection broke or the instance did not answer in time: the request may have been applied. */
   | "uncertain";
 
+/** What `open` answers: the body not yet read. */
+export type OpenedResult =
+  | { ok: true; status: number; headers: Headers; stream: ReadableStream<Uint8Array> | null; ms: number }
+  | { ok: false; failure: TransportFailure; reason: string; ms: number };
+
+const empty = new Uint8Array(0);
+
 export type InstanceResult =
   | { ok: true; status: number; headers: Headers; body: Uint8Array; ms: number }
   | { ok: false; failure: TransportFailure; reason: string; ms: number };
@@ -71,6 +78,35 @@ export class ChromaInstanceClient {
       return { ok: true, status: response.status, headers: response.headers, body, ms: performance.now() - started };
     } catch (error) {
       return { ok: false, ...classifyFetchError(error), ms: performance.now() - started };
+    } finally {
+      this.inFlight -= 1;
+    }
+  }
+
+  /**
+   * Sends a request and hands back the answer as soon as its status and headers are in,
+   * with the body unread, so that it can be streamed on to the client. A body that breaks
+   * off later reaches the client broken off: use it only once no other instance would be
+   * tried. Counted as answered (`inFlight`) when the headers arrive.
+   */
+  async open(options: RequestOptions): Promise<OpenedResult> {
+    const started = performance.now();
+    this.inFlight += 1;
+    try {
+      const response = await fetch(this.baseUrl + options.path, {
+        method: options.method,
+        headers: options.headers,
+        body: options.body ?? undefined,
+        signal: this.signalFor(options),
+        keepalive: true,
+      });
+      const result = { ok: true as const, status: response.status, headers: response.headers, stream: response.body, ms: performance.now() - started };
+      this.observer?.(options, { ...result, body: empty });
+      return result;
+    } catch (error) {
+      const result = { ok: false as const, ...classifyFetchError(error), ms: performance.now() - started };
+      this.observer?.(options, result);
+      return result;
     } finally {
       this.inFlight -= 1;
     }

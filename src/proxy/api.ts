@@ -34,6 +34,9 @@ const base = databasePath;
 
 /** Chroma's own rule for collection names. */
 const collectionNamePattern = /^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$/;
+/** Chroma 1.0.5's own message for a name that breaks the rule, word for word. */
+const invalidName = (name: string) =>
+  `Validation error: name: Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and ending with a character in [a-zA-Z0-9]. Got: ${name}`;
 
 /** One read: where it may go and how to send it. */
 interface ReadPlan {
@@ -117,14 +120,10 @@ export class ChromaApi {
       if (!candidate.fresh && plan.catchUp && !(await plan.catchUp(instance))) continue;
       const path = plan.path(instance);
       if (path === null) continue;
-      const result = await instance.client.request({
-        method: request.method,
-        path,
-        headers,
-        body: plan.body ?? null,
-        timeoutMs: this.config.requestTimeoutMs,
-        signal: request.signal,
-      });
+      const options = { method: request.method, path, headers, body: plan.body ?? null, timeoutMs: this.config.requestTimeoutMs, signal: request.signal };
+      // Answers that are rewritten are read whole (collection objects, small); the others
+      // are streamed on once their status shows no other instance will be tried.
+      const result = plan.rewrite ? await instance.client.request(options) : await instance.client.open(options);
       if (!result.ok) {
         const blame = await blameTransportFailure(registry, log, instance, result.failure, result.reason, this.config.healthCheckTimeoutMs);
         if (blame === "request") return this.droppedByInstance(instance, result.reason);
@@ -133,9 +132,10 @@ export class ChromaApi {
       registry.reportAnswered(instance, result.status);
       if (result.status >= 500 && i < plan.candidates.length - 1) {
         log.warn("instance answered a read with an error; trying another", { instance: instance.name, status: result.status });
+        if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
         continue;
       }
-      const body = plan.rewrite && result.status === 200 ? plan.rewrite(result.body) : result.body;
+      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body) : result.body;
       return new Response(body, {
         status: result.status,
         headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name, ...plan.headers?.(instance) }),
@@ -322,9 +322,7 @@ export class ChromaApi {
     const name = json.name;
     if (typeof name !== "string") throw new LbError(422, "ChromaError", "Failed to deserialize the JSON body into the target type: missing field `name`");
     if (!collectionNamePattern.test(name)) {
-      throw badRequest(
-        `Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and ending with a character in [a-zA-Z0-9]. Got: ${name}`,
-      );
+      throw badRequest(invalidName(name));
     }
     return this.changeCatalog(async () => {
       const existing = this.deps.collections.byName(tenant, database, name);
@@ -367,7 +365,7 @@ export class ChromaApi {
       const newName = typeof json.new_name === "string" ? json.new_name : null;
       if (newName !== null && newName !== record.name) {
         if (!collectionNamePattern.test(newName)) {
-          throw badRequest(`Expected a name containing 3-512 characters from [a-zA-Z0-9._-], starting and ending with a character in [a-zA-Z0-9]. Got: ${newName}`);
+          throw badRequest(invalidName(newName));
         }
         if (this.config.protectedCollections.includes(record.name)) {
           throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be renamed`);

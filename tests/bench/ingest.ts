@@ -3,7 +3,8 @@
  * that writes every batch to both instances itself (the physical limit of two copies).
  *
  *   bun run bench            (BENCH_DOCS=20000 BENCH_WRITERS=4 BENCH_BATCH=100 BENCH_DIM=384 by default;
- *                             BENCH_LB_ONLY=1 stops after the chroma-lb phase, for quick comparisons)
+ *                             BENCH_LB_ONLY=1 stops after the chroma-lb phase, for quick comparisons;
+ *                             BENCH_SKIP_LATENCY=1 leaves out the per-request latency table)
  *
  * Each phase runs on two fresh real Chroma servers (so none inherits another's data or
  * background indexing), with the official client and `BENCH_WRITERS` concurrent writers:
@@ -20,6 +21,7 @@
 import fs from "node:fs";
 import { ChromaClient } from "chromadb";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer } from "../support";
+import { latencyTable, measureLatency } from "./latency";
 
 const docs = Number(process.env.BENCH_DOCS ?? 20_000);
 const writers = Number(process.env.BENCH_WRITERS ?? 4);
@@ -225,7 +227,7 @@ const rows: Array<[string, string, string]> = [
     `${baselineParallel.addLatencyMs.p50} / ${baselineParallel.addLatencyMs.p99} / ${baselineParallel.addLatencyMs.max} ms`,
     "",
   ],
-  ["chroma-lb peak RSS (VmRSS, every 100 ms)", mb(peakRss), "< 150 MB"],
+  ["chroma-lb peak RSS (VmRSS, every 100 ms)", mb(peakRss), "< 120 MB"],
   ["CPU seconds during ingest through chroma-lb", cpuText(throughLb.cpu), ""],
   ["CPU seconds during the parallel baseline", cpuText(baselineParallel.cpu), ""],
   ["group commit: transactions / entries / largest", `${walStatus.group_commit.transactions} / ${walStatus.group_commit.entries} / ${walStatus.group_commit.largestGroup}`, ""],
@@ -237,3 +239,9 @@ console.log("");
 console.log(line(["measure", "value", "target"]));
 console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
 for (const row of rows) console.log(line(row));
+
+// Per-request latency, one request at a time, on fresh servers (see latency.ts).
+if (!process.env.BENCH_SKIP_LATENCY) {
+  console.log("");
+  console.log(latencyTable(await measureLatency()));
+}

@@ -3,7 +3,7 @@
  * batches of 10, and 20 clients querying while the documents go in, all with the official
  * `chromadb` client (explicit embeddings, `embeddingFunction: null`).
  *
- *   bun run bench:load            (LOAD_DIM=384 by default)
+ *   bun run bench:load            (LOAD_DIM=384 LOAD_SEED=4 LOAD_ROUNDS=1 by default)
  *
  * The workload runs twice in one run, each time on two fresh real Chroma servers (so
  * neither run warms the other): (a) through chroma-lb, started as a child process; (b) as
@@ -13,7 +13,9 @@
  * until `/wal/status` shows nothing pending), beside the old system's 36.4 s and the ratio
  * chroma-lb / direct (aim: at most 1.25); the queries answered and every answer that was
  * not 200; chroma-lb's peak RSS. Each run ends by reading both instances directly and
- * stops with an error when either lacks a document.
+ * stops with an error when either lacks a document. `LOAD_ROUNDS=n` repeats both runs n
+ * times, alternating which goes first, and prints medians: on a shared machine one round
+ * can be far off.
  *
  * `tests/scenarios/high-load.test.ts` runs the same workload ({@link runLoad}) through
  * chroma-lb and checks it.
@@ -55,6 +57,8 @@ export interface Answer {
   method: string;
   /** The endpoint it went to (`http://127.0.0.1:PORT`). */
   endpoint: string;
+  /** Its place in the endpoints given to {@link runLoad}: with two, 0 is the primary, 1 the replica. */
+  endpointIndex: number;
   /** HTTP status; 0 when no answer came. */
   status: number;
   /** `X-Chroma-LB-Instance`, when chroma-lb answered. */
@@ -153,11 +157,12 @@ async function recordingAnswers<T>(endpoints: string[], answers: Answer[], work:
     const request = input instanceof Request ? input : null;
     const url = new URL(request ? request.url : String(input));
     const endpoint = url.origin;
-    if (!endpoints.includes(endpoint)) return realFetch(input, init);
+    const endpointIndex = endpoints.indexOf(endpoint);
+    if (endpointIndex < 0) return realFetch(input, init);
     const method = (init?.method ?? request?.method ?? "GET").toUpperCase();
     const sentMs = performance.now();
     const answer = (status: number, instance: string | null, error: string | null) =>
-      answers.push({ kind: kindOf(method, url.pathname), method, endpoint, status, instance, error, atMs: performance.now(), tookMs: performance.now() - sentMs });
+      answers.push({ kind: kindOf(method, url.pathname), method, endpoint, endpointIndex, status, instance, error, atMs: performance.now(), tookMs: performance.now() - sentMs });
     try {
       const response = await realFetch(input, init);
       const error = response.ok ? null : (await response.clone().text()).slice(0, 300);
@@ -206,7 +211,7 @@ export async function runLoad(endpoints: string[], shape: LoadShape = useCase4, 
       const e = Math.floor(next() * endpoints.length);
       const key = `${e} ${name}`;
       try {
-        if (!handles.has(key)) handles.set(key, clients[e]!.getCollection({ name, embeddingFunction: null }));
+        if (!handles.has(key)) handles.set(key, clients[e]!.getCollection({ name }));
         const collection = await handles.get(key)!;
         await collection.query({ queryEmbeddings: [embedding(next, shape.dim)], nResults: shape.nResults });
       } catch (error) {
@@ -246,6 +251,16 @@ export function answerCounts(answers: Answer[]): Record<string, number> {
 }
 
 // ------------------------------------------------------------------ the benchmark
+
+/** CPU seconds (user + system) a process has used so far; /proc/<pid>/stat counts in 1/100 s. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
 
 function vmRssBytes(pid: number): number | null {
   try {
@@ -301,6 +316,8 @@ interface Figures {
   walPeakRssMb?: number;
   walMaxMemoryMb?: number;
   readsRetried?: number;
+  /** CPU seconds each process used from the first create until both instances held everything. */
+  cpu: Record<string, number>;
 }
 
 async function throughChromaLb(primary: ChromaServer, replica: ChromaServer): Promise<Figures> {
@@ -310,6 +327,8 @@ async function throughChromaLb(primary: ChromaServer, replica: ChromaServer): Pr
   if (!cmdline.includes("src/index.ts")) throw new Error(`pid ${lb.pid} is not chroma-lb: ${cmdline}`);
   let peakRssBytes = vmRssBytes(lb.pid) ?? 0;
   const sampler = setInterval(() => (peakRssBytes = Math.max(peakRssBytes, vmRssBytes(lb.pid) ?? 0)), 100);
+  const pids = { "chroma-lb": lb.pid, primary: primary.pid, replica: replica.pid };
+  const cpuBefore = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid)]));
   try {
     const run = await runLoad([lb.url]);
     await waitFor(async () => ((await (await fetch(`${lb.url}/wal/status`)).json()) as { pending_writes: number }).pending_writes === 0, {
@@ -318,6 +337,7 @@ async function throughChromaLb(primary: ChromaServer, replica: ChromaServer): Pr
       message: "both instances applied the whole log",
     });
     const convergedMs = performance.now() - run.startedAtMs;
+    const cpu = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid) - cpuBefore[name]!]));
     await checkInstances([primary, replica], run);
     const wal = (await (await fetch(`${lb.url}/wal/status`)).json()) as { memory: { peak_rss_mb: number; max_memory_mb: number } };
     // chroma-lb logs (at warn) each read it sent to another instance after a 5xx.
@@ -331,6 +351,7 @@ async function throughChromaLb(primary: ChromaServer, replica: ChromaServer): Pr
       walPeakRssMb: wal.memory.peak_rss_mb,
       walMaxMemoryMb: wal.memory.max_memory_mb,
       readsRetried,
+      cpu,
     };
   } catch (error) {
     console.error(`--- chroma-lb log (end) ---\n${lb.logs().split("\n").slice(-30).join("\n")}`);
@@ -341,11 +362,14 @@ async function throughChromaLb(primary: ChromaServer, replica: ChromaServer): Pr
 }
 
 async function clientWritesBoth(primary: ChromaServer, replica: ChromaServer): Promise<Figures> {
+  const pids = { primary: primary.pid, replica: replica.pid };
+  const cpuBefore = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid)]));
   const run = await runLoad([primary.url, replica.url]);
   // Both instances answered every add: they hold every document now.
   const convergedMs = run.ingestDoneAtMs - run.startedAtMs;
+  const cpu = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, cpuSeconds(pid) - cpuBefore[name]!]));
   await checkInstances([primary, replica], run);
-  return { label: "client writes both instances", convergedMs, ingestMs: convergedMs, run };
+  return { label: "client writes both instances", convergedMs, ingestMs: convergedMs, run, cpu };
 }
 
 async function onFreshServers(phase: (primary: ChromaServer, replica: ChromaServer) => Promise<Figures>): Promise<Figures> {
@@ -363,31 +387,75 @@ function queryFigures(f: Figures) {
     const key = `${a.status} ${a.error ?? ""}`.slice(0, 120);
     reasons.set(key, (reasons.get(key) ?? 0) + 1);
   }
-  return { count: queries.length, failed: failed.length, p50: at(0.5), p99: at(0.99), reasons };
+  // Served by: chroma-lb's instance header, or which of the two instances the client chose.
+  const servedBy = (a: Answer) => a.instance ?? ["primary", "replica"][a.endpointIndex];
+  const split = ["primary", "replica"].map((name) => queries.filter((q) => servedBy(q) === name).length).join(" / ");
+  return { count: queries.length, failed: failed.length, p50: at(0.5), p99: at(0.99), reasons, split };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Several rounds of one side as one: median times, every answer, summed CPU and retries, the highest RSS. */
+function combine(rounds: Figures[]): Figures {
+  const cpu: Record<string, number> = {};
+  for (const f of rounds) for (const [name, seconds] of Object.entries(f.cpu)) cpu[name] = (cpu[name] ?? 0) + seconds;
+  const first = rounds[0]!;
+  return {
+    ...first,
+    convergedMs: median(rounds.map((f) => f.convergedMs)),
+    ingestMs: median(rounds.map((f) => f.ingestMs)),
+    run: { ...first.run, answers: rounds.flatMap((f) => f.run.answers), clientErrors: rounds.flatMap((f) => f.run.clientErrors) },
+    peakRssBytes: Math.max(...rounds.map((f) => f.peakRssBytes ?? 0)),
+    walPeakRssMb: Math.max(...rounds.map((f) => f.walPeakRssMb ?? 0)),
+    readsRetried: rounds.reduce((n, f) => n + (f.readsRetried ?? 0), 0),
+    cpu,
+  };
 }
 
 if (import.meta.main) {
   const shape = useCase4;
+  const roundCount = Number(process.env.LOAD_ROUNDS ?? 1);
   const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+  const cpuText = (cpu: Record<string, number>) => Object.entries(cpu).map(([name, seconds]) => `${name} ${seconds.toFixed(1)}`).join(", ");
   console.log(
     `chroma-lb load benchmark (use case 4): ${shape.collections} collections created concurrently, ${shape.documentsPerCollection} documents each ` +
       `in batches of ${shape.batchSize}, ${shape.queryClients} clients querying during ingest; ${shape.dim} dims, seed ${shape.seed}`,
   );
   console.log(`(machine: ${navigator.hardwareConcurrency} CPUs, load average ${fs.readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")})`);
 
-  const lb = await onFreshServers(throughChromaLb);
-  const direct = await onFreshServers(clientWritesBoth);
-  const ratio = lb.convergedMs / direct.convergedMs;
+  const rounds: Array<{ lb: Figures; direct: Figures; ratio: number }> = [];
+  for (let r = 0; r < roundCount; r++) {
+    // Alternate which side goes first, so a change in the machine's load during the run
+    // does not favour one of them.
+    const lbFirst = r % 2 === 0;
+    const first = await onFreshServers(lbFirst ? throughChromaLb : clientWritesBoth);
+    const second = await onFreshServers(lbFirst ? clientWritesBoth : throughChromaLb);
+    const [lb, direct] = lbFirst ? [first, second] : [second, first];
+    rounds.push({ lb, direct, ratio: lb.convergedMs / direct.convergedMs });
+    if (roundCount > 1) {
+      console.log(`round ${r + 1}: through chroma-lb ${s(lb.convergedMs)}, client writes both ${s(direct.convergedMs)}, ratio ${(lb.convergedMs / direct.convergedMs).toFixed(2)}`);
+    }
+  }
+  const lb = combine(rounds.map((r) => r.lb));
+  const direct = combine(rounds.map((r) => r.direct));
+  const ratio = median(rounds.map((r) => r.ratio));
   const [ql, qd] = [queryFigures(lb), queryFigures(direct)];
+  if (roundCount > 1) console.log(`(times and the ratio: medians of ${roundCount} rounds; counts: all rounds together; RSS: the highest)`);
 
   const rows: Array<[string, string, string, string]> = [
     ["time until both instances hold every document", s(lb.convergedMs), s(direct.convergedMs), `old system: ${oldSystemSeconds} s`],
     ["  of which until the last add was answered", s(lb.ingestMs), s(direct.ingestMs), ""],
     ["ratio chroma-lb / direct", ratio.toFixed(2), "", "aim <= 1.25"],
     ["queries answered", String(ql.count), String(qd.count), ""],
+    ["  served by primary / replica", ql.split, qd.split, ""],
     ["queries answered other than 200", String(ql.failed), String(qd.failed), "chroma-lb: 0"],
     ["query latency p50 / p99", `${ql.p50} / ${ql.p99} ms`, `${qd.p50} / ${qd.p99} ms`, ""],
     ["reads chroma-lb sent to the other instance after a 5xx", String(lb.readsRetried ?? 0), "", ""],
+    ["CPU seconds until converged (all rounds)", cpuText(lb.cpu), cpuText(direct.cpu), ""],
     ["errors the client threw", String(lb.run.clientErrors.length), String(direct.run.clientErrors.length), ""],
     [
       "chroma-lb peak RSS: VmRSS every 100 ms / /wal/status peak_rss_mb",

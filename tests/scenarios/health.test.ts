@@ -223,7 +223,14 @@ test("/admin/instances and /status report each instance with health, counters, r
     healthy_instances: 2,
     total_instances: 2,
     write_target: "primary",
-    unified_wal: { pending_writes: 0, is_syncing: expect.any(Boolean), sync_interval_seconds: 1, head_position: 2 },
+    unified_wal: {
+      pending_writes: 0,
+      is_syncing: expect.any(Boolean),
+      sync_interval_seconds: 1,
+      head_position: 2,
+      disk_bytes: expect.any(Number),
+      disk_max_bytes: 10 * 1024 * 1024 * 1024,
+    },
   });
   expect(Object.keys(status.high_volume_config).sort()).toEqual(
     ["current_memory_mb", "default_batch_size", "max_batch_size", "max_memory_mb", "max_workers", "peak_memory_mb"],
