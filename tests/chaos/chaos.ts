@@ -10,7 +10,7 @@ import path from "node:path";
 import { checkFinalState, type CheckResult } from "./check";
 import { instanceNames, startCluster, type Cluster } from "./cluster";
 import { faultKinds, planFaults, runLane, type FaultKind, type FaultPlan, type FaultRecord, type LaneContext } from "./faults";
-import { idOf, startWorkload, type OpRecord } from "./workload";
+import { churnIdOf, churnIdsPerCollection, idOf, startWorkload, type OpRecord } from "./workload";
 
 export interface ChaosOptions {
   seed: number;
@@ -22,6 +22,8 @@ export interface ChaosOptions {
   collections?: number;
   /** Ids each client churns on in each collection. Default 8. */
   idsPerClient?: number;
+  /** Collections one more client creates, drops and writes to, alone. Default 2 (0: none). */
+  churnCollections?: number;
   /** Each of these kinds exactly once (the short run); default: kinds, moments and durations drawn from the seed. */
   faultKinds?: readonly FaultKind[];
   /** After an instance fault, how long the next one waits for the victim to catch up once it is up. Default 10 000 ms. */
@@ -98,11 +100,15 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const clients = opts.clients ?? 4;
   const collections = Array.from({ length: opts.collections ?? 3 }, (_, i) => `chaos_${String.fromCharCode(97 + i)}`);
   const idsPerClient = opts.idsPerClient ?? 8;
+  const churnCollections = Array.from({ length: opts.churnCollections ?? 2 }, (_, i) => `churn_${String.fromCharCode(97 + i)}`);
   const ids = Array.from({ length: clients }, (_, c) => Array.from({ length: idsPerClient }, (_, n) => idOf(c, n))).flat();
   const fixed = opts.faultKinds !== undefined;
   const plan = planFaults(opts.seed, opts.durationMs, opts.faultKinds);
 
-  log(`seed ${opts.seed} (replay with SEED=${opts.seed}), ${opts.durationMs / 1000} s, ${clients} clients on ${collections.length} collections, ${idsPerClient} ids per client each`);
+  log(
+    `seed ${opts.seed} (replay with SEED=${opts.seed}), ${opts.durationMs / 1000} s, ${clients} clients on ${collections.length} collections (${idsPerClient} ids per client each)` +
+      (churnCollections.length ? `, 1 client creating, dropping and writing ${churnCollections.length} more` : ""),
+  );
   const planned = [...plan.instances, ...plan.lb, ...plan.postgres].sort((a, b) => a.atMs - b.atMs);
   log(`planned faults: ${planned.map((f) => `${f.kind}@${f.atMs}/${f.downMs}ms`).join(", ") || "none"}`);
 
@@ -123,7 +129,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   let history: OpRecord[] = [];
   try {
     log(`chroma-lb ${cluster.lb.url} (pid ${cluster.lb.pid}), primary ${cluster.instances.primary.url}, replica ${cluster.instances.replica.url}, mirror database ${cluster.database} via proxy :${cluster.postgresProxy.port}`);
-    for (const name of collections) {
+    for (const name of [...collections, ...churnCollections]) {
       const res = await fetch(`${cluster.lb.url}${T}/collections`, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -134,7 +140,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
 
     const t0 = performance.now();
     const now = () => Math.round(performance.now() - t0);
-    const workload = startWorkload({ seed: opts.seed, lbUrl: cluster.lb.url, collections, clients, idsPerClient, requestTimeoutMs, t0 });
+    const workload = startWorkload({ seed: opts.seed, lbUrl: cluster.lb.url, collections, churnCollections, clients, idsPerClient, requestTimeoutMs, t0 });
     history = workload.history;
     const ctx: LaneContext = {
       cluster,
@@ -189,6 +195,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       instanceUrls: { primary: cluster.instances.primary.url, replica: cluster.instances.replica.url },
       collections,
       ids,
+      churnCollections,
+      churnIds: Array.from({ length: churnIdsPerCollection }, (_, n) => churnIdOf(n)),
       history,
     });
     result.violations.push(...result.check.violations);

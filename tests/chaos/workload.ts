@@ -11,7 +11,7 @@ import type { MetadataValue, RecordWrite, WriteKind } from "./model";
 import { readRecords } from "./records";
 import { derive, type Rng } from "./rng";
 
-export type OpKind = WriteKind | "get" | "query";
+export type OpKind = WriteKind | "get" | "query" | "create" | "drop";
 export type Outcome = "ok" | "failed" | "indeterminate";
 
 /** One operation as sent and as answered. */
@@ -34,6 +34,8 @@ export interface OpRecord {
   error?: string;
   /** For an ok get: the state key each requested id was read in ("absent" when not returned). */
   observed?: string[];
+  /** A get answered 404: the collection did not exist (churn collections). */
+  collectionMissing?: boolean;
   /** `X-Chroma-LB-Instance` of the answer. */
   servedBy?: string;
   /** The answer said it came from a diverged copy (`X-Chroma-LB-Diverged: true`): not held to read-your-writes. */
@@ -45,6 +47,11 @@ export interface WorkloadOptions {
   lbUrl: string;
   collections: readonly string[];
   clients: number;
+  /**
+   * Collections that one more client (the churner, numbered `clients`) creates, drops and
+   * writes to, alone (Qdrant coach's create/delete drill). None: no churner.
+   */
+  churnCollections: readonly string[];
   /** Ids each client churns on in each collection. */
   idsPerClient: number;
   /** Client-side bound on one request; past it the outcome is indeterminate. */
@@ -66,6 +73,9 @@ const metadataKeys = ["a", "b", "c", "d"] as const;
 const refusedPauseMs = 100;
 
 export const idOf = (client: number, n: number) => `c${client}-r${n}`;
+/** Ids the churner writes in each of its collections. */
+export const churnIdsPerCollection = 6;
+export const churnIdOf = (n: number) => `k-r${n}`;
 
 /** Values exactly representable in float32 with a short decimal text (eighths in [-2, 2]). */
 const embedding = (r: Rng) => Array.from({ length: dimension }, () => r.between(-16, 16) / 8);
@@ -78,24 +88,53 @@ function metadata(r: Rng): Record<string, MetadataValue> {
 
 const base64 = (values: number[]) => Buffer.from(new Float32Array(values).buffer).toString("base64");
 
+type PlannedOp = Omit<OpRecord, "startMs" | "endMs" | "outcome"> & { method: "POST" | "DELETE"; path: string; body: unknown };
+
 /** The next operation of one client: what it sends, and what each id receives. */
-function nextOp(r: Rng, client: number, seq: number, opts: WorkloadOptions): Omit<OpRecord, "startMs" | "endMs" | "outcome"> & { body: unknown } {
-  const kind = r.weighted<OpKind>({ add: 22, upsert: 22, update: 16, delete: 14, get: 14, query: 12 });
+function nextOp(r: Rng, client: number, seq: number, opts: WorkloadOptions): PlannedOp {
+  const kind: OpKind = r.weighted({ add: 22, upsert: 22, update: 16, delete: 14, get: 14, query: 12 });
   const collection = r.pick(opts.collections);
   const ownIds = Array.from({ length: opts.idsPerClient }, (_, n) => idOf(client, n));
+  return recordOp(r, kind, client, seq, collection, ownIds);
+}
+
+/** The churner's next operation: record writes and gets on its own collections, and creating and dropping them. */
+function nextChurnOp(r: Rng, client: number, seq: number, opts: WorkloadOptions): PlannedOp {
+  const kind: OpKind = r.weighted({ add: 18, upsert: 18, update: 10, delete: 10, get: 16, create: 12, drop: 5 });
+  const collection = r.pick(opts.churnCollections);
+  const ref = `c${client}#${seq}`;
+  if (kind === "create") {
+    return { ref, client, kind, collection, ids: [], method: "POST", path: `${T}/collections`, body: { name: collection, configuration: {}, get_or_create: true } };
+  }
+  if (kind === "drop") return { ref, client, kind, collection, ids: [], method: "DELETE", path: `${T}/collections/${collection}`, body: null };
+  const ids = Array.from({ length: churnIdsPerCollection }, (_, n) => churnIdOf(n));
+  return recordOp(r, kind, client, seq, collection, ids);
+}
+
+function recordOp(r: Rng, kind: OpKind, client: number, seq: number, collection: string, ownIds: string[]): PlannedOp {
   const ids = r.sample(ownIds, r.between(1, 3));
   const ref = `c${client}#${seq}`;
-  if (kind === "get") return { ref, client, kind, collection, ids, body: { ids, include: ["documents", "metadatas", "embeddings"] } };
+  const path = `${T}/collections/${collection}/${kind}`;
+  if (kind === "get") return { ref, client, kind, collection, ids, method: "POST", path, body: { ids, include: ["documents", "metadatas", "embeddings"] } };
   if (kind === "query") {
-    return { ref, client, kind, collection, ids: [], body: { query_embeddings: [embedding(r)], n_results: r.between(1, 6), include: ["documents", "metadatas", "distances"] } };
+    return {
+      ref,
+      client,
+      kind,
+      collection,
+      ids: [],
+      method: "POST",
+      path,
+      body: { query_embeddings: [embedding(r)], n_results: r.between(1, 6), include: ["documents", "metadatas", "distances"] },
+    };
   }
-  if (kind === "delete") return { ref, client, kind, collection, ids, writes: ids.map(() => ({ kind })), body: { ids } };
+  if (kind === "delete") return { ref, client, kind, collection, ids, writes: ids.map(() => ({ kind: "delete" as const })), method: "POST", path, body: { ids } };
 
   // add and upsert send every field; update a non-empty subset, the same for every id.
   const fields =
     kind === "update" ? r.sample(["document", "embedding", "metadata"] as const, r.between(1, 3)) : (["document", "embedding", "metadata"] as const);
   const writes: RecordWrite[] = ids.map((id) => ({
-    kind,
+    kind: kind as WriteKind,
     ...(fields.includes("document") ? { document: `c${client} #${seq} ${kind} ${id}` } : {}),
     ...(fields.includes("embedding") ? { embedding: embedding(r) } : {}),
     ...(fields.includes("metadata") ? { metadata: metadata(r) } : {}),
@@ -105,7 +144,7 @@ function nextOp(r: Rng, client: number, seq: number, opts: WorkloadOptions): Omi
   if (fields.includes("document")) body.documents = writes.map((w) => w.document);
   if (fields.includes("embedding")) body.embeddings = writes.map((w) => (useBase64 ? base64(w.embedding!) : w.embedding));
   if (fields.includes("metadata")) body.metadatas = writes.map((w) => w.metadata);
-  return { ref, client, kind, collection, ids, writes, base64: useBase64, body };
+  return { ref, client, kind, collection, ids, writes, base64: useBase64, method: "POST", path, body };
 }
 
 function classifyError(error: unknown): { outcome: Outcome; error: string } {
@@ -124,17 +163,17 @@ export function startWorkload(opts: WorkloadOptions): Workload {
   let stopping = false;
   const now = () => Math.round(performance.now() - opts.t0);
 
-  const runClient = async (client: number) => {
+  const runClient = async (client: number, next: typeof nextOp) => {
     const r = derive(opts.seed, `client-${client}`);
     for (let seq = 0; !stopping; seq++) {
-      const { body, ...op } = nextOp(r, client, seq, opts);
+      const { body, method, path, ...op } = next(r, client, seq, opts);
       const startMs = now();
       let record: OpRecord;
       try {
-        const res = await fetch(`${opts.lbUrl}${T}/collections/${op.collection}/${op.kind}`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify(body),
+        const res = await fetch(`${opts.lbUrl}${path}`, {
+          method,
+          headers: body === null ? {} : { "content-type": "application/json" },
+          body: body === null ? undefined : JSON.stringify(body),
           signal: AbortSignal.timeout(opts.requestTimeoutMs),
         });
         const text = await res.text();
@@ -151,6 +190,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
             record.error = `unreadable get answer (${(error as Error).message}): ${text.slice(0, 200)}`;
           }
         }
+        if (op.kind === "get" && res.status === 404 && text.includes("NotFoundError")) record.collectionMissing = true;
       } catch (error) {
         record = { ...op, startMs, endMs: now(), ...classifyError(error) };
       }
@@ -159,7 +199,10 @@ export function startWorkload(opts: WorkloadOptions): Workload {
     }
   };
 
-  const running = Promise.all(Array.from({ length: opts.clients }, (_, k) => runClient(k)));
+  const running = Promise.all([
+    ...Array.from({ length: opts.clients }, (_, k) => runClient(k, nextOp)),
+    ...(opts.churnCollections.length ? [runClient(opts.clients, nextChurnOp)] : []),
+  ]);
   return {
     history,
     async stop() {
