@@ -9,7 +9,7 @@ import { alertsOnce } from "./observability/alerts";
 import { BatchSizer } from "./replay/sizing";
 import type { Services } from "./services";
 
-export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter">;
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer">;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -38,6 +38,7 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     const result = deps.wal.cleanup(deps.config.walRetentionMs);
     if (result.deletedEntries) deps.log.info("log retention", { deletedEntries: result.deletedEntries });
   });
+  if (deps.config.autoRepair) job("repair", 5_000, () => deps.resyncer.repairOnce());
   if (deps.config.consistencyCheckIntervalMs > 0) {
     // Not at start: the instances are catching up then, and the check would mostly wait.
     job("consistency-check", deps.config.consistencyCheckIntervalMs, () => deps.consistency.checkOnce(), { firstAfterInterval: true });

@@ -58,6 +58,8 @@ export class Resyncer {
   /** Every resync since start, newest last (bounded). */
   readonly history: ResyncProgress[] = [];
   private readonly running = new Map<string, Promise<ResyncProgress>>();
+  /** When a failed resync of a copy may be tried again by `repairOnce`, with its current delay. */
+  private readonly retries = new Map<string, { atMs: number; delayMs: number }>();
   /** Called when a resync ends (alerts). */
   onFinished: ((progress: ResyncProgress) => void) | null = null;
 
@@ -68,6 +70,40 @@ export class Resyncer {
 
   active(): ResyncProgress[] {
     return this.history.filter((p) => p.state === "copying" || p.state === "replaying");
+  }
+
+  /**
+   * One repair pass (AUTO_REPAIR; the repair schedule calls it): every copy still marked
+   * diverged or under repair, whose resync is not running, is resynced once its instance
+   * answers and a source exists. A resync that failed is tried again after a delay that
+   * doubles up to five minutes. A mark on a collection that no longer exists is cleared.
+   */
+  async repairOnce(): Promise<ResyncProgress[]> {
+    const { wal, registry, collections } = this.deps;
+    const runs: Array<Promise<ResyncProgress>> = [];
+    for (const mark of wal.divergences()) {
+      const key = `${mark.instance}\u0000${mark.partition}`;
+      const record = collections.get(mark.partition);
+      if (!record || record.status !== "active") {
+        wal.clearDiverged(mark.instance, mark.partition);
+        continue;
+      }
+      const instance = registry.get(mark.instance);
+      const retry = this.retries.get(key);
+      if (!instance?.healthy || this.running.has(key) || (retry && retry.atMs > Date.now())) continue;
+      if (!this.sourceFor(instance, record)) continue;
+      runs.push(
+        this.resync(instance, record).then((progress) => {
+          if (progress.state === "done") this.retries.delete(key);
+          else {
+            const delayMs = Math.min(300_000, (retry?.delayMs ?? 2_500) * 2);
+            this.retries.set(key, { atMs: Date.now() + delayMs, delayMs });
+          }
+          return progress;
+        }),
+      );
+    }
+    return Promise.all(runs);
   }
 
   /** Resyncs every collection the target holds (or should hold), one at a time. */
