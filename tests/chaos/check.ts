@@ -9,7 +9,18 @@
  * - chroma-lb's own consistency check agrees.
  */
 import type { InstanceName } from "./cluster";
-import { possibilities, TooManyPossibilities, type RecordEvent } from "./model";
+import {
+  collectionSemantics,
+  collectionView,
+  noCollection,
+  possibilities,
+  possibilitiesOf,
+  TooManyPossibilities,
+  type CollectionState,
+  type CollectionWrite,
+  type HistoryEvent,
+  type RecordEvent,
+} from "./model";
 import { readRecords } from "./records";
 import type { OpRecord } from "./workload";
 
@@ -23,6 +34,8 @@ export interface CheckInput {
   collections: readonly string[];
   /** Every id a client may have written, per collection the same. */
   ids: readonly string[];
+  /** Collections the churner creates, drops and writes to, alone (any id it did not write is caught by the model). */
+  churnCollections: readonly string[];
   history: readonly OpRecord[];
 }
 
@@ -35,6 +48,11 @@ export interface CheckResult {
   /** Records whose history holds at least one indeterminate write. */
   recordsWithIndeterminateWrites: number;
   readsChecked: number;
+  /** Churn collections checked, and how many of them exist at the end. */
+  churnCollectionsChecked: number;
+  churnCollectionsPresent: number;
+  /** Creates and drops of churn collections acknowledged. */
+  churnCatalogOpsOk: number;
   /** Gets answered from a copy marked diverged (not held to read-your-writes). */
   readsFromDivergedCopies: number;
   /** The consistency check's summary. */
@@ -87,6 +105,9 @@ export async function checkFinalState(input: CheckInput): Promise<CheckResult> {
     recordsPresent: 0,
     recordsWithIndeterminateWrites: 0,
     readsChecked: 0,
+    churnCollectionsChecked: 0,
+    churnCollectionsPresent: 0,
+    churnCatalogOpsOk: input.history.filter((op) => (op.kind === "create" || op.kind === "drop") && op.outcome === "ok").length,
     readsFromDivergedCopies: input.history.filter((op) => op.divergedRead).length,
     consistency: null,
   };
@@ -94,6 +115,8 @@ export async function checkFinalState(input: CheckInput): Promise<CheckResult> {
 
   for (const op of input.history) {
     if (op.kind === "get" && op.outcome === "ok" && !op.observed) violations.push(`read ${op.ref}: ${op.error ?? "no records read"}`);
+    // The shared collections are never dropped: a 404 denies an acknowledged create.
+    if (op.collectionMissing && input.collections.includes(op.collection)) violations.push(`read ${op.ref}: ${op.collection} answered 404 (${short(op.error ?? "", 160)})`);
   }
 
   const { mappings } = await getJson<{ mappings: Array<{ collection_name: string; instances: Record<string, string> }> }>(`${input.lbUrl}/collection/mappings`);
@@ -184,6 +207,10 @@ export async function checkFinalState(input: CheckInput): Promise<CheckResult> {
     }
   }
 
+  for (const collection of input.churnCollections) {
+    await checkChurnCollection(input, collection, mappings, result);
+  }
+
   // chroma-lb's own check must agree.
   const report = await getJson<{
     collections_checked: number;
@@ -198,4 +225,120 @@ export async function checkFinalState(input: CheckInput): Promise<CheckResult> {
   const checked = new Set(report.collections.map((c) => c.collection_name));
   for (const collection of input.collections) if (!checked.has(collection)) violations.push(`GET /admin/consistency: ${collection} not checked`);
   return result;
+}
+
+/** A churn collection's history as one object: creates, drops, record writes and reads, in call order. */
+function collectionEventsOf(history: readonly OpRecord[], collection: string): HistoryEvent<CollectionState, CollectionWrite>[] {
+  const events: HistoryEvent<CollectionState, CollectionWrite>[] = [];
+  for (const op of history) {
+    if (op.collection !== collection) continue;
+    if (op.kind === "create" || op.kind === "drop") events.push({ type: "write", write: { kind: op.kind }, outcome: op.outcome, opRef: op.ref });
+    else if (op.writes) events.push({ type: "write", write: { kind: "records", writes: op.ids.map((id, i) => [id, op.writes![i]!]) }, outcome: op.outcome, opRef: op.ref });
+    else if (op.kind === "get" && !op.divergedRead && (op.collectionMissing || (op.outcome === "ok" && op.observed))) {
+      const ids = op.ids;
+      const observed = op.collectionMissing ? noCollection : ids.map((id, i) => `${id}: ${op.observed![i]}`).join("\n");
+      events.push({ type: "read", observed, observe: (state) => collectionView(state, ids), opRef: op.ref });
+    }
+  }
+  return events;
+}
+
+function describeCollectionHistory(history: readonly OpRecord[], collection: string, untilRef?: string, lastMax = 16): string {
+  const ops = history.filter((op) => op.collection === collection && op.kind !== "query");
+  const until = untilRef === undefined ? ops.length : ops.findIndex((op) => op.ref === untilRef) + 1;
+  const lines = ops.slice(0, until).map((op) => {
+    const what =
+      op.kind === "create" || op.kind === "drop"
+        ? op.kind
+        : op.writes
+          ? op.ids.map((id, i) => `${id} ${JSON.stringify(op.writes![i])}`).join(", ")
+          : `get ${op.collectionMissing ? "-> no collection" : op.ids.map((id, i) => `${id} -> ${op.observed?.[i] ?? "-"}`).join(", ")}`;
+    return `      ${op.ref} +${op.startMs}..${op.endMs} ms ${op.outcome}${op.status ? ` ${op.status}` : ""}${op.error ? ` (${short(op.error, 80)})` : ""}: ${what}`;
+  });
+  const skipped = lines.length > lastMax ? [`      … ${lines.length - lastMax} earlier operations`] : [];
+  return [...skipped, ...lines.slice(-lastMax)].join("\n");
+}
+
+/**
+ * A churn collection at the end: on each instance (looked up by name, directly) it exists
+ * exactly when its history allows, with records its history allows; both instances agree;
+ * chroma-lb maps it exactly when it exists, to the UUID each instance holds it under.
+ */
+async function checkChurnCollection(
+  input: CheckInput,
+  collection: string,
+  mappings: Array<{ collection_name: string; instances: Record<string, string> }>,
+  result: CheckResult,
+): Promise<void> {
+  const { violations } = result;
+  const names = Object.keys(input.instanceUrls) as InstanceName[];
+  let allowed: ReturnType<typeof possibilitiesOf>;
+  try {
+    // The run creates every collection before the clients start.
+    allowed = possibilitiesOf(collectionEventsOf(input.history, collection), { ...collectionSemantics, initial: new Map() });
+  } catch (error) {
+    if (!(error instanceof TooManyPossibilities)) throw error;
+    violations.push(`churn collection ${collection}: history too large to check (${error.message})`);
+    return;
+  }
+  result.churnCollectionsChecked += 1;
+  for (const anomaly of allowed.readAnomalies) {
+    violations.push(
+      `churn collection ${collection}: read ${anomaly.opRef} saw ${short(anomaly.observed.replaceAll("\n", "; "), 400)}; allowed then: ${anomaly.allowed.map((a) => short(a.replaceAll("\n", "; "), 300)).join(" | ")}\n` +
+        describeCollectionHistory(input.history, collection, anomaly.opRef),
+    );
+  }
+  if (allowed.impossibleWrite) {
+    violations.push(
+      `churn collection ${collection}: ${allowed.impossibleWrite.opRef} was acknowledged but no possible state allows it (the collection cannot exist then)\n` +
+        describeCollectionHistory(input.history, collection, allowed.impossibleWrite.opRef),
+    );
+    return;
+  }
+
+  const mapping = mappings.find((m) => m.collection_name === collection);
+  const found = new Map<InstanceName, { key: string; canonical: string | null }>();
+  for (const name of names) {
+    const url = `${input.instanceUrls[name]}${T}/collections/${collection}`;
+    const res = await fetch(url, { signal: AbortSignal.timeout(60_000) });
+    const text = await res.text();
+    if (res.status === 404) {
+      found.set(name, { key: noCollection, canonical: null });
+      if (mapping) violations.push(`churn collection ${collection}: mapped by chroma-lb but missing on ${name}`);
+      continue;
+    }
+    if (res.status !== 200) {
+      violations.push(`churn collection ${collection} on ${name}: GET answered ${res.status}: ${short(text)}`);
+      continue;
+    }
+    const uuid = (JSON.parse(text) as { id: string }).id;
+    if (!mapping) violations.push(`churn collection ${collection}: on ${name} (${uuid}) but chroma-lb has no mapping for it`);
+    else if (mapping.instances[name] !== uuid) violations.push(`churn collection ${collection}: on ${name} as ${uuid}, mapped to ${mapping.instances[name] ?? "nothing"}`);
+    const records = await fetch(`${input.instanceUrls[name]}${T}/collections/${uuid}/get`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ limit: getLimit, include: ["documents", "metadatas", "embeddings"] }),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const recordsText = await records.text();
+    if (records.status !== 200) {
+      violations.push(`churn collection ${collection} on ${name}: get answered ${records.status}: ${short(recordsText)}`);
+      continue;
+    }
+    const read = readRecords(recordsText);
+    const key = `{${[...read.records.keys()].sort().map((id) => `${id}: ${read.records.get(id)}`).join("; ")}}`;
+    found.set(name, { key, canonical: read.canonical });
+  }
+  if (found.get(names[0]!)?.key !== noCollection && found.has(names[0]!)) result.churnCollectionsPresent += 1;
+  for (const [name, { key }] of found) {
+    if (allowed.finalStates.has(key)) continue;
+    violations.push(
+      `churn collection ${collection} on ${name}: holds ${short(key, 600)}; possible: ${[...allowed.finalStates].map((k) => short(k, 300)).join(" | ")}\n` +
+        describeCollectionHistory(input.history, collection),
+    );
+  }
+  const [a, b] = names.map((n) => found.get(n));
+  if (a && b && (a.key !== b.key || a.canonical !== b.canonical)) {
+    violations.push(`churn collection ${collection}: the instances differ: ${names[0]} ${short(a.key, 400)} | ${names[1]} ${short(b.key, 400)}`);
+  }
 }

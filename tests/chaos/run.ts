@@ -7,6 +7,7 @@
  *   SEED            the seed (default: random, printed)
  *   CHAOS_SECONDS   how long clients write while faults are injected (default 120)
  *   CHAOS_CLIENTS   concurrent clients (default 4)
+ *   CHAOS_KEEP_DIR  keep the logs, the history and the faults there even when the run passes
  *   CHAOS_POSTGRES_URL  where the mirror database is created (default postgres://postgres@127.0.0.1:5432/test)
  */
 import { runChaos, summarize } from "./chaos";
@@ -29,6 +30,7 @@ const result = await runChaos({
   seed,
   durationMs: Math.round(positiveNumber("CHAOS_SECONDS", 120) * 1000),
   clients: Math.round(positiveNumber("CHAOS_CLIENTS", 4)),
+  keepDir: process.env.CHAOS_KEEP_DIR || undefined,
 });
 for (const line of summarize(result)) console.log(`[chaos] ${line}`);
 process.exit(result.violations.length ? 1 : 0);
