@@ -24,6 +24,7 @@ import fs from "node:fs";
 import { ChromaClient, type Collection } from "chromadb";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer } from "../support";
 import { dumpInstances, type DumpedRecord, type InstanceDump } from "../support/compare";
+import { seededRandom } from "../support/random";
 
 /** What the workload does; {@link useCase4} is the use case's own. */
 export interface LoadShape {
@@ -83,18 +84,6 @@ export interface LoadRun {
   expected: InstanceDump;
 }
 
-/** mulberry32: a small seeded generator, so a run replays from its seed. */
-function random(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /**
  * Components are multiples of 1/128 in [-1, 1): exact in float32, which the client sends
  * and Chroma stores, so what an instance answers compares equal to what was written.
@@ -112,7 +101,7 @@ interface Batch {
 
 /** Every collection's batches, made before the clock starts so generating vectors is not timed. */
 function makeBatches(shape: LoadShape, names: string[]): Batch[][] {
-  const next = random(shape.seed);
+  const next = seededRandom(shape.seed);
   return names.map((name) => {
     const batches: Batch[] = [];
     for (let start = 0; start < shape.documentsPerCollection; start += shape.batchSize) {
@@ -203,7 +192,7 @@ export async function runLoad(endpoints: string[], shape: LoadShape = useCase4, 
 
   /** One of the users searching while files are uploaded: its own client, its own choices. */
   const queryClient = async (k: number) => {
-    const next = random(shape.seed * 1000 + k + 1);
+    const next = seededRandom(shape.seed * 1000 + k + 1);
     const clients = endpoints.map(clientFor);
     const handles = new Map<string, Promise<Collection>>();
     while (ingesting) {

@@ -17,6 +17,7 @@
  */
 import fs from "node:fs";
 import { takeBatch, type BatchLimits } from "../../src/replay/batch";
+import { seededRandom } from "../support/random";
 
 const losslessPath = process.env.LOSSLESS_JSON ?? "/tmp/ljbench/node_modules/lossless-json/lib/esm/index.js";
 const runsScale = Number(process.env.MERGE_RUNS ?? 1);
@@ -32,20 +33,8 @@ interface Entry {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** A seeded generator, so every run merges the same bodies. */
-function random(seed: number) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function makeEntries(entriesCount: number, recordsEach: number, base64: boolean): Entry[] {
-  const next = random(42);
+  const next = seededRandom(42);
   return Array.from({ length: entriesCount }, (_, e) => {
     const ids = Array.from({ length: recordsEach }, (_, r) => `doc-${e}-${r}`);
     // Float32 values, as a model produces them: written back as doubles they take ~18 characters.

@@ -9,39 +9,11 @@ import { afterAll, expect, test } from "bun:test";
 import { parseExposition } from "../../src/observability/exposition";
 import { killAll, startChromaServers, startLbInProcess, waitFor } from "../support";
 import { json, post } from "../support/http";
+import { alertReceiver } from "../support/alerts";
 
 afterAll(() => killAll());
 
 const T = "/api/v2/tenants/default_tenant/databases/default_database";
-
-interface Posted {
-  text: string;
-  event: string;
-  status: "firing" | "resolved";
-  resolved: boolean;
-  instance?: string;
-  message: string;
-}
-
-/** A local webhook that records what chroma-lb posts. */
-function alertReceiver() {
-  const alerts: Posted[] = [];
-  const server = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    fetch: async (request) => {
-      alerts.push((await request.json()) as Posted);
-      return new Response("ok");
-    },
-  });
-  return {
-    alerts,
-    url: `http://127.0.0.1:${server.port}/hook`,
-    /** What was posted, as `event status instance` lines. */
-    rows: () => alerts.map((a) => `${a.event} ${a.status} ${a.instance ?? "-"}`),
-    [Symbol.dispose]: () => server.stop(true),
-  };
-}
 
 interface InstanceView {
   name: string;

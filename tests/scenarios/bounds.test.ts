@@ -10,6 +10,7 @@ import net from "node:net";
 import { killAll, startChromaServers, startLbInProcess, waitFor } from "../support";
 import { json } from "../support/http";
 import { postRaw } from "../support/raw";
+import { alertReceiver } from "../support/alerts";
 
 afterAll(() => killAll());
 
@@ -207,22 +208,15 @@ test("past MAX_INFLIGHT_MB requests wait, then answer 503 with Retry-After and l
 }, 60_000);
 
 test("at WAL_MAX_DISK_MB new writes answer 507 with one alert, and every write acknowledged before reaches both instances", async () => {
-  const alerts: Array<{ event: string; message: string }> = [];
-  using receiver = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    fetch: async (request) => {
-      alerts.push((await request.json()) as { event: string; message: string });
-      return new Response("ok");
-    },
-  });
+  using receiver = alertReceiver();
+  const alerts = receiver.alerts;
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
   await using lb = await startLbInProcess({
     CHROMA_PRIMARY_URL: primary!.url,
     CHROMA_REPLICA_URL: replica!.url,
     WAL_MAX_DISK_MB: "1",
-    ALERT_WEBHOOK_URL: `http://127.0.0.1:${receiver.port}/hook`,
+    ALERT_WEBHOOK_URL: receiver.url,
   });
   const id = await createCollection(lb.url, "disk_bound");
   const acknowledged: string[] = [];

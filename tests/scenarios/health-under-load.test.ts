@@ -15,6 +15,7 @@ import { loadConfig } from "../../src/config";
 import { startServer } from "../../src/server";
 import { freePort, killAll, makeTempDir, removeTempDir, startChromaServers, waitFor } from "../support";
 import { json, post } from "../support/http";
+import { alertReceiver } from "../support/alerts";
 
 afterAll(() => killAll());
 
@@ -52,21 +53,14 @@ interface InstanceStatus {
 }
 
 test("a single 100,000-id add through chroma-lb marks no instance down at any moment and sends no alert", async () => {
-  const alerts: Array<{ event: string; instance?: string }> = [];
-  using alertReceiver = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    fetch: async (request) => {
-      alerts.push((await request.json()) as { event: string; instance?: string });
-      return new Response("ok");
-    },
-  });
+  using receiver = alertReceiver();
+  const alerts = receiver.alerts;
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
   await using lb = await startLb({
     CHROMA_PRIMARY_URL: primary!.url,
     CHROMA_REPLICA_URL: replica!.url,
-    ALERT_WEBHOOK_URL: `http://127.0.0.1:${alertReceiver.port}/hook`,
+    ALERT_WEBHOOK_URL: receiver.url,
     HEALTH_CHECK_INTERVAL: "1",
     HEALTH_CHECK_TIMEOUT: "0.3",
     HEALTH_FAILS: "2",

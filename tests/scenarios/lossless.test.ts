@@ -10,23 +10,12 @@ import { afterAll, expect, test } from "bun:test";
 import { killAll, startChroma, startChromaServers, startLbInProcess, waitFor } from "../support";
 import { json, post } from "../support/http";
 import { canonicalGet, postRaw } from "../support/raw";
+import { seededRandom } from "../support/random";
 
 afterAll(() => killAll());
 
 const T = "/api/v2/tenants/default_tenant/databases/default_database";
 const getAll = JSON.stringify({ include: ["documents", "metadatas", "embeddings"] });
-
-/** mulberry32: a small seeded generator, so a failure replays from its seed. */
-function random(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Raw JSON literals, written as text so nothing in the test converts them either.
 const numberLiterals = [
@@ -47,7 +36,7 @@ interface Generator {
 }
 
 function generator(seed: number): Generator {
-  const next = random(seed);
+  const next = seededRandom(seed);
   return { next, pick: (items) => items[Math.floor(next() * items.length)]! };
 }
 

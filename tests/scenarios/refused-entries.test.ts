@@ -8,6 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { killAll, startChroma, startChromaServers, startLbInProcess, waitFor } from "../support";
 import { json, post } from "../support/http";
 import { canonicalGet, postRaw } from "../support/raw";
+import { alertReceiver } from "../support/alerts";
 
 afterAll(() => killAll());
 
@@ -24,20 +25,6 @@ async function mappingOf(lbUrl: string, name: string): Promise<Record<string, st
 
 async function drained(lbUrl: string, message: string) {
   await waitFor(async () => (await json(`${lbUrl}/wal/status`)).pending_writes === 0, { message });
-}
-
-/** A local webhook that records the alerts chroma-lb posts. */
-function alertReceiver() {
-  const alerts: Array<{ event: string; instance?: string; collection?: string; message: string }> = [];
-  const server = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    fetch: async (request) => {
-      alerts.push((await request.json()) as (typeof alerts)[number]);
-      return new Response("ok");
-    },
-  });
-  return { alerts, url: `http://127.0.0.1:${server.port}/hook`, [Symbol.dispose]: () => server.stop(true) };
 }
 
 test("a merged write holding entries Chroma refuses: each bad one is refused alone with Chroma's answer, the rest applied on both instances", async () => {

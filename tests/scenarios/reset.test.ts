@@ -6,6 +6,7 @@ import { afterAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
 import { killAll, startChromaServers, startLbInProcess, waitFor } from "../support";
 import { json } from "../support/http";
+import { alertReceiver } from "../support/alerts";
 
 afterAll(() => killAll());
 
@@ -74,15 +75,8 @@ test("reset is refused while an instance is down, since it would come back with 
 });
 
 test("200 back-to-back resets all answer 200, mark no instance down, and nothing written before one reaches an instance after it", async () => {
-  const alerts: Array<{ event: string }> = [];
-  using receiver = Bun.serve({
-    port: 0,
-    hostname: "127.0.0.1",
-    fetch: async (request) => {
-      alerts.push((await request.json()) as { event: string });
-      return new Response("ok");
-    },
-  });
+  using receiver = alertReceiver();
+  const alerts = receiver.alerts;
   await using servers = await startChromaServers(2, { allowReset: true });
   const [primary, replica] = servers;
   await using lb = await startLbInProcess({
@@ -90,7 +84,7 @@ test("200 back-to-back resets all answer 200, mark no instance down, and nothing
     CHROMA_REPLICA_URL: replica!.url,
     ALLOW_RESET: "true",
     ADMIN_TOKEN: "reset-token",
-    ALERT_WEBHOOK_URL: `http://127.0.0.1:${receiver.port}/hook`,
+    ALERT_WEBHOOK_URL: receiver.url,
     HEALTH_CHECK_INTERVAL: "1",
     HEALTH_CHECK_TIMEOUT: "0.2",
     HEALTH_FAILS: "1",

@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { takeBatch, type BatchLimits } from "../../src/replay/batch";
 import type { EntryOp, PendingEntry } from "../../src/wal/log";
+import { seededRandom } from "../support/random";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -294,24 +295,12 @@ describe("takeBatch alone", () => {
   });
 });
 
-/** A seeded generator, so a failure can be replayed with its seed. */
-function random(seed: number) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe("takeBatch randomized", () => {
   const seed = Number(process.env.TEST_SEED ?? Math.floor(Math.random() * 2 ** 31));
   console.log(`takeBatch randomized seed: ${seed} (TEST_SEED=${seed} replays it)`);
 
   test("random bodies merge into their elements' exact texts, meaning what the parts meant", () => {
-    const next = random(seed);
+    const next = seededRandom(seed);
     const pick = <T>(items: readonly T[]) => items[Math.floor(next() * items.length)]!;
     const space = () => pick(["", "", "", " ", "\n", "\t", " \r\n "]);
     const numberText = () =>

@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { elementStride, nestingMax, splitArray, splitObject } from "../../src/replay/raw-json";
+import { seededRandom } from "../support/random";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -172,18 +173,6 @@ describe("malformed input gives null", () => {
   });
 });
 
-/** A seeded generator, so a failure can be replayed with its seed. */
-function random(seed: number) {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Random JSON text, written the many ways clients write it: spacing, number forms, escapes. */
 function randomJson(next: () => number, depth = 0): string {
   const pick = <T>(items: readonly T[]) => items[Math.floor(next() * items.length)]!;
@@ -217,7 +206,7 @@ describe("randomized", () => {
   console.log(`raw-json randomized seed: ${seed} (TEST_SEED=${seed} replays it)`);
 
   test("arrays split into their elements' exact texts, and rejoin into the same value", () => {
-    const next = random(seed);
+    const next = seededRandom(seed);
     for (let round = 0; round < 300; round++) {
       const texts = Array.from({ length: Math.floor(next() * 6) }, () => randomJson(next));
       const text = `[${texts.join(",")}]`;
@@ -227,7 +216,7 @@ describe("randomized", () => {
   });
 
   test("objects split into their fields' exact texts", () => {
-    const next = random(seed + 1);
+    const next = seededRandom(seed + 1);
     for (let round = 0; round < 300; round++) {
       const values = Array.from({ length: Math.floor(next() * 5) }, () => randomJson(next));
       const text = `{${values.map((v, i) => `"k${i}" : ${v}`).join(" , ")}}`;
@@ -236,7 +225,7 @@ describe("randomized", () => {
   });
 
   test("a damaged text is refused exactly when JSON.parse refuses it", () => {
-    const next = random(seed + 2);
+    const next = seededRandom(seed + 2);
     const damage = ['"', "\\", ",", "[", "]", "{", "}", ":", "1", ".", "e", "-", " ", "x", "\n"];
     for (let round = 0; round < 2000; round++) {
       const text = `[${randomJson(next)}]`;

@@ -3,6 +3,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { readCandidates, writeCandidates, type InstanceView } from "../../src/routing/select";
+import { seededRandom } from "../support/random";
 
 /** An instance view; one that owes entries is back from an outage (catching up) unless told otherwise. */
 const view = (name: string, priority: number, pendingEntries = 0, serving = true, catchingUp = pendingEntries > 0): InstanceView => ({
@@ -13,18 +14,6 @@ const view = (name: string, priority: number, pendingEntries = 0, serving = true
   catchingUp,
 });
 const names = (list: Array<{ name: string }>) => list.map((i) => i.name);
-
-/** A small deterministic generator (mulberry32), so a read order can be replayed from its seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe("writeCandidates", () => {
   test("puts the primary first when it is caught up", () => {
@@ -65,21 +54,21 @@ describe("readCandidates", () => {
   const allFresh = () => true;
 
   test("readReplicaRatio 0 always reads from the primary first", () => {
-    const random = seeded(seed);
+    const random = seededRandom(seed);
     for (let i = 0; i < 200; i++) {
       expect(names(readCandidates([view("primary", 0), view("replica", 1)], allFresh, 0, random))).toEqual(["primary", "replica"]);
     }
   });
 
   test("readReplicaRatio 1 always reads from a replica first", () => {
-    const random = seeded(seed);
+    const random = seededRandom(seed);
     for (let i = 0; i < 200; i++) {
       expect(names(readCandidates([view("primary", 0), view("replica", 1)], allFresh, 1, random))).toEqual(["replica", "primary"]);
     }
   });
 
   test("readReplicaRatio 1 spreads reads over every replica, the primary last", () => {
-    const random = seeded(seed);
+    const random = seededRandom(seed);
     const firsts = new Map<string, number>();
     for (let i = 0; i < 300; i++) {
       const order = names(readCandidates([view("primary", 0), view("r1", 1), view("r2", 2), view("r3", 3)], allFresh, 1, random));
@@ -91,7 +80,7 @@ describe("readCandidates", () => {
   });
 
   test("readReplicaRatio 0.5 sends about half the reads to the replica first", () => {
-    const random = seeded(seed);
+    const random = seededRandom(seed);
     let replicaFirst = 0;
     const reads = 2000;
     for (let i = 0; i < reads; i++) {
@@ -104,7 +93,7 @@ describe("readCandidates", () => {
   test("puts fresh instances before lagging ones, lagging ones by what they owe", () => {
     const fresh = new Set(["replica"]);
     const list = [view("primary", 0, 5), view("replica", 1, 0), view("c", 2, 2)];
-    const order = readCandidates(list, (name) => fresh.has(name), 0, seeded(seed));
+    const order = readCandidates(list, (name) => fresh.has(name), 0, seededRandom(seed));
     expect(order).toEqual([
       { ...view("replica", 1, 0), fresh: true },
       { ...view("c", 2, 2), fresh: false },
@@ -113,7 +102,7 @@ describe("readCandidates", () => {
   });
 
   test("an instance catching up is never fresh, whatever isFresh says", () => {
-    const order = readCandidates([view("primary", 0, 4), view("replica", 1)], allFresh, 0, seeded(seed));
+    const order = readCandidates([view("primary", 0, 4), view("replica", 1)], allFresh, 0, seededRandom(seed));
     expect(order).toEqual([
       { ...view("replica", 1), fresh: true },
       { ...view("primary", 0, 4), fresh: false },
@@ -121,13 +110,13 @@ describe("readCandidates", () => {
   });
 
   test("a fresh primary leads lagging replicas even with readReplicaRatio 1", () => {
-    const order = readCandidates([view("primary", 0), view("replica", 1, 3)], (name) => name === "primary", 1, seeded(seed));
+    const order = readCandidates([view("primary", 0), view("replica", 1, 3)], (name) => name === "primary", 1, seededRandom(seed));
     expect(names(order)).toEqual(["primary", "replica"]);
   });
 
   test("leaves out instances that are not serving", () => {
-    const order = readCandidates([view("primary", 0, 0, false), view("replica", 1)], allFresh, 0, seeded(seed));
+    const order = readCandidates([view("primary", 0, 0, false), view("replica", 1)], allFresh, 0, seededRandom(seed));
     expect(order).toEqual([{ ...view("replica", 1), fresh: true }]);
-    expect(readCandidates([view("primary", 0, 0, false)], allFresh, 0.5, seeded(seed))).toEqual([]);
+    expect(readCandidates([view("primary", 0, 0, false)], allFresh, 0.5, seededRandom(seed))).toEqual([]);
   });
 });
