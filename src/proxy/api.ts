@@ -17,7 +17,7 @@ import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notI
 import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
-import { validateRecordRead, validateRecordWrite } from "./validate";
+import { parsedView, rawView, validateRecordRead, validateRecordWrite, type BodyView } from "./validate";
 
 export type ApiDeps = Pick<
   Services,
@@ -54,10 +54,20 @@ interface ReadPlan {
   headers?: (instance: Instance) => Record<string, string>;
 }
 
-export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Record<string, unknown> {
+function requireJson(contentType: string | null) {
   if (!contentType || !contentType.toLowerCase().includes("application/json")) {
     throw new LbError(415, "InvalidArgumentError", "Expected request with `Content-Type: application/json`");
   }
+}
+
+/** A record body as the checks read it: scanned raw, or parsed when the scanner cannot read it. */
+function recordBody(bytes: Uint8Array, contentType: string | null): BodyView {
+  requireJson(contentType);
+  return rawView(bytes) ?? parsedView(parseJsonBody(bytes, contentType));
+}
+
+export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Record<string, unknown> {
+  requireJson(contentType);
   let json: unknown;
   try {
     json = JSON.parse(decoder.decode(bytes));
@@ -201,7 +211,7 @@ export class ChromaApi {
    * instance can serve (then the answer says so in `X-Chroma-LB-Diverged`).
    */
   async recordRead(request: Request, tenant: string, database: string, ref: string, op: RecordReadOp, body: Uint8Array | null): Promise<Response> {
-    if (op !== "count") validateRecordRead(op, parseJsonBody(body ?? new Uint8Array(), request.headers.get("content-type")));
+    if (op !== "count") validateRecordRead(op, recordBody(body ?? new Uint8Array(), request.headers.get("content-type")));
     const { wal, replayer } = this.deps;
     const record = await this.resolve(tenant, database, ref);
     const minPosition = parseMinPosition(request.headers.get(MIN_POSITION_HEADER));
@@ -302,7 +312,7 @@ export class ChromaApi {
   }
 
   async recordWrite(request: Request, tenant: string, database: string, ref: string, op: RecordWriteOp, body: Uint8Array): Promise<Response> {
-    validateRecordWrite(op, parseJsonBody(body, request.headers.get("content-type")));
+    validateRecordWrite(op, recordBody(body, request.headers.get("content-type")));
     const record = await this.resolve(tenant, database, ref);
     const result = await this.submit(request, {
       partition: record.id,

@@ -204,7 +204,10 @@ async function clientWritesBoth(primary: ChromaServer, replica: ChromaServer, mo
 }
 
 const throughLb = await onFreshServers(throughChromaLb);
-if (process.env.BENCH_LB_ONLY) process.exit(0);
+if (process.env.BENCH_LB_ONLY) {
+  console.log(`chroma-lb peak RSS: ${mb(throughLb.peakRss)}`);
+  process.exit(0);
+}
 const baselineParallel = await onFreshServers((p, r) => clientWritesBoth(p, r, "parallel"));
 const baselineSequential = await onFreshServers((p, r) => clientWritesBoth(p, r, "sequential"));
 const { drainMs, walStatus, ackLagsMs, peakRss } = throughLb;

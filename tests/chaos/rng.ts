@@ -4,8 +4,9 @@
  * run replays its choices from the seed it printed (TigerBeetle's VOPR habit). The
  * interleaving of real processes is not replayed; the choices are.
  */
+import { seededRandom } from "../support/random";
 
-/** A seeded generator (mulberry32: small, fast, good enough to pick operations). */
+/** A seeded generator: the harness's mulberry32 with the picks a run needs. */
 export interface Rng {
   /** Uniform in [0, 1). */
   next(): number;
@@ -22,13 +23,7 @@ export interface Rng {
 }
 
 export function rng(seed: number): Rng {
-  let a = seed | 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededRandom(seed);
   const int = (n: number) => Math.floor(next() * n);
   const shuffle = <T>(items: readonly T[]): T[] => {
     const out = [...items];

@@ -4,7 +4,28 @@
  */
 import { describe, expect, test } from "bun:test";
 import { LbError } from "../../src/errors";
-import { validateRecordRead, validateRecordWrite } from "../../src/proxy/validate";
+import { parsedView, rawView, validateRecordRead as readCheck, validateRecordWrite as writeCheck } from "../../src/proxy/validate";
+
+/**
+ * Runs a check over both views of the same body (the raw bytes, and the parsed JSON); they
+ * must agree, refusal for refusal, and the outcome is the test's.
+ */
+function bothViews(json: Record<string, unknown>, check: (view: ReturnType<typeof parsedView>) => void) {
+  const outcome = (view: ReturnType<typeof parsedView>) => {
+    try {
+      check(view);
+      return null;
+    } catch (error) {
+      return error as LbError;
+    }
+  };
+  const parsed = outcome(parsedView(json));
+  const raw = outcome(rawView(new TextEncoder().encode(JSON.stringify(json)))!);
+  expect(raw && { status: raw.status, kind: raw.kind, message: raw.message }).toEqual(parsed && { status: parsed.status, kind: parsed.kind, message: parsed.message });
+  if (parsed) throw parsed;
+}
+const validateRecordRead = (op: "get" | "query", json: Record<string, unknown>) => bothViews(json, (view) => readCheck(op, view));
+const validateRecordWrite = (op: "add" | "upsert" | "update" | "delete", json: Record<string, unknown>) => bothViews(json, (view) => writeCheck(op, view));
 
 function refusal(fn: () => void): { status: number; kind: string; message: string } {
   try {
