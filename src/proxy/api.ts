@@ -215,7 +215,8 @@ export class ChromaApi {
     const { wal, replayer } = this.deps;
     const record = await this.resolve(tenant, database, ref);
     const minPosition = parseMinPosition(request.headers.get(MIN_POSITION_HEADER));
-    const views = this.views();
+    // A copy that is lost or being rebuilt never serves; one that diverged only when no whole copy can.
+    const views = this.views().filter((v) => !wal.isUnderRepair(v.name, record.id));
     const whole = views.filter((v) => !wal.isDiverged(v.name, record.id));
     const candidates = readCandidates(
       whole.some((v) => v.serving) ? whole : views,

@@ -156,9 +156,11 @@ export class Resyncer {
     if (this.history.length > 100) this.history.splice(0, this.history.length - 100);
     const startedMs = Date.now();
     try {
+      // Marked first: until a resync succeeds, reads avoid the copy and the repair schedule
+      // tries again, also when it cannot start yet.
+      wal.markUnderRepair(target.name, record.id, source ? `resync from ${source.name}` : "waiting for a source to resync from");
       if (!source) throw new ResyncError(`no serving instance other than ${target.name} holds ${record.name} whole; resync it once one does`);
       if (!target.healthy) throw new ResyncError(`instance ${target.name} is down; resync it once it answers`);
-      wal.markUnderRepair(target.name, record.id, `resync from ${source.name}`);
       log.warn("resync started", { instance: target.name, source: source.name, collection: record.name });
       await replayer.holdPartition(target, record.id, async () => {
         const { position, ids } = await this.snapshot(source, record);

@@ -89,11 +89,13 @@ export async function applyEntries(
   if (!result.ok) return { kind: "transport", failure: result.failure, reason: result.reason };
 
   const { status } = result;
-  // Deleting what is already gone is done, on the write path too; a 409 on create means an
-  // earlier attempt got there only when replaying (for a client it is a real conflict).
+  // When replaying, a 404 on a delete or a 409 on a create means an earlier attempt got
+  // there. On the write path they are the client's answer: a 404 there may also mean the
+  // instance lost what others hold, and the write path tries another instance.
   const alreadyThere =
-    (status === 404 && ["delete_collection", "delete_database"].includes(first.op)) ||
-    (options.replay && status === 409 && ["create_collection", "create_tenant", "create_database"].includes(first.op));
+    options.replay &&
+    ((status === 404 && ["delete_collection", "delete_database"].includes(first.op)) ||
+      (status === 409 && ["create_collection", "create_tenant", "create_database"].includes(first.op)));
 
   if (first.op === "create_collection" && (status < 300 || alreadyThere)) {
     const uuid = await createdUuid(instance, first, result.body, status, options.timeoutMs);

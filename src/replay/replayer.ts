@@ -359,9 +359,12 @@ export class Replayer {
         if (entries.length > 1) return { ok: false, reason: outcome.reason, splittable: true };
         const entry = entries[0]!;
         if (this.wal.appliedNowhere(entry.seq)) {
-          // No instance accepted this entry (it was logged while every instance was down, or
-          // left unanswered by a crash): dropping it changes nothing.
-          this.log.warn("log entry refused by every instance so far; rejected", { seq: entry.seq, reason: outcome.reason });
+          // No instance applied this entry (it was logged while every instance was down, or
+          // left unanswered by a crash). It is dropped only once every instance has refused
+          // it: this one may be the one that lost its copy, and another may apply it.
+          this.wal.recordRefusal(instance.name, entry.seq, outcome.reason);
+          if (!this.wal.refusedEverywhere(entry.seq)) return { ok: false, reason: `refused; waiting for the other instances: ${outcome.reason}`, splittable: false };
+          this.log.warn("log entry refused by every instance; rejected", { seq: entry.seq, reason: outcome.reason });
           this.wal.reject(entry.seq);
           return { ok: true };
         }

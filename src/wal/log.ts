@@ -184,6 +184,8 @@ export class WriteAheadLog {
   private listeners: Array<(partition: string) => void> = [];
   /** `instance\0partition` of every diverged collection, so reads check it without a query. */
   private readonly divergedKeys = new Set<string>();
+  /** The subset of divergedKeys whose copy is lost or being rebuilt: it serves nothing until repaired. */
+  private readonly repairKeys = new Set<string>();
 
   private readonly statements: ReturnType<typeof prepareStatements>;
   private readonly syncFull: { run(): unknown };
@@ -210,7 +212,10 @@ export class WriteAheadLog {
       .groupBy(walPending.instance)
       .all();
     for (const row of rows) this.pendingByInstance.set(row.instance, row.n);
-    for (const row of this.store.db.select().from(walDiverged).all()) this.divergedKeys.add(divergedKey(row.instance, row.partition));
+    for (const row of this.store.db.select().from(walDiverged).all()) {
+      this.divergedKeys.add(divergedKey(row.instance, row.partition));
+      if (row.op === "repair") this.repairKeys.add(divergedKey(row.instance, row.partition));
+    }
   }
 
   /** Called after each commit with the partitions that gained entries (replay starts at once). */
@@ -396,6 +401,12 @@ export class WriteAheadLog {
       .onConflictDoNothing()
       .run();
     this.divergedKeys.add(divergedKey(instance, partition));
+    this.repairKeys.add(divergedKey(instance, partition));
+  }
+
+  /** Whether the instance's copy of the partition is lost or being rebuilt (see markUnderRepair). */
+  isUnderRepair(instance: string, partition: string): boolean {
+    return this.repairKeys.size > 0 && this.repairKeys.has(divergedKey(instance, partition));
   }
 
   /**
@@ -438,7 +449,21 @@ export class WriteAheadLog {
       .returning({ seq: walDiverged.seq })
       .all();
     this.divergedKeys.delete(divergedKey(instance, partition));
+    this.repairKeys.delete(divergedKey(instance, partition));
     return removed.length > 0;
+  }
+
+  /** The instance refused an entry no instance has applied (see refusedEverywhere). */
+  recordRefusal(instance: string, seq: number, error: string) {
+    this.statements.recordFailure.run({ instance, seq, error: `${refusedPrefix}${error}`.slice(0, 2000), atMs: Date.now() });
+  }
+
+  /** True when every instance that owes the entry has refused it. */
+  refusedEverywhere(seq: number): boolean {
+    const row = this.store.sqlite
+      .query(`SELECT count(*) AS owed, coalesce(sum(last_error LIKE '${refusedPrefix}%'), 0) AS refused FROM wal_pending WHERE seq = ?`)
+      .get(seq) as { owed: number; refused: number };
+    return row.owed > 0 && row.refused === row.owed;
   }
 
   /** True when no other instance has applied the entry yet, so rejecting it changes nothing. */
@@ -669,6 +694,7 @@ export class WriteAheadLog {
     this.store.sqlite.run("DELETE FROM wal_entries");
     this.store.sqlite.run("DELETE FROM wal_diverged");
     this.divergedKeys.clear();
+    this.repairKeys.clear();
     for (const name of this.instances) this.pendingByInstance.set(name, 0);
   }
 }
@@ -677,6 +703,8 @@ export class WriteAheadLog {
 const diskSampleMs = 250;
 
 const divergedKey = (instance: string, partition: string) => `${instance}\u0000${partition}`;
+/** Marks a pending row's last error as a refusal by the instance (4xx), not a failure. */
+const refusedPrefix = "refused: ";
 
 function toEntry(row: typeof walEntries.$inferSelect, body: Buffer | null, attempts: number, lastError: string | null): PendingEntry {
   return {

@@ -176,10 +176,15 @@ export class WritePath {
     return results;
   }
 
-  /** Write targets for a partition: routing's order, with instances whose copy diverged last. */
+  /**
+   * Write targets for a partition: routing's order, with instances whose copy diverged last
+   * and without those whose copy is lost or being rebuilt (they get the write by replay,
+   * once repaired).
+   */
   private targets(partition: string) {
-    const views = writeCandidates(instanceViews(this.deps.registry, this.deps.wal, this.inFlight));
-    const diverged = (name: string) => (this.deps.wal.isDiverged(name, partition) ? 1 : 0);
+    const { wal } = this.deps;
+    const views = writeCandidates(instanceViews(this.deps.registry, wal, this.inFlight)).filter((v) => !wal.isUnderRepair(v.name, partition));
+    const diverged = (name: string) => (wal.isDiverged(name, partition) ? 1 : 0);
     return views.sort((a, b) => diverged(a.name) - diverged(b.name));
   }
 
@@ -224,6 +229,14 @@ export class WritePath {
       }
       registry.reportAnswered(instance, outcome.status);
       if (outcome.kind === "applied") return entries.map((entry) => ({ kind: "applied", seq: entry.seq, instance, outcome }));
+      if (outcome.kind === "refused" && outcome.status === 404 && this.targets(first.partition).some((c) => !tried.has(c.name))) {
+        // chroma-lb resolved the collection before logging the write, so an instance that
+        // does not know it has lost it (a wiped disk): another instance takes the write, and
+        // this copy is marked for repair (reads avoid it meanwhile).
+        if (first.collectionId) wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
+        log.warn("write target does not hold the collection; trying the next", { instance: instance.name, reason: outcome.reason });
+        continue;
+      }
       if (entries.length > 1) return "split";
       // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
       wal.reject(first.seq);
