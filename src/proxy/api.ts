@@ -207,8 +207,9 @@ export class ChromaApi {
 
   /**
    * Record reads (get, query, count): only from an instance that has applied what the
-   * caller needs, and not from one whose copy of the collection diverged, unless no other
-   * instance can serve (then the answer says so in `X-Chroma-LB-Diverged`).
+   * caller needs; never from one whose copy is lost or being rebuilt, and from one whose
+   * copy diverged only when no other instance can serve (the answer then says so in
+   * `X-Chroma-LB-Diverged`).
    */
   async recordRead(request: Request, tenant: string, database: string, ref: string, op: RecordReadOp, body: Uint8Array | null): Promise<Response> {
     if (op !== "count") validateRecordRead(op, recordBody(body ?? new Uint8Array(), request.headers.get("content-type")));
