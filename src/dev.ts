@@ -74,6 +74,7 @@ try {
   console.log(`\nchroma-lb is ready.
   API (point a chromadb client here): ${server.url}
   Swagger UI:                         ${server.url}/swagger
+  Dashboard:                          ${server.url}/dashboard
   Status:                             ${server.url}/status
 Press Ctrl-C to stop.`);
   const shutdown = async () => {
