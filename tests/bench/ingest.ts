@@ -22,6 +22,7 @@ import fs from "node:fs";
 import { ChromaClient } from "chromadb";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer } from "../support";
 import { latencyTable, measureLatency } from "./latency";
+import { cpuSeconds, vmRssBytes } from "./proc";
 
 const docs = Number(process.env.BENCH_DOCS ?? 20_000);
 const writers = Number(process.env.BENCH_WRITERS ?? 4);
@@ -70,25 +71,6 @@ async function ingest(batches: Batch[], write: (batch: Batch) => Promise<void>):
 async function count(server: ChromaServer, name: string): Promise<number> {
   const collection = (await (await fetch(`${server.url}${T}/collections/${name}`)).json()) as { id: string };
   return (await (await fetch(`${server.url}${T}/collections/${collection.id}/count`)).json()) as number;
-}
-
-function vmRssBytes(pid: number): number | null {
-  try {
-    const match = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-    return match ? Number(match[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
-
-/** CPU seconds (user + system) a process has used so far; /proc/<pid>/stat counts in 1/100 s. */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
 }
 
 /** CPU seconds each process spends while `work` runs. */

@@ -25,6 +25,7 @@ import { ChromaClient, type Collection } from "chromadb";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer } from "../support";
 import { dumpInstances, type DumpedRecord, type InstanceDump } from "../support/compare";
 import { seededRandom } from "../support/random";
+import { cpuSeconds, vmRssBytes } from "./proc";
 
 /** What the workload does; {@link useCase4} is the use case's own. */
 export interface LoadShape {
@@ -240,25 +241,6 @@ export function answerCounts(answers: Answer[]): Record<string, number> {
 }
 
 // ------------------------------------------------------------------ the benchmark
-
-/** CPU seconds (user + system) a process has used so far; /proc/<pid>/stat counts in 1/100 s. */
-function cpuSeconds(pid: number): number {
-  try {
-    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-function vmRssBytes(pid: number): number | null {
-  try {
-    const match = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-    return match ? Number(match[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
-}
 
 /**
  * What an instance lacks or holds differently from what the workload wrote, one line per
