@@ -124,6 +124,12 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
    */
   const repairSoon = (instance: Instance, record: CollectionRecord, why: string) => {
     if (!config.autoRepair) return;
+    if (!services.resyncer.sourceFor(instance, record)) {
+      // Nothing to copy from yet: the mark keeps the copy out of use, and the repair schedule
+      // starts the resync once a source serves.
+      wal.markUnderRepair(instance.name, record.id, `${why}; waiting for a source to resync from`);
+      return;
+    }
     log.warn("repair scheduled", { instance: instance.name, collection: record.name, why });
     void services.resyncer.resync(instance, record);
   };

@@ -40,6 +40,11 @@ export class Mirror {
     return this.store;
   }
 
+  /** The driver failed outside any call of ours (see isMirrorDriverError): start over with a new connection. */
+  connectionLost(error: unknown) {
+    this.fail(error);
+  }
+
   private fail(error: unknown) {
     const message = error instanceof Error ? error.message : String(error);
     if (this.status.lastError !== message) this.log.warn("mirror unavailable; will retry", { error: message });
@@ -145,4 +150,15 @@ export class Mirror {
     await this.store?.close().catch(() => {});
     this.store = null;
   }
+}
+
+/**
+ * Whether an error thrown outside any call of ours comes from the Postgres driver: it can
+ * throw from its own timers when a connection is cut in the middle of a write (its socket
+ * already gone). The mirror is optional and rebuilt from SQLite, so such an error costs the
+ * mirror its connection, never the process.
+ */
+export function isMirrorDriverError(error: unknown): boolean {
+  const stack = error instanceof Error ? (error.stack ?? "") : "";
+  return /[\\/]node_modules[\\/]postgres[\\/]/.test(stack);
 }
