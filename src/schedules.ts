@@ -34,8 +34,8 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
   job("replay", deps.config.walSyncIntervalMs, () => deps.replayer.kickAll());
   job("memory-sample", deps.config.memorySampleIntervalMs, () => deps.sizer.observe(BatchSizer.sampleProcess()));
   job("adoption", 60_000, () => deps.adoption.adoptOnce());
-  job("wal-retention", 3600_000, () => {
-    const result = deps.wal.cleanup(deps.config.walRetentionMs);
+  job("wal-retention", 3600_000, async () => {
+    const result = await deps.wal.cleanup(deps.config.walRetentionMs);
     if (result.deletedEntries) deps.log.info("log retention", { deletedEntries: result.deletedEntries });
   });
   if (deps.config.autoRepair) job("repair", 5_000, () => deps.resyncer.repairOnce());

@@ -22,6 +22,7 @@ import { startSchedules } from "./schedules";
 import { KeyedMutex } from "./util/mutex";
 import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
+import { SqliteLogStore } from "./wal/sqlite";
 import { ConsistencyChecker } from "./repair/consistency";
 import { Resyncer } from "./repair/resync";
 import { WritePath } from "./writes/pipeline";
@@ -31,10 +32,11 @@ export type { Services };
 /** Opens the stores and builds every service; starts nothing in the background. */
 export async function buildServices(config: Config, log: Logger = createLogger(config.logLevel)): Promise<Services> {
   const local = openLocalStore(config.dataDir);
-  const collections = new CollectionStore(local);
+  const collections = await CollectionStore.open(local);
   const registry = new InstanceRegistry(config.instances, config, log);
-  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name));
-  const recovered = wal.recoverUnanswered();
+  const instanceNames = config.instances.map((i) => i.name);
+  const wal = await WriteAheadLog.open(new SqliteLogStore(local, instanceNames), instanceNames);
+  const recovered = await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
   sizer.observe(BatchSizer.sampleProcess());
@@ -92,6 +94,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await wal.close();
       local.close();
     },
   };
@@ -127,7 +130,9 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     if (!services.resyncer.sourceFor(instance, record)) {
       // Nothing to copy from yet: the mark keeps the copy out of use, and the repair schedule
       // starts the resync once a source serves.
-      wal.markUnderRepair(instance.name, record.id, `${why}; waiting for a source to resync from`);
+      void wal.markUnderRepair(instance.name, record.id, `${why}; waiting for a source to resync from`).catch((error) =>
+        log.error("could not mark a copy for repair", { instance: instance.name, collection: record.name, error: String(error) }),
+      );
       return;
     }
     log.warn("repair scheduled", { instance: instance.name, collection: record.name, why });

@@ -70,6 +70,8 @@ export interface Config {
   walMaxMemoryMb: number;
   /** WAL_MAX_WORKERS (3): collections replayed in parallel per instance. */
   walMaxWorkers: number;
+  /** REPLAY_STEP_ENTRIES_MAX (10000): log entries one replay step (`replayOnce`) applies to one instance at most. */
+  replayStepEntriesMax: number;
   /** WAL_DEFAULT_BATCH_SIZE (50): operations per replay request when memory is low. */
   walDefaultBatchSize: number;
   /** WAL_MAX_BATCH_SIZE (200): upper bound on operations per replay request. */
@@ -283,6 +285,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     requestTimeoutMs: seconds(env, "REQUEST_TIMEOUT", 30, 0.1, 3600),
     walMaxMemoryMb: int(env, "WAL_MAX_MEMORY_MB", 400, 32, 1_000_000),
     walMaxWorkers: int(env, "WAL_MAX_WORKERS", 3, 1, 64),
+    replayStepEntriesMax: int(env, "REPLAY_STEP_ENTRIES_MAX", 10_000, 1, 10_000_000),
     walDefaultBatchSize,
     walMaxBatchSize,
     walMaxBatchBytes: int(env, "WAL_MAX_BATCH_MB", 30, 1, 1024) * 1024 * 1024,

@@ -349,7 +349,7 @@ export class ChromaApi {
         throw new LbError(409, "ChromaError", `Collection [${name}] already exists`);
       }
       const id = crypto.randomUUID();
-      const record = this.deps.collections.create(id, tenant, database, name);
+      const record = await this.deps.collections.create(id, tenant, database, name);
       const result = await this.submit(request, {
         partition: id,
         kind: "collection",
@@ -365,7 +365,7 @@ export class ChromaApi {
         return this.writeResponse({ ...result, outcome: { ...result.outcome, body } });
       }
       if (result.kind === "accepted") return this.writeResponse(result, acceptedCollection(body, { id, name, tenant, database }));
-      this.deps.collections.markDeleted(record.id);
+      await this.deps.collections.markDeleted(record.id);
       return this.writeResponse(result);
     });
   }
@@ -394,7 +394,7 @@ export class ChromaApi {
         name: record.name,
         body,
       });
-      if ((result.kind === "applied" || result.kind === "accepted") && newName !== null) this.deps.collections.rename(record.id, newName);
+      if ((result.kind === "applied" || result.kind === "accepted") && newName !== null) await this.deps.collections.rename(record.id, newName);
       return this.writeResponse(result);
     });
   }
@@ -415,7 +415,7 @@ export class ChromaApi {
         name: record.name,
         body: null,
       });
-      if (result.kind === "applied" || result.kind === "accepted") this.deps.collections.markDeleted(record.id);
+      if (result.kind === "applied" || result.kind === "accepted") await this.deps.collections.markDeleted(record.id);
       return this.writeResponse(result);
     });
   }
@@ -443,7 +443,7 @@ export class ChromaApi {
       });
       if (op === "delete_database" && (result.kind === "applied" || result.kind === "accepted")) {
         for (const record of this.deps.collections.list()) {
-          if (record.tenant === tenant && record.database === database) this.deps.collections.markDeleted(record.id);
+          if (record.tenant === tenant && record.database === database) await this.deps.collections.markDeleted(record.id);
         }
       }
       return this.writeResponse(result);
@@ -503,8 +503,8 @@ export class ChromaApi {
               }
               last = new Response(result.body, { status: result.status, headers: responseHeaders(result.headers) });
             }
-            wal.clear();
-            collections.markAllDeleted();
+            await wal.clear();
+            await collections.markAllDeleted();
             log.warn("reset: every instance and chroma-lb's log and mappings were cleared");
             return last ?? new Response("true", { headers: { "content-type": "application/json" } });
           } finally {

@@ -18,6 +18,7 @@ import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import type { ApplyOutcome } from "../replay/apply";
 import { takeBatch } from "../replay/batch";
+import { applyBisecting } from "../replay/order";
 import type { Replayer } from "../replay/replayer";
 import { writeCandidates } from "../routing/select";
 import type { KeyedMutex } from "../util/mutex";
@@ -159,20 +160,14 @@ export class WritePath {
 
   /**
    * Applies logged entries; when the write target refuses them merged, applies each half on
-   * its own, down to single entries, so only a refused entry is refused. One result per entry.
+   * its own, down to single entries, so only a refused entry is refused (order.ts). One
+   * result per entry.
    */
   private async applyBisecting(entries: Entry[], body: Uint8Array | null, headers: Headers): Promise<WriteResult[]> {
-    const merged = await this.applyLogged(entries, body, headers);
-    if (merged !== "split") return merged;
-    const results: WriteResult[] = [];
-    const middle = Math.ceil(entries.length / 2);
-    for (const half of [entries.slice(0, middle), entries.slice(middle)]) {
-      for (let rest = half; rest.length > 0; ) {
-        const piece = takeBatch(rest, { entriesMax: rest.length, recordsMax: Number.MAX_SAFE_INTEGER, bytesMax: Number.MAX_SAFE_INTEGER });
-        results.push(...(await this.applyBisecting(piece.entries, piece.body, headers)));
-        rest = rest.slice(piece.entries.length);
-      }
-    }
+    const { results } = await applyBisecting(entries, body, async (piece, pieceBody) => {
+      const merged = await this.applyLogged(piece, pieceBody, headers);
+      return merged === "split" ? { kind: "split" } : { kind: "done", results: merged };
+    });
     return results;
   }
 
@@ -218,7 +213,7 @@ export class WritePath {
         if (blame === "instance") continue;
         if (entries.length > 1) return "split";
         // The instance is alive but dropped this write: it is most likely malformed for Chroma.
-        if (wal.appliedNowhere(first.seq)) wal.reject(first.seq);
+        if (await wal.appliedNowhere(first.seq)) await wal.reject(first);
         const message = `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters`;
         return [{ kind: "answered", seq: first.seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message })) }];
       }
@@ -233,21 +228,21 @@ export class WritePath {
         // chroma-lb resolved the collection before logging the write, so an instance that
         // does not know it has lost it (a wiped disk): another instance takes the write, and
         // this copy is marked for repair (reads avoid it meanwhile).
-        if (first.collectionId) wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
+        if (first.collectionId) await wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
         log.warn("write target does not hold the collection; trying the next", { instance: instance.name, reason: outcome.reason });
         continue;
       }
       if (entries.length > 1) return "split";
       // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
-      wal.reject(first.seq);
+      await wal.reject(first);
       return [{ kind: "answered", seq: first.seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body }];
     }
     if (config.acceptWritesWhenAllDown) {
-      for (const seq of seqs) wal.markReady(seq, null);
+      await wal.markReady(entries, null);
       log.warn("no instance could take a write; kept in the log", { positions: seqs, partition: first.partition });
       return entries.map((entry) => ({ kind: "accepted", seq: entry.seq }));
     }
-    for (const seq of seqs) wal.reject(seq);
+    for (const entry of entries) await wal.reject(entry);
     const reason = noInstanceFor(registry, "writes").message;
     return entries.map(() => ({ kind: "unavailable", reason }));
   }

@@ -43,6 +43,7 @@ describe("loadConfig", () => {
       requestTimeoutMs: 30_000,
       walMaxMemoryMb: 400,
       walMaxWorkers: 3,
+      replayStepEntriesMax: 10_000,
       walDefaultBatchSize: 50,
       walMaxBatchSize: 200,
       walMaxBatchBytes: 30 * 1024 * 1024,
