@@ -11,7 +11,7 @@ import type { Config } from "./config";
 import { openLocalStore } from "./db";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
-import { createAlerter, instanceDownMessage } from "./observability/alerts";
+import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
 import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
@@ -22,6 +22,7 @@ import { startSchedules } from "./schedules";
 import { KeyedMutex } from "./util/mutex";
 import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
+import { StorageReserve } from "./wal/storage";
 import { ConsistencyChecker } from "./repair/consistency";
 import { Resyncer } from "./repair/resync";
 import { WritePath } from "./writes/pipeline";
@@ -33,7 +34,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const local = openLocalStore(config.dataDir);
   const collections = new CollectionStore(local);
   const registry = new InstanceRegistry(config.instances, config, log);
-  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name));
+  const reserve = new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name), undefined, reserve);
   const recovered = wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
@@ -193,19 +195,15 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
         `Reads of that collection avoid ${instance.name}; GET /wal/status lists diverged collections.`,
     });
   });
-  wal.onDiskFull(({ full, bytes, bytesMax }) => {
+  wal.onDiskFull((state) => {
     // Told at the crossing (the log is checked before every write, but only a change is
     // reported); the alert schedule would see it only at its next pass.
-    if (!full) {
-      alerter.resolve({ event: "wal_disk_full", message: `the write-ahead log is below WAL_MAX_DISK_MB again (${bytes} of ${bytesMax} bytes); writes are taken` });
+    if (!state.full) {
+      alerter.resolve({ event: "wal_disk_full", message: diskFullMessages(state).resolved });
       return;
     }
-    alerter.send({
-      event: "wal_disk_full",
-      message:
-        `the write-ahead log reached WAL_MAX_DISK_MB (${bytes} of ${bytesMax} bytes): new writes are answered 507, nothing acknowledged is dropped. ` +
-        `Check that every instance is catching up (GET /wal/status), remove applied entries with POST /wal/cleanup, or raise WAL_MAX_DISK_MB.`,
-    });
+    log.error("the write-ahead log cannot grow; new writes are answered 507", { bytes: state.bytes, bytesMax: state.bytesMax, fileSystemFull: state.filesystem });
+    alerter.send({ event: "wal_disk_full", message: diskFullMessages(state).full });
   });
   replayer.kickAll();
   const schedules = startSchedules(services);

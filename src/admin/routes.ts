@@ -90,7 +90,11 @@ export function adminRoutes(deps: AdminDeps) {
       disk_bytes: wal.diskBytes(),
       disk_max_bytes: config.walMaxDiskBytes,
       disk_full: wal.diskFull(config.walMaxDiskBytes),
+      // True when the file system under DATA_DIR filled (before WAL_MAX_DISK_MB), until it has room again.
+      file_system_full: wal.storageIsFull,
       disk_file_bytes: wal.diskFileBytes(),
+      // State changes of logged entries not recorded yet (a full disk); each holds back its collection.
+      unresolved_changes: wal.unresolvedChanges(),
       inflight_body_bytes: deps.inflight.bytes,
       inflight_body_max_bytes: deps.inflight.bytesMax,
       inflight_waiting_requests: deps.inflight.waiting,
@@ -254,6 +258,8 @@ export function adminRoutes(deps: AdminDeps) {
             const maxAgeMs = body?.max_age_hours !== undefined ? body.max_age_hours * 3600 * 1000 : config.walRetentionMs;
             const result = wal.cleanup(maxAgeMs);
             deps.log.info("log cleanup", { deletedEntries: result.deletedEntries, maxAgeMs });
+            // After a full file system, writes resume as soon as the room is back, not at the next check.
+            if (wal.storageIsFull) wal.recoverStorageOnce();
             return { deleted_entries: result.deletedEntries, reset_entries: 0 };
           },
           {
