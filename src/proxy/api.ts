@@ -14,7 +14,7 @@ import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
 import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unauthorized, unavailable } from "../errors";
-import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
+import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutSecrets } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
 import { parsedView, rawView, validateRecordRead, validateRecordWrite, type BodyView } from "./validate";
@@ -93,14 +93,11 @@ export class ChromaApi {
   }
 
   /**
-   * The client's headers as an instance may see them: hop-by-hop ones removed, and an
-   * `Authorization` that carries chroma-lb's admin token kept for chroma-lb alone.
+   * The client's headers as an instance may see them: hop-by-hop ones removed, and any
+   * header that carries chroma-lb's admin token (in whatever spelling) kept for chroma-lb alone.
    */
   private forwarded(request: Request): Headers {
-    const headers = forwardHeaders(request.headers);
-    const token = this.config.adminToken;
-    if (token && isAdminAuthorization(headers.get("authorization"), token)) headers.delete("authorization");
-    return headers;
+    return withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]);
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {
