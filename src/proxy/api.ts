@@ -54,9 +54,22 @@ interface ReadPlan {
   headers?: (instance: Instance) => Record<string, string>;
 }
 
+/**
+ * Chroma 1.0.5's rule for a JSON body, measured: no Content-Type at all is read as JSON;
+ * otherwise the media type must be `application/json` or `application/*+json` (any case,
+ * any parameters). Anything else, an empty value included, is 415 `ChromaError`.
+ */
+export function isJsonContentType(contentType: string | null): boolean {
+  if (contentType === null) return true;
+  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  const subtype = /^application\/([a-z0-9!#$&^_.+-]+)$/.exec(mediaType)?.[1];
+  return subtype !== undefined && (subtype === "json" || subtype.endsWith("+json"));
+}
+
 function requireJson(contentType: string | null) {
-  if (!contentType || !contentType.toLowerCase().includes("application/json")) {
-    throw new LbError(415, "InvalidArgumentError", "Expected request with `Content-Type: application/json`");
+  if (!isJsonContentType(contentType)) {
+    // Chroma's own answer, word for word.
+    throw new LbError(415, "ChromaError", "Expected request with `Content-Type: application/json`");
   }
 }
 
