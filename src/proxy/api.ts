@@ -5,6 +5,7 @@
  */
 import { databasePath } from "../chroma/paths";
 import { isAdminAuthorization } from "../admin/auth";
+import { Protection } from "../collections/protection";
 import type { CollectionRecord } from "../collections/store";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
 import type { Instance } from "../instances/registry";
@@ -94,8 +95,11 @@ export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Re
 export class ChromaApi {
   /** Collection, tenant and database changes run one at a time (names must stay unique). */
   private readonly ddl = new KeyedMutex();
+  private readonly protection: Protection;
 
-  constructor(private readonly deps: ApiDeps) {}
+  constructor(private readonly deps: ApiDeps) {
+    this.protection = new Protection(deps);
+  }
 
   private get config() {
     return this.deps.config;
@@ -389,9 +393,7 @@ export class ChromaApi {
         if (!collectionNamePattern.test(newName)) {
           throw badRequest(invalidName(newName));
         }
-        if (this.config.protectedCollections.includes(record.name)) {
-          throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be renamed`);
-        }
+        await this.protection.refuseChange(record, "renamed");
         if (this.deps.collections.byName(tenant, database, newName)) throw conflict(`Collection [${newName}] already exists`);
       }
       const result = await this.submit(request, {
@@ -412,9 +414,7 @@ export class ChromaApi {
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
     return this.changeCatalog(async () => {
       const record = await this.resolve(tenant, database, ref);
-      if (this.config.protectedCollections.includes(record.name)) {
-        throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be deleted through chroma-lb`);
-      }
+      await this.protection.refuseChange(record, "deleted");
       const result = await this.submit(request, {
         partition: record.id,
         kind: "collection",
