@@ -101,6 +101,26 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   return services;
 }
 
+/**
+ * The request with a URL every router reads alike. Elysia finds a path by searching for "/"
+ * from a fixed offset of the URL (past "http://" and four characters of host), so a Host
+ * of three characters or fewer hides the path's first segment; and Bun gives a request
+ * whose Host is empty or malformed a URL without origin (the path alone), which `new URL`
+ * refuses. Such a request is given `origin` instead of its Host; any other is unchanged.
+ */
+export function withRoutableUrl(request: Request, origin: string): Request {
+  const url = request.url;
+  const authorityStart = url.startsWith("http://") ? 7 : url.startsWith("https://") ? 8 : -1;
+  if (authorityStart !== -1) {
+    const pathStart = url.indexOf("/", authorityStart);
+    // Four characters of host or more: what Elysia's offset assumes.
+    if (pathStart === -1 || pathStart - authorityStart >= 4) return request;
+  }
+  const pathStart = authorityStart === -1 ? 0 : url.indexOf("/", authorityStart);
+  const path = pathStart === -1 ? "/" : url.slice(pathStart);
+  return new Request(origin + (path.startsWith("/") ? path : `/${path}`), request);
+}
+
 /** Bun's own body limit above MAX_BODY_MB (see Bun.serve below). */
 const bodyBackstopBytes = 1024 * 1024 * 1024;
 
@@ -210,6 +230,8 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
   if (mirror) void mirror.syncOnce();
 
   const app = createApp(services);
+  // Set once the port is known, before any request is served.
+  let url = "";
   const server = Bun.serve({
     port: config.port,
     hostname: config.host,
@@ -221,9 +243,9 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request)),
+    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(withRoutableUrl(request, url))),
   });
-  const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
+  url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),

@@ -5,6 +5,7 @@
  * `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
  */
 import { Elysia, t } from "elysia";
+import { Protection } from "../collections/protection";
 import type { CollectionStore } from "../collections/store";
 import { conflict, forbidden, LbError, notFound } from "../errors";
 import type { Instance, InstanceState } from "../instances/registry";
@@ -32,6 +33,7 @@ export function instanceState(instance: Instance, pendingEntries: number): Insta
 
 export function adminRoutes(deps: AdminDeps) {
   const { config, wal, registry, collections, replayer, sizer } = deps;
+  const protection = new Protection(deps);
 
   // Checked when the request arrives, before its body is read or parsed.
   const requireAdmin = ({ request }: { request: Request }) => adminRefusal(request, config.adminToken) ?? undefined;
@@ -312,12 +314,16 @@ export function adminRoutes(deps: AdminDeps) {
         )
         .post(
           "/admin/create_mapping",
-          ({ body }) => {
+          async ({ body }) => {
             const tenant = body.tenant ?? "default_tenant";
             const database = body.database ?? "default_database";
             const primary = registry.all[0]!;
             const replica = registry.all[1];
             if (!body.primary_id && !body.replica_id) throw new LbError(400, "InvalidArgumentError", "Give primary_id, replica_id or both");
+            const uuids = new Map<string, string>();
+            if (body.primary_id) uuids.set(primary.name, body.primary_id);
+            if (body.replica_id && replica) uuids.set(replica.name, body.replica_id);
+            await protection.refuseMapping(tenant, database, body.collection_name, uuids);
             let record = collections.byName(tenant, database, body.collection_name);
             if (!record) {
               const id = body.primary_id ?? body.replica_id!;
