@@ -6,10 +6,11 @@ import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
 import { dashboardRoutes } from "./dashboard/routes";
-import { LbError, errorResponse } from "./errors";
+import { LbError, errorResponse, fileSystemFull } from "./errors";
 import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
 import type { Services } from "./services";
+import { isStorageFullError } from "./wal/storage";
 
 /** What the app needs: every service but the process-level `close`. */
 export type AppDeps = Omit<Services, "close">;
@@ -41,6 +42,9 @@ export function createApp(deps: AppDeps) {
     )
     .onError(({ error, code }) => {
       if (error instanceof LbError) return errorResponse(error);
+      // Wherever the log met a full file system (an append, a catch-up, cleanup), the
+      // answer is the same 507 as at WAL_MAX_DISK_MB, never a 500.
+      if (isStorageFullError(error)) return errorResponse(fileSystemFull());
       switch (code) {
         case "NOT_FOUND":
           // Chroma answers unknown routes with 404 and an empty body.

@@ -10,6 +10,8 @@ export class LbError extends Error {
     /** The `error` field of Chroma's error shape. */
     readonly kind: string,
     message: string,
+    /** Extra response headers (Retry-After). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
     this.name = kind;
@@ -25,8 +27,17 @@ export const unavailable = (message: string) => new LbError(503, "ServiceUnavail
 export const notImplemented = (message: string) => new LbError(501, "NotImplemented", message);
 /** Chroma answers its own JSON 413 with the kind `ChromaError`; chroma-lb's has the same shape. */
 export const payloadTooLarge = (message: string) => new LbError(413, "ChromaError", message);
-/** The log reached WAL_MAX_DISK_MB: nothing new is taken until it shrinks. */
-export const insufficientStorage = (message: string) => new LbError(507, "InsufficientStorage", message);
+/** What a client refused for lack of disk is told to wait before retrying (`Retry-After`, seconds). */
+export const storageRetryAfterSeconds = 5;
+/** The log reached WAL_MAX_DISK_MB, or its file system is full: nothing new is taken until there is room. */
+export const insufficientStorage = (message: string) =>
+  new LbError(507, "InsufficientStorage", message, { "retry-after": String(storageRetryAfterSeconds) });
+/** The 507 for a write refused because the file system under the log is full (see wal/storage.ts). */
+export const fileSystemFull = () =>
+  insufficientStorage(
+    "The file system holding chroma-lb's write-ahead log (DATA_DIR) is full, so new writes are refused until there is room again; " +
+      "every write already acknowledged is kept and will reach every instance. Free space on it, or remove applied entries with POST /wal/cleanup.",
+  );
 
 export function errorBody(kind: string, message: string): string {
   return JSON.stringify({ error: kind, message });
@@ -35,6 +46,6 @@ export function errorBody(kind: string, message: string): string {
 export function errorResponse(error: LbError, headers: Record<string, string> = {}): Response {
   return new Response(errorBody(error.kind, error.message), {
     status: error.status,
-    headers: { "content-type": "application/json", ...headers },
+    headers: { "content-type": "application/json", ...error.headers, ...headers },
   });
 }

@@ -31,7 +31,11 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     );
   };
   job("health-check", deps.config.healthCheckIntervalMs, () => deps.registry.checkAll());
-  job("replay", deps.config.walSyncIntervalMs, () => deps.replayer.kickAll());
+  job("replay", deps.config.walSyncIntervalMs, async () => {
+    // State changes the log could not record (a full disk) hold back their collections: retry them first.
+    await deps.wal.resolveOnce();
+    deps.replayer.kickAll();
+  });
   job("memory-sample", deps.config.memorySampleIntervalMs, () => deps.sizer.observe(BatchSizer.sampleProcess()));
   job("adoption", 60_000, () => deps.adoption.adoptOnce());
   job("wal-retention", 3600_000, async () => {

@@ -11,7 +11,7 @@ import type { Config } from "./config";
 import { openLocalStore } from "./db";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
-import { createAlerter, instanceDownMessage } from "./observability/alerts";
+import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
 import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
@@ -23,6 +23,7 @@ import { KeyedMutex } from "./util/mutex";
 import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
 import { SqliteLogStore } from "./wal/sqlite";
+import { StorageReserve } from "./wal/storage";
 import { ConsistencyChecker } from "./repair/consistency";
 import { Resyncer } from "./repair/resync";
 import { WritePath } from "./writes/pipeline";
@@ -35,7 +36,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const collections = await CollectionStore.open(local);
   const registry = new InstanceRegistry(config.instances, config, log);
   const instanceNames = config.instances.map((i) => i.name);
-  const wal = await WriteAheadLog.open(new SqliteLogStore(local, instanceNames), instanceNames);
+  const reserve = new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const wal = await WriteAheadLog.open(new SqliteLogStore(local, instanceNames), instanceNames, undefined, reserve);
   const recovered = await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
@@ -100,6 +102,26 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   };
   metrics.watch(services);
   return services;
+}
+
+/**
+ * The request with a URL every router reads alike. Elysia finds a path by searching for "/"
+ * from a fixed offset of the URL (past "http://" and four characters of host), so a Host
+ * of three characters or fewer hides the path's first segment; and Bun gives a request
+ * whose Host is empty or malformed a URL without origin (the path alone), which `new URL`
+ * refuses. Such a request is given `origin` instead of its Host; any other is unchanged.
+ */
+export function withRoutableUrl(request: Request, origin: string): Request {
+  const url = request.url;
+  const authorityStart = url.startsWith("http://") ? 7 : url.startsWith("https://") ? 8 : -1;
+  if (authorityStart !== -1) {
+    const pathStart = url.indexOf("/", authorityStart);
+    // Four characters of host or more: what Elysia's offset assumes.
+    if (pathStart === -1 || pathStart - authorityStart >= 4) return request;
+  }
+  const pathStart = authorityStart === -1 ? 0 : url.indexOf("/", authorityStart);
+  const path = pathStart === -1 ? "/" : url.slice(pathStart);
+  return new Request(origin + (path.startsWith("/") ? path : `/${path}`), request);
 }
 
 /** Bun's own body limit above MAX_BODY_MB (see Bun.serve below). */
@@ -198,25 +220,23 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
         `Reads of that collection avoid ${instance.name}; GET /wal/status lists diverged collections.`,
     });
   });
-  wal.onDiskFull(({ full, bytes, bytesMax }) => {
+  wal.onDiskFull((state) => {
     // Told at the crossing (the log is checked before every write, but only a change is
     // reported); the alert schedule would see it only at its next pass.
-    if (!full) {
-      alerter.resolve({ event: "wal_disk_full", message: `the write-ahead log is below WAL_MAX_DISK_MB again (${bytes} of ${bytesMax} bytes); writes are taken` });
+    if (!state.full) {
+      alerter.resolve({ event: "wal_disk_full", message: diskFullMessages(state).resolved });
       return;
     }
-    alerter.send({
-      event: "wal_disk_full",
-      message:
-        `the write-ahead log reached WAL_MAX_DISK_MB (${bytes} of ${bytesMax} bytes): new writes are answered 507, nothing acknowledged is dropped. ` +
-        `Check that every instance is catching up (GET /wal/status), remove applied entries with POST /wal/cleanup, or raise WAL_MAX_DISK_MB.`,
-    });
+    log.error("the write-ahead log cannot grow; new writes are answered 507", { bytes: state.bytes, bytesMax: state.bytesMax, fileSystemFull: state.filesystem });
+    alerter.send({ event: "wal_disk_full", message: diskFullMessages(state).full });
   });
   replayer.kickAll();
   const schedules = startSchedules(services);
   if (mirror) void mirror.syncOnce();
 
   const app = createApp(services);
+  // Set once the port is known, before any request is served.
+  let url = "";
   const server = Bun.serve({
     port: config.port,
     hostname: config.host,
@@ -228,9 +248,9 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request)),
+    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(withRoutableUrl(request, url))),
   });
-  const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
+  url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),

@@ -5,6 +5,7 @@
  * `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
  */
 import { Elysia, t } from "elysia";
+import { Protection } from "../collections/protection";
 import type { CollectionStore } from "../collections/store";
 import { conflict, forbidden, LbError, notFound } from "../errors";
 import type { Instance, InstanceState } from "../instances/registry";
@@ -32,6 +33,7 @@ export function instanceState(instance: Instance, pendingEntries: number): Insta
 
 export function adminRoutes(deps: AdminDeps) {
   const { config, wal, registry, collections, replayer, sizer } = deps;
+  const protection = new Protection(deps);
 
   // Checked when the request arrives, before its body is read or parsed.
   const requireAdmin = ({ request }: { request: Request }) => adminRefusal(request, config.adminToken) ?? undefined;
@@ -90,7 +92,11 @@ export function adminRoutes(deps: AdminDeps) {
       disk_bytes: wal.diskBytes(),
       disk_max_bytes: config.walMaxDiskBytes,
       disk_full: wal.diskFull(config.walMaxDiskBytes),
+      // True when the file system under DATA_DIR filled (before WAL_MAX_DISK_MB), until it has room again.
+      file_system_full: wal.storageIsFull,
       disk_file_bytes: wal.diskFileBytes(),
+      // State changes of logged entries not recorded yet (a full disk); each holds back its collection.
+      unresolved_changes: wal.unresolvedChanges(),
       inflight_body_bytes: deps.inflight.bytes,
       inflight_body_max_bytes: deps.inflight.bytesMax,
       inflight_waiting_requests: deps.inflight.waiting,
@@ -254,6 +260,8 @@ export function adminRoutes(deps: AdminDeps) {
             const maxAgeMs = body?.max_age_hours !== undefined ? body.max_age_hours * 3600 * 1000 : config.walRetentionMs;
             const result = await wal.cleanup(maxAgeMs);
             deps.log.info("log cleanup", { deletedEntries: result.deletedEntries, maxAgeMs });
+            // After a full file system, writes resume as soon as the room is back, not at the next check.
+            if (wal.storageIsFull) await wal.recoverStorageOnce();
             return { deleted_entries: result.deletedEntries, reset_entries: 0 };
           },
           {
@@ -312,6 +320,10 @@ export function adminRoutes(deps: AdminDeps) {
             const primary = registry.all[0]!;
             const replica = registry.all[1];
             if (!body.primary_id && !body.replica_id) throw new LbError(400, "InvalidArgumentError", "Give primary_id, replica_id or both");
+            const uuids = new Map<string, string>();
+            if (body.primary_id) uuids.set(primary.name, body.primary_id);
+            if (body.replica_id && replica) uuids.set(replica.name, body.replica_id);
+            await protection.refuseMapping(tenant, database, body.collection_name, uuids);
             let record = collections.byName(tenant, database, body.collection_name);
             if (!record) {
               const id = body.primary_id ?? body.replica_id!;

@@ -106,6 +106,15 @@ export interface Config {
    * (507), in MiB; 0 means no bound. Nothing already acknowledged is dropped.
    */
   walMaxDiskBytes: number;
+  /**
+   * WAL_DISK_RESERVE_MB (16): a spare file of this size kept in DATA_DIR. When the file
+   * system fills before WAL_MAX_DISK_MB, it is deleted so the log can still record the state
+   * of entries already appended and POST /wal/cleanup can still remove entries; new writes
+   * answer 507 until it can be written back. 0 = none (a full disk may then block cleanup).
+   * A checkpoint may need up to the -wal file's size (about 4 MiB at SQLite's default
+   * autocheckpoint, more after large group commits), so keep it above that.
+   */
+  walDiskReserveBytes: number;
   /** MIRROR_SYNC_INTERVAL (5 s): how often the Postgres mirror is brought up to date. */
   mirrorSyncIntervalMs: number;
   /** MEMORY_SAMPLE_INTERVAL (1 s): how often process memory is sampled. */
@@ -297,6 +306,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     maxInflightBytes: maxInflightMb * 1024 * 1024,
     inflightWaitMs: seconds(env, "INFLIGHT_WAIT_TIMEOUT", 2, 0, 60),
     walMaxDiskBytes: int(env, "WAL_MAX_DISK_MB", 10_240, 0, 100_000_000) * 1024 * 1024,
+    walDiskReserveBytes: int(env, "WAL_DISK_RESERVE_MB", 16, 0, 100_000) * 1024 * 1024,
     mirrorSyncIntervalMs: seconds(env, "MIRROR_SYNC_INTERVAL", 5, 1, 3600),
     memorySampleIntervalMs: seconds(env, "MEMORY_SAMPLE_INTERVAL", 1, 1, 3600),
     consistencyCheckIntervalMs: seconds(env, "CONSISTENCY_CHECK_INTERVAL", 3600, 0, 7 * 24 * 3600),

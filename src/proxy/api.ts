@@ -5,6 +5,7 @@
  */
 import { databasePath } from "../chroma/paths";
 import { isAdminAuthorization } from "../admin/auth";
+import { Protection } from "../collections/protection";
 import type { CollectionRecord } from "../collections/store";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
 import type { Instance } from "../instances/registry";
@@ -14,7 +15,7 @@ import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
 import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unauthorized, unavailable } from "../errors";
-import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
+import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutSecrets } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
 import { parsedView, rawView, validateRecordRead, validateRecordWrite, type BodyView } from "./validate";
@@ -54,9 +55,22 @@ interface ReadPlan {
   headers?: (instance: Instance) => Record<string, string>;
 }
 
+/**
+ * Chroma 1.0.5's rule for a JSON body, measured: no Content-Type at all is read as JSON;
+ * otherwise the media type must be `application/json` or `application/*+json` (any case,
+ * any parameters). Anything else, an empty value included, is 415 `ChromaError`.
+ */
+export function isJsonContentType(contentType: string | null): boolean {
+  if (contentType === null) return true;
+  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  const subtype = /^application\/([a-z0-9!#$&^_.+-]+)$/.exec(mediaType)?.[1];
+  return subtype !== undefined && (subtype === "json" || subtype.endsWith("+json"));
+}
+
 function requireJson(contentType: string | null) {
-  if (!contentType || !contentType.toLowerCase().includes("application/json")) {
-    throw new LbError(415, "InvalidArgumentError", "Expected request with `Content-Type: application/json`");
+  if (!isJsonContentType(contentType)) {
+    // Chroma's own answer, word for word.
+    throw new LbError(415, "ChromaError", "Expected request with `Content-Type: application/json`");
   }
 }
 
@@ -81,8 +95,11 @@ export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Re
 export class ChromaApi {
   /** Collection, tenant and database changes run one at a time (names must stay unique). */
   private readonly ddl = new KeyedMutex();
+  private readonly protection: Protection;
 
-  constructor(private readonly deps: ApiDeps) {}
+  constructor(private readonly deps: ApiDeps) {
+    this.protection = new Protection(deps);
+  }
 
   private get config() {
     return this.deps.config;
@@ -93,14 +110,11 @@ export class ChromaApi {
   }
 
   /**
-   * The client's headers as an instance may see them: hop-by-hop ones removed, and an
-   * `Authorization` that carries chroma-lb's admin token kept for chroma-lb alone.
+   * The client's headers as an instance may see them: hop-by-hop ones removed, and any
+   * header that carries chroma-lb's admin token (in whatever spelling) kept for chroma-lb alone.
    */
   private forwarded(request: Request): Headers {
-    const headers = forwardHeaders(request.headers);
-    const token = this.config.adminToken;
-    if (token && isAdminAuthorization(headers.get("authorization"), token)) headers.delete("authorization");
-    return headers;
+    return withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]);
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {
@@ -379,9 +393,7 @@ export class ChromaApi {
         if (!collectionNamePattern.test(newName)) {
           throw badRequest(invalidName(newName));
         }
-        if (this.config.protectedCollections.includes(record.name)) {
-          throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be renamed`);
-        }
+        await this.protection.refuseChange(record, "renamed");
         if (this.deps.collections.byName(tenant, database, newName)) throw conflict(`Collection [${newName}] already exists`);
       }
       const result = await this.submit(request, {
@@ -402,9 +414,7 @@ export class ChromaApi {
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
     return this.changeCatalog(async () => {
       const record = await this.resolve(tenant, database, ref);
-      if (this.config.protectedCollections.includes(record.name)) {
-        throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be deleted through chroma-lb`);
-      }
+      await this.protection.refuseChange(record, "deleted");
       const result = await this.submit(request, {
         partition: record.id,
         kind: "collection",

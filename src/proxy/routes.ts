@@ -2,11 +2,12 @@
  * Every route of Chroma's v2 API, declared one by one so the OpenAPI document describes
  * each. Bodies are not parsed by the framework (`parse: "none"`): they are read as bytes,
  * checked, logged and forwarded unchanged, within the body bounds of inflight.ts; a write
- * is refused (507) before its body is read while the log is at WAL_MAX_DISK_MB.
+ * is refused (507, Retry-After) before its body is read while the log is at WAL_MAX_DISK_MB or
+ * its file system is full.
  */
 import { Elysia, t, type DocumentDecoration, type TSchema } from "elysia";
 import { databasePath } from "../chroma/paths";
-import { errorResponse, insufficientStorage } from "../errors";
+import { errorResponse, fileSystemFull, insufficientStorage } from "../errors";
 import type { Services } from "../services";
 import type { ChromaApi, RecordReadOp, RecordWriteOp } from "./api";
 import {
@@ -62,6 +63,7 @@ export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
   const logFull = (): Response | null => {
     const bytesMax = deps.config.walMaxDiskBytes;
     if (!deps.wal.diskFull(bytesMax)) return null;
+    if (deps.wal.storageIsFull) return errorResponse(fileSystemFull());
     return errorResponse(
       insufficientStorage(
         `chroma-lb's write-ahead log holds ${deps.wal.diskBytes()} bytes on disk, its bound (WAL_MAX_DISK_MB=${bytesMax / 1024 / 1024}), ` +

@@ -162,7 +162,14 @@ export class Replayer {
     options: { headers: Headers; deadlineMs: number },
   ): Promise<TargetOutcome> {
     const first = entries[0]!;
-    const ready = await this.prepareFor(instance, first, { deadlineMs: options.deadlineMs, urgent: true });
+    let ready: DrainResult;
+    try {
+      ready = await this.prepareFor(instance, first, { deadlineMs: options.deadlineMs, urgent: true });
+    } catch (error) {
+      // Catching up failed on chroma-lb's side (its log could not record a replayed entry,
+      // e.g. a full disk): the new entries were not sent, so this instance did not take them.
+      return { kind: "not_ready", reason: `catching up failed: ${String((error as Error)?.message ?? error)}` };
+    }
     if (!ready.ok) return { kind: "not_ready", reason: ready.reason };
     return this.locks.run(Replayer.lockKey(instance.name, first.partition), async () => {
       const outcome = await applyEntries(instance, entries, body, this.collections, {
@@ -171,11 +178,22 @@ export class Replayer {
         replay: false,
       });
       if (outcome.kind === "applied") {
-        await this.wal.completeOnTarget(
+        // The entries are durable in the log and applied here, so the client is answered
+        // with the instance's success even when their state cannot be recorded now (a full
+        // disk, an unreachable store): the log keeps that change and records it later
+        // (WriteAheadLog.settle), holding back the partition until then; after a crash they
+        // are replayed everywhere.
+        const recorded = await this.wal.completeOnTarget(
           instance.name,
           first.partition,
           entries.map((e) => e.seq),
         );
+        if (!recorded) {
+          this.log.warn("applied entries could not be marked in the log yet; retried, their collection waits", {
+            instance: instance.name,
+            positions: entries.map((e) => e.seq),
+          });
+        }
       }
       return outcome;
     });
@@ -229,7 +247,16 @@ export class Replayer {
   async prepareFor(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<DrainResult> {
     const reason = await this.satisfyBarrier(instance, entry, options);
     if (reason) return { ok: false, applied: 0, reason };
-    return this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });
+    const result = await this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });
+    if (!result.ok) return result;
+    // Replay skips an entry that is not ready yet (and everything after it), so "nothing
+    // more to replay" is not "caught up". A write applied here past such an entry would
+    // reach this instance before it, and replay would later apply the older entry over the
+    // newer (issue 14: a delete replayed after the upsert that followed it). So the
+    // instance must owe nothing earlier of the partition, in any state.
+    const owed = await this.wal.owesBefore(instance.name, entry.partition, entry.seq);
+    if (owed) return { ok: false, applied: result.applied, reason: `entry ${owed.seq} of the same collection is not settled yet` };
+    return result;
   }
 
   /** Applies every collection and meta entry the instance owes, so its lists and counts are current. */

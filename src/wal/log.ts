@@ -8,6 +8,7 @@
  * replay/order.ts; the types in types.ts.
  */
 import { GroupCommit } from "./group-commit";
+import { isStorageFullError, StorageFullError, type StorageReserve } from "./storage";
 import type { LogStore } from "./store";
 import type { Entry, EntryKind, NewEntry, PendingEntry } from "./types";
 import { LogView } from "./view";
@@ -20,10 +21,41 @@ export interface Limits {
 }
 
 type Positioned = Pick<Entry, "seq" | "partition">;
-type DiskState = { full: boolean; bytes: number; bytesMax: number };
+
+/** What disk listeners hear: full or not, and whether the file system (not WAL_MAX_DISK_MB) is the cause. */
+export interface DiskState {
+  full: boolean;
+  bytes: number;
+  bytesMax: number;
+  filesystem: boolean;
+}
+
+/**
+ * A change of entries' state that could not be recorded yet (the file system was full, or
+ * the store failed otherwise). Its entries stay `new` in the store, which holds back replay
+ * of their partition (nothing may overtake them), until `resolveOnce` records it.
+ */
+interface UnresolvedChange {
+  seqs: number[];
+  partition: string;
+  /** What is to be recorded, for /wal/status. */
+  action: string;
+  error: string;
+  run: () => Promise<void>;
+}
+
+/** An unresolved state change as /wal/status shows it. */
+export interface UnresolvedView {
+  positions: number[];
+  partition: string;
+  action: string;
+  error: string;
+}
 
 /** How long a sample of the log's size is used before it is taken again. */
 const diskSampleMs = 250;
+
+const errorText = (error: unknown) => String((error as Error)?.message ?? error).slice(0, 500);
 
 export class WriteAheadLog {
   readonly view: LogView;
@@ -33,19 +65,55 @@ export class WriteAheadLog {
   private diskSample = { bytes: 0, fileBytes: 0, atMs: 0 };
   private diskSampling: Promise<void> | null = null;
   private diskWasFull = false;
+  /** State changes not recorded yet, oldest first (see settle). */
+  private readonly unresolved: UnresolvedChange[] = [];
+  /** The file system under the log was found full (see noteStorageFull and recoverStorageOnce). */
+  private storageFull = false;
+  private lastRecoveryAtMs = 0;
+  private recovering: Promise<boolean> | null = null;
+  /** The bound the disk check was last asked about, so a full file system is reported at once with it. */
+  private lastBytesMax = 0;
 
   private constructor(
     readonly store: LogStore,
     private readonly instances: string[],
     limits: Limits,
+    /** The spare file given up when the file system fills (see storage.ts); null = none. */
+    private readonly reserve: StorageReserve | null,
   ) {
     this.view = new LogView(instances);
-    this.groups = new GroupCommit((group, nowMs) => store.appendGroup(group, nowMs), limits.appendQueueMax, (entries) => this.view.appended(entries));
+    this.groups = new GroupCommit(
+      async (group, nowMs) => {
+        // The room left (the released spare file) is kept for recording entries already
+        // appended and for cleanup; a new entry would take it.
+        if (this.storageFull) throw new StorageFullError();
+        try {
+          return await store.appendGroup(group, nowMs);
+        } catch (error) {
+          // Nothing of the group was committed (the transaction rolled back). A full file
+          // system refuses the group as a whole (507), and the spare file is given up at once
+          // for the state changes of entries appended before.
+          if (!isStorageFullError(error)) throw error;
+          this.noteStorageFull();
+          throw new StorageFullError();
+        }
+      },
+      limits.appendQueueMax,
+      (entries) => this.view.appended(entries),
+    );
+    // A disk already full at start (a previous run filled it) is found here, not by a
+    // failed write: the spare file cannot be written back, so new writes are refused.
+    if (reserve && !reserve.restore()) this.storageFull = true;
   }
 
   /** Opens the log on a store: the view is loaded from it, and its size sampled. */
-  static async open(store: LogStore, instances: string[], limits: Limits = { appendQueueMax: 10_000 }): Promise<WriteAheadLog> {
-    const wal = new WriteAheadLog(store, instances, limits);
+  static async open(
+    store: LogStore,
+    instances: string[],
+    limits: Limits = { appendQueueMax: 10_000 },
+    reserve: StorageReserve | null = null,
+  ): Promise<WriteAheadLog> {
+    const wal = new WriteAheadLog(store, instances, limits, reserve);
     wal.view.load(await store.load());
     await wal.sampleDisk();
     return wal;
@@ -65,6 +133,7 @@ export class WriteAheadLog {
 
   /** Appends one entry, durable when the promise resolves with it (see group-commit.ts). */
   append(entry: NewEntry): Promise<Entry> {
+    if (this.storageFull) return Promise.reject(new StorageFullError());
     return this.groups.append(entry);
   }
 
@@ -75,49 +144,191 @@ export class WriteAheadLog {
    * waited for them, so they are kept and replayed everywhere like any other entry.
    */
   async recoverUnanswered(): Promise<number> {
-    const n = await this.store.recoverUnanswered();
-    this.view.answeredAll();
+    let n = 0;
+    await this.settle({
+      seqs: [],
+      partition: "*",
+      action: "ready (left unanswered by a crash)",
+      run: async () => {
+        n = await this.store.recoverUnanswered();
+        this.view.answeredAll();
+      },
+    });
     return n;
   }
 
-  /** The write target answered (or none could): the entries may now be replayed to every instance. */
-  async markReady(entries: Positioned[], appliedBy: string | null) {
-    await this.store.markReady(entries.map((e) => e.seq), appliedBy);
-    this.view.answered(entries.map((e) => e.seq));
-    for (const partition of new Set(entries.map((e) => e.partition))) this.notify(partition);
+  /** The write target answered (or none could): the entries of one partition may now be replayed to every instance. */
+  markReady(entries: Positioned[], appliedBy: string | null): Promise<boolean> {
+    const seqs = entries.map((e) => e.seq);
+    const partition = entries[0]?.partition ?? "";
+    return this.settle({
+      seqs,
+      partition,
+      action: "ready",
+      run: async () => {
+        await this.store.markReady(seqs, appliedBy);
+        this.view.answered(seqs);
+        this.notify(partition);
+      },
+    });
+  }
+
+  /**
+   * The outcome of these entries is unknown (the write path failed after appending them):
+   * any still `new` becomes ready for every instance, as after a crash (see
+   * recoverUnanswered), so it neither blocks its partition nor is lost.
+   */
+  keepUnanswered(partition: string, seqs: number[]): Promise<boolean> {
+    return this.settle({
+      seqs,
+      partition,
+      action: "ready (outcome unknown)",
+      run: async () => {
+        await this.store.keepUnanswered(seqs);
+        this.view.answered(seqs);
+        this.notify(partition);
+      },
+    });
   }
 
   /** The write target applied these entries of one partition: applied there, ready for every other instance. */
-  async completeOnTarget(instance: string, partition: string, seqs: number[]) {
-    const removed = await this.store.completeOnTarget(instance, seqs);
-    this.view.answered(seqs);
-    this.view.removed(instance, partition, removed);
-    this.notify(partition);
+  completeOnTarget(instance: string, partition: string, seqs: number[]): Promise<boolean> {
+    return this.settle({
+      seqs,
+      partition,
+      action: `applied by ${instance}`,
+      run: async () => {
+        const removed = await this.store.completeOnTarget(instance, seqs);
+        this.view.answered(seqs);
+        this.view.removed(instance, partition, removed);
+        this.notify(partition);
+      },
+    });
   }
 
   /** No instance may apply this entry (the write target refused it as bad input). */
-  async reject(entry: Positioned) {
-    await this.store.reject(entry.seq);
-    this.view.removedEverywhere(entry.partition, entry.seq);
+  reject(entry: Positioned): Promise<boolean> {
+    return this.settle({
+      seqs: [entry.seq],
+      partition: entry.partition,
+      action: "rejected",
+      run: async () => {
+        await this.store.reject(entry.seq);
+        this.view.removedEverywhere(entry.partition, entry.seq);
+      },
+    });
+  }
+
+  /**
+   * Records a state change of entries appended before. It must never be lost: an entry left
+   * `new` blocks its partition's replay, and an entry that let later ones pass would reach
+   * instances out of order. So a change that fails is kept, in order, and `resolveOnce`
+   * tries it again (the schedule, the disk check and the write path call it); until then
+   * /wal/status lists it and the partition takes no new write. False when it was kept.
+   */
+  private async settle(change: Omit<UnresolvedChange, "error">): Promise<boolean> {
+    // Behind an earlier unresolved change of the same partition, to keep their order.
+    if (!this.hasUnresolved(change.partition) && !(change.partition === "*" && this.unresolved.length > 0)) {
+      try {
+        await this.write(change.run);
+        return true;
+      } catch (error) {
+        this.unresolved.push({ ...change, error: errorText(error) });
+        return false;
+      }
+    }
+    this.unresolved.push({ ...change, error: "waiting for an earlier change of the partition" });
+    return false;
+  }
+
+  /** Tries the unresolved state changes again, oldest first; answers how many remain. */
+  async resolveOnce(): Promise<number> {
+    while (this.unresolved.length > 0) {
+      const change = this.unresolved[0]!;
+      try {
+        await this.write(change.run);
+      } catch (error) {
+        change.error = errorText(error);
+        return this.unresolved.length;
+      }
+      this.unresolved.shift();
+    }
+    return 0;
+  }
+
+  /** Whether a state change of the partition is still to be recorded (it takes no new write until then). */
+  hasUnresolved(partition: string): boolean {
+    return this.unresolved.some((u) => u.partition === partition || u.partition === "*");
+  }
+
+  /** The state changes still to be recorded, oldest first (for /wal/status). */
+  unresolvedChanges(limit = 100): UnresolvedView[] {
+    return this.unresolved.slice(0, limit).map((u) => ({ positions: u.seqs, partition: u.partition, action: u.action, error: u.error }));
+  }
+
+  /**
+   * Runs one change of the store. A full file system is noticed here, in one place: the
+   * spare file is given up (new writes are refused from then on, see `append`) and the
+   * change is tried once more in the room it leaves. Other errors are thrown as they are.
+   */
+  private async write<T>(change: () => Promise<T>): Promise<T> {
+    try {
+      return await change();
+    } catch (error) {
+      if (!isStorageFullError(error)) throw error;
+      if (!this.noteStorageFull()) throw error;
+      return change();
+    }
+  }
+
+  /** The file system under the log was found full; gives up the spare file. True when it was there to give. */
+  private noteStorageFull(): boolean {
+    this.storageFull = true;
+    this.lastRecoveryAtMs = Date.now();
+    const released = this.reserve?.release() ?? false;
+    this.diskFull(this.lastBytesMax);
+    return released;
+  }
+
+  /**
+   * One step out of "file system full": records what is unresolved, then writes the spare
+   * file back; new writes are taken again only once both succeeded.
+   */
+  async recoverStorageOnce(): Promise<boolean> {
+    if (!this.storageFull) return true;
+    this.lastRecoveryAtMs = Date.now();
+    if ((await this.resolveOnce()) > 0) return false;
+    // Gives the -wal file's room back first: it holds every change since the last
+    // checkpoint, often many times the pages it adds to the database file.
+    await this.store.checkpoint().catch(() => {});
+    if (this.reserve && !this.reserve.restore()) return false;
+    this.storageFull = false;
+    this.diskSample.atMs = 0;
+    return true;
+  }
+
+  /** Whether the file system under the log was found full and has not given its room back yet. */
+  get storageIsFull(): boolean {
+    return this.storageFull;
   }
 
   /** The instance has applied these entries. */
   async markApplied(instance: string, entries: Positioned[]) {
     if (entries.length === 0) return;
-    const removed = await this.store.markApplied(instance, entries.map((e) => e.seq));
+    const removed = await this.write(() => this.store.markApplied(instance, entries.map((e) => e.seq)));
     const partitions = new Set(entries.map((e) => e.partition));
     for (const partition of partitions) this.view.removed(instance, partition, removed);
   }
 
   /** A replay attempt failed; the error stays visible on the entry until it succeeds. */
   async recordFailure(instance: string, entry: Positioned, error: string) {
-    await this.store.recordFailure(instance, entry.seq, error, false);
+    await this.write(() => this.store.recordFailure(instance, entry.seq, error, false));
     this.view.failed(instance, entry.partition, entry.seq, error);
   }
 
   /** The instance refused an entry no instance has applied (see refusedEverywhere). */
   async recordRefusal(instance: string, entry: Positioned, error: string) {
-    await this.store.recordFailure(instance, entry.seq, error, true);
+    await this.write(() => this.store.recordFailure(instance, entry.seq, error, true));
     this.view.failed(instance, entry.partition, entry.seq, error);
   }
 
@@ -211,6 +422,14 @@ export class WriteAheadLog {
   failingCount(instance: string) {
     return this.view.failingCount(instance);
   }
+  /**
+   * The first entry of the partition before `beforeSeq` the instance owes, in any state. The
+   * write path checks it after catching an instance up: an entry that is not ready yet is
+   * skipped by replay, and a later write must not overtake it.
+   */
+  owesBefore(instance: string, partition: string, beforeSeq: number) {
+    return this.store.owesBefore(instance, partition, beforeSeq);
+  }
   isCaughtUp(instance: string, partition: string, uptoSeq?: number) {
     return this.view.isCaughtUp(instance, partition, uptoSeq);
   }
@@ -251,8 +470,10 @@ export class WriteAheadLog {
    * Removes entries older than `maxAgeMs` that every instance has applied (or that were
    * rejected). An entry any instance still owes is never removed.
    */
-  cleanup(maxAgeMs: number) {
-    return this.store.cleanup(maxAgeMs);
+  async cleanup(maxAgeMs: number) {
+    const result = await this.write(() => this.store.cleanup(maxAgeMs));
+    this.diskSample.atMs = 0;
+    return result;
   }
 
   /** Wipes the log (used by reset, after every instance was reset). */
@@ -287,17 +508,29 @@ export class WriteAheadLog {
    * until it shrinks. Listeners hear each change, not each call.
    */
   diskFull(bytesMax: number): boolean {
-    if (bytesMax <= 0) return false;
+    this.lastBytesMax = bytesMax;
+    // Out of "file system full" only by a successful step, tried at most every diskSampleMs.
+    if (this.storageFull && !this.recovering && Date.now() - this.lastRecoveryAtMs >= diskSampleMs) {
+      this.recovering = this.recoverStorageOnce()
+        .catch(() => false)
+        .finally(() => {
+          this.recovering = null;
+          this.diskFull(this.lastBytesMax);
+        });
+    }
     const bytes = this.diskBytes();
-    const full = bytes >= bytesMax;
+    const full = this.storageFull || (bytesMax > 0 && bytes >= bytesMax);
     if (full !== this.diskWasFull) {
       this.diskWasFull = full;
-      for (const listener of this.diskListeners) listener({ full, bytes, bytesMax });
+      for (const listener of this.diskListeners) listener({ full, bytes, bytesMax, filesystem: this.storageFull });
     }
     return full;
   }
 
-  /** Called when the log reaches its disk bound, and when it is below it again. */
+  /**
+   * Called when the log reaches its disk bound or finds its file system full (`filesystem`),
+   * and when it takes writes again.
+   */
   onDiskFull(listener: (state: DiskState) => void) {
     this.diskListeners.push(listener);
   }

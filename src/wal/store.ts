@@ -37,6 +37,8 @@ export interface LogStore {
   firstOwedBefore(instance: string, beforeSeq: number, kinds?: EntryKind[], exceptPartition?: string): Promise<{ seq: number; partition: string } | null>;
   /** Partitions with owed entries, oldest first. */
   owedPartitions(instance: string, limit: number): Promise<Array<{ partition: string; firstSeq: number }>>;
+  /** The first entry of the partition before `beforeSeq` the instance owes, in any state. */
+  owesBefore(instance: string, partition: string, beforeSeq: number): Promise<{ seq: number } | null>;
   /** How many instances owe the entry, and how many of those refused it. */
   owedBy(seq: number): Promise<{ owed: number; refused: number }>;
 
@@ -44,6 +46,8 @@ export interface LogStore {
   /** Entries left `new` by a crash were never answered: they become ready (replayed everywhere). */
   recoverUnanswered(): Promise<number>;
   markReady(seqs: number[], appliedBy: string | null): Promise<void>;
+  /** The outcome is unknown: those of `seqs` still `new` become ready for every instance. */
+  keepUnanswered(seqs: number[]): Promise<void>;
   /** Ready for all, and applied on `instance`, in one transaction. Returns the seqs it owed. */
   completeOnTarget(instance: string, seqs: number[]): Promise<number[]>;
   /** No instance may apply it: owed by none, body dropped. */
@@ -69,6 +73,8 @@ export interface LogStore {
   cleanup(maxAgeMs: number): Promise<{ deletedEntries: number }>;
   /** Wipes log, owed rows and marks (reset). Positions keep growing. */
   clear(): Promise<void>;
+  /** Gives room back to the file system where the store can (SQLite: truncates the -wal file). */
+  checkpoint(): Promise<void>;
 
   // Head and lag.
   partitionState(partition: string): Promise<{ headSeq: number; unanswered: number }>;

@@ -55,6 +55,7 @@ describe("loadConfig", () => {
       maxInflightBytes: 128 * 1024 * 1024,
       inflightWaitMs: 2000,
       walMaxDiskBytes: 10_240 * 1024 * 1024,
+      walDiskReserveBytes: 16 * 1024 * 1024,
       mirrorSyncIntervalMs: 5000,
       memorySampleIntervalMs: 1000,
       consistencyCheckIntervalMs: 3_600_000,
@@ -125,6 +126,7 @@ describe("loadConfig", () => {
       MAX_INFLIGHT_MB: "3",
       INFLIGHT_WAIT_TIMEOUT: "0.5",
       WAL_MAX_DISK_MB: "0",
+      WAL_DISK_RESERVE_MB: "3",
       READ_REPLICA_RATIO: "0",
       ACCEPT_WRITES_WHEN_ALL_DOWN: "off",
     });
@@ -143,6 +145,7 @@ describe("loadConfig", () => {
       maxInflightBytes: config.maxInflightBytes,
       inflightWaitMs: config.inflightWaitMs,
       walMaxDiskBytes: config.walMaxDiskBytes,
+      walDiskReserveBytes: config.walDiskReserveBytes,
       readReplicaRatio: config.readReplicaRatio,
       acceptWritesWhenAllDown: config.acceptWritesWhenAllDown,
     }).toEqual({
@@ -160,6 +163,7 @@ describe("loadConfig", () => {
       maxInflightBytes: 3 * 1024 * 1024,
       inflightWaitMs: 500,
       walMaxDiskBytes: 0,
+      walDiskReserveBytes: 3 * 1024 * 1024,
       readReplicaRatio: 0,
       acceptWritesWhenAllDown: false,
     });

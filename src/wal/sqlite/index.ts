@@ -40,6 +40,9 @@ export class SqliteLogStore implements LogStore {
   async owedPartitions(instance: string, limit: number) {
     return positions.owedPartitions(this.ctx, instance, limit);
   }
+  async owesBefore(instance: string, partition: string, beforeSeq: number) {
+    return positions.owesBefore(this.ctx, instance, partition, beforeSeq);
+  }
   async owedBy(seq: number) {
     return positions.owedBy(this.ctx, seq);
   }
@@ -48,6 +51,9 @@ export class SqliteLogStore implements LogStore {
   }
   async markReady(seqs: number[], appliedBy: string | null) {
     outcomes.markReady(this.ctx, seqs, appliedBy);
+  }
+  async keepUnanswered(seqs: number[]) {
+    outcomes.keepUnanswered(this.ctx, seqs);
   }
   async completeOnTarget(instance: string, seqs: number[]) {
     return outcomes.completeOnTarget(this.ctx, instance, seqs);
@@ -81,6 +87,9 @@ export class SqliteLogStore implements LogStore {
   }
   async clear() {
     retention.clear(this.ctx);
+  }
+  async checkpoint() {
+    retention.checkpoint(this.ctx);
   }
   async partitionState(partition: string) {
     return status.partitionState(this.ctx, partition);

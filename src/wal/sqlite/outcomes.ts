@@ -17,6 +17,13 @@ export function markReady(ctx: SqliteLogContext, seqs: number[], appliedBy: stri
   });
 }
 
+export function keepUnanswered(ctx: SqliteLogContext, seqs: number[]) {
+  const { sqlite } = ctx.local;
+  sqlite.transaction(() => {
+    for (const seq of seqs) sqlite.run(`UPDATE wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ? AND state = 'new'`, [seq]);
+  })();
+}
+
 export function completeOnTarget(ctx: SqliteLogContext, instance: string, seqs: number[]): number[] {
   return ctx.local.db.transaction(() => {
     const removed: number[] = [];

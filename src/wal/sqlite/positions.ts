@@ -71,6 +71,10 @@ export function owedPartitions(ctx: SqliteLogContext, instance: string, limit: n
     .map((row) => ({ partition: row.partition, firstSeq: row.firstSeq ?? 0 }));
 }
 
+export function owesBefore(ctx: SqliteLogContext, instance: string, partition: string, beforeSeq: number): { seq: number } | null {
+  return ctx.st.owedBefore.get({ instance, partition, beforeSeq }) ?? null;
+}
+
 export function owedBy(ctx: SqliteLogContext, seq: number): { owed: number; refused: number } {
   const row = ctx.st.owedBy.get({ seq });
   return { owed: row?.owed ?? 0, refused: row?.refused ?? 0 };

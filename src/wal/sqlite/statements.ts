@@ -40,6 +40,13 @@ export function prepareStatements(db: LocalStore["db"]) {
       .set({ attempts: sql`${walPending.attempts} + 1`, lastError: sql`${p("error")}`, lastAttemptAtMs: sql`${p("atMs")}` })
       .where(pendingOf)
       .prepare(),
+    owedBefore: db
+      .select({ seq: walPending.seq })
+      .from(walPending)
+      .where(and(eq(walPending.instance, p("instance")), eq(walPending.partition, p("partition")), lt(walPending.seq, p("beforeSeq"))))
+      .orderBy(asc(walPending.seq))
+      .limit(1)
+      .prepare(),
     owedBy: db
       .select({ owed: count(), refused: sql<number>`coalesce(sum(${walPending.lastError} LIKE 'refused: %'), 0)` })
       .from(walPending)
