@@ -8,7 +8,9 @@ import { fillCollection } from "./collections/fill";
 import { Mirror } from "./collections/mirror";
 import { CollectionStore } from "./collections/store";
 import type { Config } from "./config";
-import { openLocalStore } from "./db";
+import { openLocalStore, openMirrorStore } from "./db";
+import { PostgresMappingStore } from "./collections/mappings-postgres";
+import { PostgresLogStore } from "./wal/postgres";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -32,19 +34,23 @@ export type { Services };
 
 /** Opens the stores and builds every service; starts nothing in the background. */
 export async function buildServices(config: Config, log: Logger = createLogger(config.logLevel)): Promise<Services> {
+  // DATA_DIR is opened with either store: it also holds the mirror's watermark and the spare file.
   const local = openLocalStore(config.dataDir);
-  const collections = await CollectionStore.open(local);
-  const registry = new InstanceRegistry(config.instances, config, log);
   const instanceNames = config.instances.map((i) => i.name);
-  const reserve = new StorageReserve(config.dataDir, config.walDiskReserveBytes);
-  const wal = await WriteAheadLog.open(new SqliteLogStore(local, instanceNames), instanceNames, undefined, reserve);
+  const pg = config.logStore === "postgres" ? await openMirrorStore(config.databaseUrl!) : null;
+  const collections = await CollectionStore.open(pg ? new PostgresMappingStore(pg.db) : local);
+  const registry = new InstanceRegistry(config.instances, config, log);
+  const reserve = pg ? null : new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const logStore = pg ? new PostgresLogStore(pg.sql, instanceNames) : new SqliteLogStore(local, instanceNames);
+  const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
   const recovered = await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
   sizer.observe(BatchSizer.sampleProcess());
   const replayer = new Replayer(wal, collections, registry, sizer, config, log);
   const adoption = new Adoption(collections, registry, wal, config, log);
-  const mirror = config.databaseUrl ? new Mirror(config.databaseUrl, local, collections, log) : null;
+  // With the Postgres store the mappings are in Postgres already: no mirror.
+  const mirror = config.databaseUrl && !pg ? new Mirror(config.databaseUrl, local, collections, log) : null;
   const writeLocks = new KeyedMutex();
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
@@ -97,6 +103,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await mirror?.syncOnce();
       await mirror?.close();
       await wal.close();
+      await pg?.close();
       local.close();
     },
   };

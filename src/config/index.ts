@@ -36,8 +36,10 @@ export interface Config {
   instances: InstanceConfig[];
   /** DATA_DIR (./data): holds the SQLite files (log and mappings). */
   dataDir: string;
-  /** DATABASE_URL (unset): optional Postgres mirror of the mappings. */
+  /** DATABASE_URL (unset): Postgres; with LOG_STORE=sqlite an optional mirror of the mappings, with postgres the store. */
   databaseUrl: string | null;
+  /** LOG_STORE (sqlite): where the log and the mappings live, `sqlite` (DATA_DIR) or `postgres` (DATABASE_URL). */
+  logStore: "sqlite" | "postgres";
   /** ADMIN_TOKEN (unset): when set, admin endpoints need `Authorization: Bearer <token>`. */
   adminToken: string | null;
   /** PROTECTED_COLLECTIONS (global): collection names that can never be deleted through chroma-lb. */
@@ -238,6 +240,9 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     throw new ConfigError("LOG_LEVEL", "one of debug, info, warn, error", logLevel);
   }
   const databaseUrl = read(env, "DATABASE_URL") ?? null;
+  const logStore = (read(env, "LOG_STORE") ?? "sqlite").toLowerCase();
+  if (logStore !== "sqlite" && logStore !== "postgres") throw new ConfigError("LOG_STORE", "sqlite or postgres", logStore);
+  if (logStore === "postgres" && !databaseUrl) throw new ConfigError("DATABASE_URL", "a postgres:// URL when LOG_STORE=postgres", "");
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     // The value itself may hold a password, so it is never echoed.
     throw new ConfigError("DATABASE_URL", "a postgres:// URL", "(hidden)");
@@ -275,6 +280,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     instances: Object.freeze(instances) as InstanceConfig[],
     dataDir: read(env, "DATA_DIR") ?? "./data",
     databaseUrl,
+    logStore,
     adminToken: read(env, "ADMIN_TOKEN") ?? null,
     protectedCollections: (read(env, "PROTECTED_COLLECTIONS") ?? "global")
       .split(",")

@@ -23,7 +23,9 @@ import { applyBisecting } from "../replay/order";
 import type { Replayer } from "../replay/replayer";
 import { writeCandidates } from "../routing/select";
 import type { KeyedMutex } from "../util/mutex";
+import { AppendQueueFullError } from "../wal/group-commit";
 import type { Entry, NewEntry, WriteAheadLog } from "../wal/log";
+import { StorageFullError } from "../wal/storage";
 
 export interface WritePathDeps {
   config: Config;
@@ -187,7 +189,14 @@ export class WritePath {
       // Appends of one group share a commit, so this is not expected; if some made it
       // anyway, nothing applied them and their clients are refused: no instance gets them.
       for (const a of appended) if (a.status === "fulfilled") await wal.reject(a.value);
-      throw failed.reason;
+      // Not durable, so not acknowledged: the client retries (a store that cannot be reached,
+      // Postgres restarting). A full disk and a full queue keep their own answers.
+      const reason = failed.reason as unknown;
+      if (reason instanceof LbError || reason instanceof StorageFullError || reason instanceof AppendQueueFullError) throw reason;
+      this.deps.log.error("a write could not be appended to the log; answered 503", { error: String((reason as Error)?.message ?? reason).slice(0, 300) });
+      throw new LbError(503, "ServiceUnavailable", "chroma-lb's log store cannot take the write now (nothing was kept); retry shortly", {
+        "retry-after": String(storageRetryAfterSeconds),
+      });
     }
     const entries = appended.map((a) => (a as PromiseFulfilledResult<Entry>).value);
     try {

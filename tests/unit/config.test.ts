@@ -31,6 +31,7 @@ describe("loadConfig", () => {
       ],
       dataDir: "./data",
       databaseUrl: null,
+      logStore: "sqlite",
       adminToken: null,
       protectedCollections: ["global"],
       allowReset: false,
