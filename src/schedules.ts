@@ -36,6 +36,13 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     await deps.wal.resolveOnce();
     deps.replayer.kickAll();
   });
+  // An unreachable log store is probed each second: writes resume at its first answer.
+  job("log-store-probe", 1_000, async () => {
+    if (deps.wal.storeUnreachable && (await deps.wal.probeOnce())) {
+      deps.log.warn("the log store answers again; writes are taken");
+      deps.replayer.kickAll();
+    }
+  });
   job("memory-sample", deps.config.memorySampleIntervalMs, () => deps.sizer.observe(BatchSizer.sampleProcess()));
   job("adoption", 60_000, () => deps.adoption.adoptOnce());
   job("wal-retention", 3600_000, async () => {

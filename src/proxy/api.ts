@@ -190,7 +190,7 @@ export class ChromaApi {
     return this.read(request, {
       what: "this read",
       candidates,
-      catchUp: async (instance) => (await replayer.drainCatalog(instance, { deadlineMs: this.deadline(), urgent: true })).ok,
+      catchUp: async (instance) => (await replayer.drainCatalog(instance, { deadlineMs: this.deadline(), urgent: true }).catch(() => ({ ok: false }))).ok,
       path: pathFor,
       body,
       rewrite:
@@ -242,7 +242,10 @@ export class ChromaApi {
       what: `collection ${record.name}`,
       candidates,
       catchUp: async (instance) => {
-        const caughtUp = await replayer.drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true });
+        // A log store that cannot be reached cannot bring it up to date: another instance serves.
+        const caughtUp = await replayer
+          .drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true })
+          .catch((error) => ({ ok: false as const, applied: 0, reason: String(error) }));
         return caughtUp.ok && wal.isCaughtUp(instance.name, record.id, minPosition);
       },
       path: (instance) => {

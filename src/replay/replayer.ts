@@ -405,7 +405,8 @@ export class Replayer {
    * kick is lost.
    */
   kick(instance: Instance): Promise<void> {
-    if (this.stopped || this.paused) return Promise.resolve();
+    // While the log store cannot be reached nothing can be read or recorded; its probe kicks again.
+    if (this.stopped || this.paused || this.wal.storeUnreachable) return Promise.resolve();
     const current = this.running.get(instance.name);
     if (current) {
       this.again.add(instance.name);

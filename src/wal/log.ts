@@ -55,6 +55,35 @@ export interface UnresolvedView {
 /** How long a sample of the log's size is used before it is taken again. */
 const diskSampleMs = 250;
 
+/** An append refused because the store cannot be reached: nothing was kept (503, Retry-After). */
+export class LogStoreUnreachableError extends Error {
+  constructor(reason: string) {
+    super(`chroma-lb's log store cannot be reached (${reason})`);
+    this.name = "LogStoreUnreachableError";
+  }
+}
+
+/** The store, with every call's outcome reported (to learn when it stops and starts answering). */
+function watchStore(store: LogStore, on: { failed: (error: unknown) => void; succeeded: () => void }): LogStore {
+  return new Proxy(store, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver);
+      if (typeof value !== "function" || key === "isUnreachableError") return value;
+      return (...args: unknown[]) =>
+        (value as (...a: unknown[]) => Promise<unknown>).apply(target, args).then(
+          (result) => {
+            on.succeeded();
+            return result;
+          },
+          (error: unknown) => {
+            on.failed(error);
+            throw error;
+          },
+        );
+    },
+  });
+}
+
 const errorText = (error: unknown) => String((error as Error)?.message ?? error).slice(0, 500);
 
 export class WriteAheadLog {
@@ -74,13 +103,25 @@ export class WriteAheadLog {
   /** The bound the disk check was last asked about, so a full file system is reported at once with it. */
   private lastBytesMax = 0;
 
+  /** Set when a store call failed because the store cannot be reached; cleared by the next success. */
+  private unreachable: { sinceMs: number; error: string } | null = null;
+  readonly store: LogStore;
+
   private constructor(
-    readonly store: LogStore,
+    store: LogStore,
     private readonly instances: string[],
     limits: Limits,
     /** The spare file given up when the file system fills (see storage.ts); null = none. */
     private readonly reserve: StorageReserve | null,
   ) {
+    this.store = watchStore(store, {
+      failed: (error) => {
+        if (store.isUnreachableError(error)) this.unreachable ??= { sinceMs: Date.now(), error: errorText(error) };
+      },
+      succeeded: () => {
+        this.unreachable = null;
+      },
+    });
     this.view = new LogView(instances);
     this.groups = new GroupCommit(
       async (group, nowMs) => {
@@ -88,7 +129,7 @@ export class WriteAheadLog {
         // appended and for cleanup; a new entry would take it.
         if (this.storageFull) throw new StorageFullError();
         try {
-          return await store.appendGroup(group, nowMs);
+          return await this.store.appendGroup(group, nowMs);
         } catch (error) {
           // Nothing of the group was committed (the transaction rolled back). A full file
           // system refuses the group as a whole (507), and the spare file is given up at once
@@ -134,6 +175,8 @@ export class WriteAheadLog {
   /** Appends one entry, durable when the promise resolves with it (see group-commit.ts). */
   append(entry: NewEntry): Promise<Entry> {
     if (this.storageFull) return Promise.reject(new StorageFullError());
+    // Nothing could be made durable: refused at once rather than after a connect timeout.
+    if (this.unreachable) return Promise.reject(new LogStoreUnreachableError(this.unreachable.error));
     return this.groups.append(entry);
   }
 
@@ -305,6 +348,26 @@ export class WriteAheadLog {
     this.storageFull = false;
     this.diskSample.atMs = 0;
     return true;
+  }
+
+  /** Since when, and why, the store cannot be reached (null while it answers). */
+  get storeUnreachable(): { sinceMs: number; error: string } | null {
+    return this.unreachable;
+  }
+
+  /**
+   * One step back from an unreachable store: a round trip, then the state changes kept
+   * meanwhile. Writes are taken again from the first success (the schedule calls this).
+   */
+  async probeOnce(): Promise<boolean> {
+    if (!this.unreachable) return true;
+    try {
+      await this.store.ping();
+    } catch {
+      return false;
+    }
+    await this.resolveOnce().catch(() => {});
+    return this.unreachable === null;
   }
 
   /** Whether the file system under the log was found full and has not given its room back yet. */

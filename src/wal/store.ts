@@ -83,5 +83,10 @@ export interface LogStore {
   /** Space the log takes: `bytes` is compared with WAL_MAX_DISK_MB; `fileBytes` as the files (or relations) take it. */
   size(): Promise<{ bytes: number; fileBytes: number }>;
 
+  /** One cheap round trip (Postgres: `SELECT 1`), to learn whether the store answers again. */
+  ping(): Promise<void>;
+  /** True when `error` says the store cannot be reached now (not that a statement is wrong). */
+  isUnreachableError(error: unknown): boolean;
+
   close(): Promise<void>;
 }

@@ -17,6 +17,19 @@ import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryO
 /** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
 const appendLockKey = 0x63686c6f67;
 const cleanupChunkEntries = 2000;
+const unreachableCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+]);
 
 export class PostgresLogStore implements LogStore {
   readonly kind = "postgres";
@@ -285,6 +298,18 @@ export class PostgresLogStore implements LogStore {
       SELECT (pg_total_relation_size('chroma_lb_wal_entries') + pg_total_relation_size('chroma_lb_wal_bodies')
             + pg_total_relation_size('chroma_lb_wal_pending') + pg_total_relation_size('chroma_lb_wal_diverged'))::bigint AS bytes`;
     return { bytes: row?.bytes ?? 0, fileBytes: row?.bytes ?? 0 };
+  }
+
+  async ping() {
+    await this.sql`SELECT 1`;
+  }
+
+  isUnreachableError(error: unknown): boolean {
+    if (typeof error !== "object" || error === null) return false;
+    const code = String((error as { code?: unknown }).code ?? "");
+    // The driver's own connection errors, the system's, and SQLSTATE class 08 (connection
+    // exception), 57P01-57P03 (the server shutting down, crashed, or not accepting yet), 53300.
+    return unreachableCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code) || code === "53300";
   }
 
   async close() {

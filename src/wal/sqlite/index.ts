@@ -103,6 +103,11 @@ export class SqliteLogStore implements LogStore {
   async size() {
     return size(this.ctx);
   }
+  async ping() {}
+  /** A local file is never "unreachable": its failures are errors (or a full disk, see ../storage.ts). */
+  isUnreachableError() {
+    return false;
+  }
   async close() {
     if (this.closeWithStore) this.ctx.local.close();
   }
