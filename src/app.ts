@@ -5,6 +5,7 @@
 import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
+import { tokenRoutes } from "./auth/routes";
 import { dashboardRoutes } from "./dashboard/routes";
 import { LbError, errorResponse } from "./errors";
 import { ChromaApi } from "./proxy/api";
@@ -34,11 +35,22 @@ export function createApp(deps: AppDeps) {
           tags: [
             { name: "Chroma API", description: "Chroma's v2 API, served through chroma-lb" },
             { name: "chroma-lb status", description: "Health, status, log and metrics (read-only)" },
-            { name: "chroma-lb admin", description: "Mappings and instance control (Bearer ADMIN_TOKEN when set)" },
+            { name: "chroma-lb admin", description: "Mappings, instances and tokens: ADMIN_TOKEN or a token of role admin for every tenant and database" },
           ],
+          components: {
+            securitySchemes: {
+              bearer: { type: "http", scheme: "bearer", description: "`Authorization: Bearer <token>`: a data token, or ADMIN_TOKEN" },
+              chromaToken: { type: "apiKey", in: "header", name: "X-Chroma-Token", description: "`X-Chroma-Token: <token>`: the same tokens, as Chroma's clients send them" },
+            },
+          },
+          // Either scheme; operations open to anyone say `security: []`.
+          security: [{ bearer: [] }, { chromaToken: [] }],
         },
       }),
     )
+    // Access is decided as a request arrives, before its body is read: the caller learns
+    // nothing from how its body would be judged, and nothing reaches an instance.
+    .onRequest(({ request }) => deps.access.check(request, new URL(request.url).pathname) ?? undefined)
     .onError(({ error, code }) => {
       if (error instanceof LbError) return errorResponse(error);
       switch (code) {
@@ -55,6 +67,7 @@ export function createApp(deps: AppDeps) {
       }
     })
     .use(adminRoutes(deps))
+    .use(tokenRoutes(deps))
     // After the swagger plugin: its page at /swagger loads Swagger UI from a CDN, this one
     // from chroma-lb itself, and the later route wins.
     .use(dashboardRoutes({ title: "chroma-lb API", specPath: "/swagger/json" }))

@@ -3,6 +3,8 @@
  * `startServer` is what `src/index.ts` and the in-process test harness call.
  */
 import { createApp } from "./app";
+import { AccessControl } from "./auth/access";
+import { openTokenStore } from "./auth/open";
 import { Adoption } from "./collections/adoption";
 import { fillCollection } from "./collections/fill";
 import { Mirror } from "./collections/mirror";
@@ -49,6 +51,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
+  const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
     minIntervalMs: config.alertMinIntervalMs,
@@ -85,6 +88,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     alerter,
     events,
     metrics,
+    access,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -111,7 +115,11 @@ export interface RunningServer {
 
 export async function startServer(config: Config, options: { log?: Logger } = {}): Promise<RunningServer> {
   const services = await buildServices(config, options.log);
-  const { log, registry, replayer, wal, adoption, mirror } = services;
+  const { log, registry, replayer, wal, adoption, mirror, access } = services;
+
+  // Tokens are known before the first request is taken.
+  await access.refreshOnce();
+  access.announce();
 
   if (mirror) await mirror.restoreIfEmpty();
   await registry.checkAll();
@@ -223,7 +231,10 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request)),
+    fetch: services.metrics.instrument(
+      (request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request),
+      (request, status) => access.answered(request, status),
+    ),
   });
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
   log.info("chroma-lb listening", {

@@ -3,6 +3,7 @@
  * (server.ts) and handed to the app, the schedules and the admin endpoints. Modules that
  * need only a few take a `Pick<Services, ...>`.
  */
+import type { AccessControl } from "./auth/access";
 import type { Adoption } from "./collections/adoption";
 import type { Mirror } from "./collections/mirror";
 import type { CollectionStore } from "./collections/store";
@@ -46,6 +47,8 @@ export interface Services {
   events: RecentEvents;
   /** The Prometheus registry and the figures counted as they happen (GET /metrics). */
   metrics: Metrics;
+  /** Who may do what: tokens, roles, scopes, the open or closed data API, audit. */
+  access: AccessControl;
   startedAtMs: number;
   close(): Promise<void>;
 }

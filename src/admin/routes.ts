@@ -1,8 +1,8 @@
 /**
  * chroma-lb's own endpoints: health, status, the log, mappings and instance control, on
  * the paths and with the fields operators already use (see README "Endpoints").
- * Read-only figures are public; everything that changes state, and the mappings, needs
- * `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
+ * Read-only figures are public; everything that changes state, and the mappings, needs an
+ * admin credential (decided for every request in createApp, see auth/access.ts).
  */
 import { Elysia, t } from "elysia";
 import type { CollectionStore } from "../collections/store";
@@ -10,19 +10,16 @@ import { conflict, forbidden, LbError, notFound } from "../errors";
 import type { Instance, InstanceState } from "../instances/registry";
 import { RecentEventsModel } from "../observability/events";
 import { ErrorModel } from "../proxy/models";
+import { adminDetail, AnyObject, SuccessModel } from "./docs";
 import type { Services } from "../services";
-import { adminRefusal } from "./auth";
 
 export type AdminDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access"
 >;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
-
-/** Paths of the endpoints that need the admin token. */
-const isAdminPath = (path: string) => path.startsWith("/admin/") || path === "/wal/cleanup" || path.startsWith("/collection/mappings");
 
 export function instanceState(instance: Instance, pendingEntries: number): InstanceState {
   if (instance.maintenance) return "maintenance";
@@ -33,8 +30,9 @@ export function instanceState(instance: Instance, pendingEntries: number): Insta
 export function adminRoutes(deps: AdminDeps) {
   const { config, wal, registry, collections, replayer, sizer } = deps;
 
-  // Checked when the request arrives, before its body is read or parsed.
-  const requireAdmin = ({ request }: { request: Request }) => adminRefusal(request, config.adminToken) ?? undefined;
+  // Decided when the request arrives (createApp's onRequest); checked again here so that no
+  // admin route can be reached by a path the rules would read otherwise.
+  const requireAdmin = ({ request }: { request: Request }) => deps.access.check(request, new URL(request.url).pathname) ?? undefined;
 
   const divergenceView = (d: ReturnType<typeof wal.divergences>[number]) => {
     const record = collections.get(d.partition);
@@ -158,14 +156,9 @@ export function adminRoutes(deps: AdminDeps) {
     return instance;
   };
 
-  const adminTag = { tags: ["chroma-lb admin"] };
   const statusTag = { tags: ["chroma-lb status"] };
 
   return new Elysia({ name: "admin" })
-    // Elysia parses a body before beforeHandle runs: the token is checked as the request
-    // arrives, so an unauthenticated caller learns nothing from how its body is judged.
-    // (beforeHandle below checks again, for any admin route this prefix test misses.)
-    .onRequest(({ request }) => (isAdminPath(new URL(request.url).pathname) ? (adminRefusal(request, config.adminToken) ?? undefined) : undefined))
     .get(
       "/health",
       ({ set }) => {
@@ -186,6 +179,8 @@ export function adminRoutes(deps: AdminDeps) {
       () => ({
         service: "chroma-lb",
         architecture: "write-ahead log with ordered replay",
+        // `open`: the data API needs no token (AUTH_REQUIRED unset and no token made yet).
+        auth: deps.access.open ? "open" : "required",
         uptime_seconds: Math.round((Date.now() - deps.startedAtMs) / 1000),
         healthy_instances: healthyCount(),
         total_instances: registry.all.length,
@@ -258,7 +253,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
           {
             body: t.Optional(t.Object({ max_age_hours: t.Optional(t.Number({ minimum: 0 })) })),
-            detail: { summary: "Remove entries applied everywhere and older than max_age_hours (default WAL_RETENTION_HOURS)", ...adminTag },
+            detail: adminDetail("Remove entries applied everywhere and older than max_age_hours (default WAL_RETENTION_HOURS)"),
           },
         )
         .post(
@@ -274,7 +269,7 @@ export function adminRoutes(deps: AdminDeps) {
           {
             params: t.Object({ seq: t.Numeric() }),
             body: t.Object({ instance: t.String() }),
-            detail: { summary: "Give up on one stuck entry for one instance (it will never be applied there)", ...adminTag },
+            detail: adminDetail("Give up on one stuck entry for one instance (it will never be applied there)", { ok: { 200: SuccessModel }, notFound: "No such instance, or it does not owe that entry" }),
           },
         )
         .get(
@@ -283,7 +278,7 @@ export function adminRoutes(deps: AdminDeps) {
             const mappings = collections.list().map(mappingView);
             return { mappings, count: mappings.length };
           },
-          { detail: { summary: "Collection ids and each instance's UUID", ...adminTag } },
+          { detail: adminDetail("Collection ids and each instance's UUID") },
         )
         .delete(
           "/collection/mappings/:name",
@@ -301,7 +296,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
           {
             query: t.Object({ tenant: t.Optional(t.String()), database: t.Optional(t.String()) }),
-            detail: { summary: "Remove one mapping (the collection stays on the instances)", ...adminTag },
+            detail: adminDetail("Remove one mapping (the collection stays on the instances)", { ok: { 200: SuccessModel }, notFound: "No mapping of that name" }),
           },
         )
         .post(
@@ -338,16 +333,15 @@ export function adminRoutes(deps: AdminDeps) {
               tenant: t.Optional(t.String()),
               database: t.Optional(t.String()),
             }),
-            detail: { summary: "Create or repair a mapping; an omitted id keeps its old value", ...adminTag },
+            detail: adminDetail("Create or repair a mapping; an omitted id keeps its old value", { ok: { 200: SuccessModel } }),
           },
         )
-        .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: { summary: "Match collections on the instances to mappings now", ...adminTag } })
+        .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: adminDetail("Match collections on the instances to mappings now") })
         .get("/admin/consistency", ({ query }) => deps.consistency.checkOnce(query.collection), {
           query: t.Object({ collection: t.Optional(t.String({ description: "a collection name or id; all collections when absent" })) }),
-          detail: {
-            summary: "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
-            ...adminTag,
-          },
+          detail: adminDetail(
+            "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
+          ),
         })
         .post(
           "/admin/instances/:name/resync",
@@ -372,7 +366,7 @@ export function adminRoutes(deps: AdminDeps) {
                 wait: t.Optional(t.Boolean({ description: "false answers 202 at once; the default waits for the copy" })),
               }),
             ),
-            detail: { summary: "Rebuild an instance's copy of one or every collection from a current instance, while writes go on", ...adminTag },
+            detail: adminDetail("Rebuild an instance's copy of one or every collection from a current instance, while writes go on", { ok: { 200: AnyObject, 202: AnyObject }, notFound: "No such instance or collection" }),
           },
         )
         .get(
@@ -382,7 +376,7 @@ export function adminRoutes(deps: AdminDeps) {
             healthy_count: healthyCount(),
             total_count: registry.all.length,
           }),
-          { detail: { summary: "Every instance with health, role, state and lag", ...adminTag } },
+          { detail: adminDetail("Every instance with health, role, state and lag") },
         )
         .post(
           "/admin/instances/:name/health",
@@ -407,7 +401,7 @@ export function adminRoutes(deps: AdminDeps) {
               duration_seconds: t.Optional(t.Union([t.Number({ minimum: 0 }), t.Null()])),
               clear: t.Optional(t.Boolean({ description: "end a simulation now" })),
             }),
-            detail: { summary: "Simulate an outage (or a recovery); it holds for its duration whatever the checker sees", ...adminTag },
+            detail: adminDetail("Simulate an outage (or a recovery); it holds for its duration whatever the checker sees", { ok: { 200: SuccessModel }, notFound: "No such instance" }),
           },
         )
         .post(
@@ -429,7 +423,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
           {
             body: t.Object({ enabled: t.Boolean() }),
-            detail: { summary: "Drain an instance for maintenance (it still receives replayed writes), or return it", ...adminTag },
+            detail: adminDetail("Drain an instance for maintenance (it still receives replayed writes), or return it", { ok: { 200: SuccessModel }, notFound: "No such instance" }),
           },
         ),
     )

@@ -3,6 +3,7 @@
  * frozen Config that is passed to whoever needs it; nothing else reads process.env.
  * A bad value raises ConfigError, whose message names the variable and what it expects.
  */
+import { readFileSync } from "node:fs";
 
 export class ConfigError extends Error {
   constructor(
@@ -22,6 +23,23 @@ export interface InstanceConfig {
   name: string;
   /** Base URL of the Chroma server, without a trailing slash. */
   url: string;
+  /**
+   * CHROMA_INSTANCE_HEADERS_<NAME> (none): headers sent on every request chroma-lb makes to
+   * this instance (client requests, replay, probes, adoption, repair), for a Chroma behind an
+   * authenticating proxy. A JSON object of strings, `{"Authorization":"Bearer s3cret"}`;
+   * <NAME> is the instance name in capitals with `-` as `_` (PRIMARY, REPLICA, ...).
+   */
+  headers?: Readonly<Record<string, string>>;
+}
+
+/** One token declared in AUTH_TOKENS_FILE: its secret is known only by its SHA-256. */
+export interface DeclaredToken {
+  name: string;
+  role: "read" | "write" | "admin";
+  tenants: string[];
+  databases: string[];
+  /** Hex SHA-256 of the secret (`bun run token hash` prints one). */
+  sha256: string;
 }
 
 export interface Config {
@@ -38,8 +56,22 @@ export interface Config {
   dataDir: string;
   /** DATABASE_URL (unset): optional Postgres mirror of the mappings. */
   databaseUrl: string | null;
-  /** ADMIN_TOKEN (unset): when set, admin endpoints need `Authorization: Bearer <token>`. */
+  /**
+   * ADMIN_TOKEN (unset): an admin token of everything (`Authorization: Bearer <token>` or
+   * `X-Chroma-Token`). When set, admin endpoints need an admin credential; alone it leaves
+   * the data API open (see `authRequired`).
+   */
   adminToken: string | null;
+  /**
+   * AUTH_REQUIRED (false): the data API needs a token from the start. When false it is open
+   * until the first data token exists (created, or declared in AUTH_TOKENS_FILE). Refused
+   * without ADMIN_TOKEN or AUTH_TOKENS_FILE, since no token could then be made.
+   */
+  authRequired: boolean;
+  /** AUTH_TOKENS_FILE (unset): a JSON file of declared tokens (hashes only), read at start. */
+  authTokensFile: string | null;
+  /** The tokens of AUTH_TOKENS_FILE, parsed and checked at start; empty without the file. */
+  declaredTokens: DeclaredToken[];
   /** PROTECTED_COLLECTIONS (global): collection names that can never be deleted through chroma-lb. */
   protectedCollections: string[];
   /** ALLOW_RESET (false): allow POST /api/v2/reset, which wipes every instance and chroma-lb's state. */
@@ -187,7 +219,7 @@ function parseInstances(env: Env): InstanceConfig[] {
       if (!instanceNamePattern.test(name)) {
         throw new ConfigError("CHROMA_INSTANCES", "instance names of lowercase letters, digits, - and _", name);
       }
-      return { name, url: httpUrl("CHROMA_INSTANCES", item.slice(at + 1).trim()) };
+      return { name, url: httpUrl("CHROMA_INSTANCES", item.slice(at + 1).trim()), ...withHeaders(env, name) };
     });
     const names = new Set(instances.map((i) => i.name));
     if (names.size !== instances.length) throw new ConfigError("CHROMA_INSTANCES", "distinct instance names", list);
@@ -199,12 +231,104 @@ function parseInstances(env: Env): InstanceConfig[] {
   const instances: InstanceConfig[] = [];
   const primary = read(env, "CHROMA_PRIMARY_URL");
   const replica = read(env, "CHROMA_REPLICA_URL");
-  if (primary !== undefined) instances.push({ name: "primary", url: httpUrl("CHROMA_PRIMARY_URL", primary) });
+  if (primary !== undefined) instances.push({ name: "primary", url: httpUrl("CHROMA_PRIMARY_URL", primary), ...withHeaders(env, "primary") });
   if (replica !== undefined) {
     if (primary === undefined) throw new ConfigError("CHROMA_PRIMARY_URL", "a URL when CHROMA_REPLICA_URL is set", "");
-    instances.push({ name: "replica", url: httpUrl("CHROMA_REPLICA_URL", replica) });
+    instances.push({ name: "replica", url: httpUrl("CHROMA_REPLICA_URL", replica), ...withHeaders(env, "replica") });
   }
   return instances;
+}
+
+/** The variable holding an instance's extra headers. */
+export function instanceHeadersVariable(name: string): string {
+  return `CHROMA_INSTANCE_HEADERS_${name.toUpperCase().replace(/-/g, "_")}`;
+}
+
+/** Header names of RFC 9110 (a token); values without line breaks. */
+const headerNamePattern = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Headers chroma-lb sets itself on each request. */
+const headersChromaLbSets = new Set(["host", "content-length", "content-type", "transfer-encoding", "connection"]);
+
+/**
+ * CHROMA_INSTANCE_HEADERS_<NAME>: a JSON object of header names to strings. JSON rather than
+ * `k=v;k=v` because header values (base64 tokens, cookies) hold `=` and `;` themselves.
+ * Values may hold secrets, so an error names the variable and the field, never the value.
+ */
+export function instanceHeaders(env: Env, name: string): Record<string, string> {
+  const variable = instanceHeadersVariable(name);
+  const raw = read(env, variable);
+  if (raw === undefined) return Object.freeze({});
+  const expected = 'a JSON object of header names to strings, such as {"Authorization":"Bearer s3cret"}';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(variable, expected, "(hidden: not JSON)");
+  }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new ConfigError(variable, expected, "(hidden)");
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!headerNamePattern.test(key) || headersChromaLbSets.has(key.toLowerCase())) {
+      throw new ConfigError(variable, "header names other than Host, Content-Length, Content-Type, Transfer-Encoding and Connection", key);
+    }
+    if (typeof value !== "string" || /[\r\n\0]/.test(value)) throw new ConfigError(variable, `a string without line breaks for ${key}`, "(hidden)");
+    headers[key] = value;
+  }
+  return Object.freeze(headers);
+}
+
+/** `{ headers }` when the instance has CHROMA_INSTANCE_HEADERS_<NAME>, else nothing. */
+function withHeaders(env: Env, name: string): { headers?: Readonly<Record<string, string>> } {
+  const headers = instanceHeaders(env, name);
+  return Object.keys(headers).length ? { headers } : {};
+}
+
+const tokenNamePattern = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+/**
+ * AUTH_TOKENS_FILE: `{"tokens": [{"name": "cms", "role": "write", "tenants": ["default_tenant"],
+ * "databases": ["*"], "sha256": "<hex>"}]}`; tenants and databases default to `["*"]`.
+ */
+export function parseDeclaredTokens(path: string, text: string): DeclaredToken[] {
+  const variable = "AUTH_TOKENS_FILE";
+  const fail = (what: string, got: string) => new ConfigError(variable, `${path} to hold ${what}`, got);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw fail('JSON such as {"tokens": [...]}', "(not JSON)");
+  }
+  const list = (parsed as { tokens?: unknown })?.tokens;
+  if (!Array.isArray(list)) throw fail('an object with a "tokens" array', typeof parsed);
+  const seen = new Set<string>();
+  return list.map((item, i) => {
+    const t = item as Record<string, unknown>;
+    if (typeof t?.name !== "string" || !tokenNamePattern.test(t.name)) throw fail(`a name (letters, digits, . _ @ -) at tokens[${i}]`, String(t?.name));
+    if (t.role !== "read" && t.role !== "write" && t.role !== "admin") throw fail(`role read, write or admin at tokens[${i}]`, String(t.role));
+    if (typeof t.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(t.sha256)) throw fail(`a lowercase hex sha256 at tokens[${i}]`, "(hidden)");
+    if (seen.has(t.sha256)) throw fail(`distinct hashes (tokens[${i}] repeats one)`, "(hidden)");
+    seen.add(t.sha256);
+    const names = (field: "tenants" | "databases"): string[] => {
+      const value = t[field];
+      if (value === undefined) return ["*"];
+      if (!Array.isArray(value) || value.length === 0 || value.some((v) => typeof v !== "string" || v === "")) {
+        throw fail(`${field} as a non-empty array of names (or "*") at tokens[${i}]`, JSON.stringify(value));
+      }
+      return value as string[];
+    };
+    return { name: t.name, role: t.role, tenants: names("tenants"), databases: names("databases"), sha256: t.sha256 };
+  });
+}
+
+function readDeclaredTokens(path: string | null): DeclaredToken[] {
+  if (path === null) return [];
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError("AUTH_TOKENS_FILE", "a readable file", `${path} (${(error as NodeJS.ErrnoException).code ?? "unreadable"})`);
+  }
+  return parseDeclaredTokens(path, text);
 }
 
 export interface LoadOptions {
@@ -243,6 +367,14 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     }
   }
 
+  const adminToken = read(env, "ADMIN_TOKEN") ?? null;
+  const authTokensFile = read(env, "AUTH_TOKENS_FILE") ?? null;
+  const authRequired = bool(env, "AUTH_REQUIRED", false);
+  if (authRequired && adminToken === null && authTokensFile === null) {
+    throw new ConfigError("AUTH_REQUIRED", "ADMIN_TOKEN or AUTH_TOKENS_FILE to be set as well (no token could be made otherwise)", "true");
+  }
+  const declaredTokens = readDeclaredTokens(authTokensFile);
+
   const walDefaultBatchSize = int(env, "WAL_DEFAULT_BATCH_SIZE", 50, 1, 5000);
   const walMaxBatchSize = int(env, "WAL_MAX_BATCH_SIZE", 200, 1, 5000);
   if (walDefaultBatchSize > walMaxBatchSize) {
@@ -264,7 +396,10 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     instances: Object.freeze(instances) as InstanceConfig[],
     dataDir: read(env, "DATA_DIR") ?? "./data",
     databaseUrl,
-    adminToken: read(env, "ADMIN_TOKEN") ?? null,
+    adminToken,
+    authRequired,
+    authTokensFile,
+    declaredTokens: Object.freeze(declaredTokens) as DeclaredToken[],
     protectedCollections: (read(env, "PROTECTED_COLLECTIONS") ?? "global")
       .split(",")
       .map((s) => s.trim())

@@ -157,11 +157,14 @@
   }
 
   function renderSummary(status, wal) {
+    // Said plainly while anyone may use the data API (GET /status `auth: "open"`).
+    $("auth-open").hidden = status.auth !== "open";
     const entries = [
       ["healthy", `${status.healthy_instances}/${status.total_instances}`, "summary-healthy"],
       ["write target", status.write_target || "none", "summary-write-target"],
       ["pending", fmtInt(wal ? wal.pending_writes : (status.unified_wal || {}).pending_writes), "summary-pending"],
       ["uptime", fmtDuration(num(status.uptime_seconds)), "summary-uptime"],
+      ["data API", status.auth === "open" ? "open" : "token required", "summary-auth"],
     ];
     $("summary").replaceChildren(...entries.flatMap(([label, value, testid]) => [h("dt", {}, label), h("dd", { "data-testid": testid }, value)]));
   }

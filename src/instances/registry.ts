@@ -75,8 +75,10 @@ export class Instance {
     readonly url: string,
     /** 0 is the preferred write target. */
     readonly priority: number,
+    /** CHROMA_INSTANCE_HEADERS_<NAME>: sent on every request to this instance. */
+    headers: Readonly<Record<string, string>> = {},
   ) {
-    this.client = new ChromaInstanceClient(url);
+    this.client = new ChromaInstanceClient(url, headers);
   }
 
   /** Healthy as far as routing is concerned: a simulated outage wins over what probes see. */
@@ -119,7 +121,7 @@ export class InstanceRegistry {
     private readonly config: Pick<Config, "healthFails" | "healthPasses" | "healthCheckTimeoutMs">,
     private readonly log: Logger,
   ) {
-    this.all = instances.map((c, i) => new Instance(c.name, c.url, i));
+    this.all = instances.map((c, i) => new Instance(c.name, c.url, i, c.headers));
   }
 
   get(name: string): Instance | undefined {

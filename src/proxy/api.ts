@@ -4,7 +4,7 @@
  * path (writes/pipeline.ts). Routes (routes.ts) only parse paths and hand over here.
  */
 import { databasePath } from "../chroma/paths";
-import { isAdminAuthorization } from "../admin/auth";
+import { anonymous, scopeCovers, type Principal } from "../auth/tokens";
 import type { CollectionRecord } from "../collections/store";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
 import type { Instance } from "../instances/registry";
@@ -13,15 +13,15 @@ import type { Services } from "../services";
 import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
-import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unauthorized, unavailable } from "../errors";
-import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders } from "./headers";
+import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
+import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutCredentials } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
 import { parsedView, rawView, validateRecordRead, validateRecordWrite, type BodyView } from "./validate";
 
 export type ApiDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "access"
 >;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
@@ -93,14 +93,11 @@ export class ChromaApi {
   }
 
   /**
-   * The client's headers as an instance may see them: hop-by-hop ones removed, and an
-   * `Authorization` that carries chroma-lb's admin token kept for chroma-lb alone.
+   * The client's headers as an instance may see them: hop-by-hop ones removed, and every
+   * credential (data tokens, the admin token) kept for chroma-lb alone.
    */
   private forwarded(request: Request): Headers {
-    const headers = forwardHeaders(request.headers);
-    const token = this.config.adminToken;
-    if (token && isAdminAuthorization(headers.get("authorization"), token)) headers.delete("authorization");
-    return headers;
+    return withoutCredentials(forwardHeaders(request.headers));
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {
@@ -158,6 +155,32 @@ export class ChromaApi {
   async passthrough(request: Request, path: string): Promise<Response> {
     const candidates = readCandidates(this.views(), () => true, this.config.readReplicaRatio);
     return this.read(request, { what: "this request", candidates, path: () => path });
+  }
+
+  /**
+   * `GET /api/v2/auth/identity`. With a token, chroma-lb answers for it, in the shape Chroma
+   * answers (`{"user_id":"","tenant":"default_tenant","databases":["default_database"]}` from
+   * a lone Chroma 1.0.5): the official clients read it to pick their tenant and database when
+   * none is given (Python: a single tenant other than default_tenant, a single database other
+   * than `*`). While the data API is open and no token is sent, an instance answers as before.
+   */
+  async identity(request: Request): Promise<Response> {
+    const principal = this.deps.access.principalFor(request);
+    if (!principal || principal === anonymous) return this.passthrough(request, "/api/v2/auth/identity");
+    const body = { user_id: principal.name, tenant: identityTenant(principal), databases: principal.databases };
+    return new Response(JSON.stringify(body), { headers: { "content-type": "application/json" } });
+  }
+
+  /** `GET /api/v2/tenants/{tenant}/databases`: only the databases the caller's token may use. */
+  async listDatabases(request: Request, tenant: string): Promise<Response> {
+    const response = await this.catalogRead(request, () => `/api/v2/tenants/${encodeURIComponent(tenant)}/databases${new URL(request.url).search}`, null);
+    const databases = this.deps.access.principalFor(request)?.databases ?? ["*"];
+    if (response.status !== 200 || databases.includes("*")) return response;
+    // A small catalog answer (ids and names), so reading it whole to drop entries is cheap.
+    const list = decodeJsonArray(new Uint8Array(await response.arrayBuffer()));
+    if (!list) throw new LbError(502, "BadGateway", "An instance answered the database list with something other than a list");
+    const kept = list.filter((d) => typeof (d as { name?: unknown })?.name === "string" && scopeCovers(databases, (d as { name: string }).name));
+    return new Response(JSON.stringify(kept), { status: 200, headers: response.headers });
   }
 
   /**
@@ -314,8 +337,13 @@ export class ChromaApi {
   }
 
   async recordWrite(request: Request, tenant: string, database: string, ref: string, op: RecordWriteOp, body: Uint8Array): Promise<Response> {
-    validateRecordWrite(op, recordBody(body, request.headers.get("content-type")));
+    const view = recordBody(body, request.headers.get("content-type"));
+    validateRecordWrite(op, view);
     const record = await this.resolve(tenant, database, ref);
+    if (op === "delete" && (view.kind("where") !== "absent" || view.kind("where_document") !== "absent")) {
+      // A delete by filter may remove any number of records: recorded in /events once it succeeds.
+      this.deps.access.auditLater(request, { event: "delete_records", tenant, database, collection: record.name, collectionId: record.id });
+    }
     const result = await this.submit(request, {
       partition: record.id,
       kind: "records",
@@ -468,16 +496,13 @@ export class ChromaApi {
 
   /**
    * Resets every instance, then chroma-lb's own log and mappings. Refused unless
-   * ALLOW_RESET=true, without the admin token when ADMIN_TOKEN is set, and while any
+   * ALLOW_RESET=true, without an admin credential (when ADMIN_TOKEN or a token exists), and while any
    * instance is not serving (it would come back with data). Writes are held and replay is
    * paused (waiting for batches in flight) before the first instance is cleared, so that
    * nothing written before the reset reaches an instance after it.
    */
   async reset(request: Request): Promise<Response> {
-    const token = this.config.adminToken;
-    if (token && !isAdminAuthorization(request.headers.get("authorization"), token)) {
-      throw unauthorized("Reset needs `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set");
-    }
+    // Who may reset is decided before (auth/rules.ts): an admin credential for everything.
     if (!this.config.allowReset) throw forbidden("Reset is disabled by config");
     const { registry, replayer, writes, wal, collections, log } = this.deps;
     return this.ddl.run("ddl", () =>
@@ -531,6 +556,21 @@ function acceptedCollection(body: Uint8Array, known: { id: string; name: string;
     `"metadata":${raw("metadata", "null")},"dimension":null,"tenant":${JSON.stringify(known.tenant)},` +
     `"database":${JSON.stringify(known.database)},"log_position":0,"version":0}`;
   return encoder.encode(text);
+}
+
+/** The tenant an identity names: the token's only tenant, else default_tenant when it may use it. */
+function identityTenant(principal: Principal): string {
+  if (principal.tenants.length === 1 && principal.tenants[0] !== "*") return principal.tenants[0]!;
+  return scopeCovers(principal.tenants, "default_tenant") ? "default_tenant" : principal.tenants[0]!;
+}
+
+function decodeJsonArray(body: Uint8Array): unknown[] | null {
+  try {
+    const parsed = JSON.parse(decoder.decode(body)) as unknown;
+    return Array.isArray(parsed) ? parsed : null;
+  } catch {
+    return null;
+  }
 }
 
 function parseMinPosition(raw: string | null): number | undefined {

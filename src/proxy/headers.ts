@@ -51,3 +51,16 @@ export function responseHeaders(incoming: Headers | null, extra: Record<string, 
   for (const [key, value] of Object.entries(extra)) out.set(key, value);
   return out;
 }
+
+/**
+ * Headers that carry a caller's credentials for chroma-lb (access tokens, ADMIN_TOKEN):
+ * chroma-lb decides access itself, so they never reach an instance. An instance behind its
+ * own auth gets CHROMA_INSTANCE_HEADERS_<NAME> instead (chroma/client.ts).
+ */
+export const CREDENTIAL_HEADERS = ["authorization", "x-chroma-token"] as const;
+
+/** Removes the caller's credential headers (in place) and answers the same Headers. */
+export function withoutCredentials(headers: Headers): Headers {
+  for (const name of CREDENTIAL_HEADERS) headers.delete(name);
+  return headers;
+}

@@ -4,6 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { ConfigError, loadConfig } from "../../src/config";
 
 const two = { CHROMA_PRIMARY_URL: "http://127.0.0.1:8001", CHROMA_REPLICA_URL: "http://127.0.0.1:8002" };
@@ -32,6 +34,9 @@ describe("loadConfig", () => {
       dataDir: "./data",
       databaseUrl: null,
       adminToken: null,
+      authRequired: false,
+      authTokensFile: null,
+      declaredTokens: [],
       protectedCollections: ["global"],
       allowReset: false,
       logLevel: "info",
@@ -257,5 +262,47 @@ describe("bun run src/index.ts", () => {
     const lines = stderr.split("\n").filter((line) => line.trim() !== "");
     expect(lines).toEqual(['chroma-lb: bad configuration: PORT: expected an integer from 0 to 65535, got "abc"']);
     expect(stdout).toBe("");
+  });
+});
+
+describe("access control settings", () => {
+  test("AUTH_REQUIRED=true with neither ADMIN_TOKEN nor AUTH_TOKENS_FILE is refused", () => {
+    expect(configError({ ...two, AUTH_REQUIRED: "true" }).message).toBe(
+      'AUTH_REQUIRED: expected ADMIN_TOKEN or AUTH_TOKENS_FILE to be set as well (no token could be made otherwise), got "true"',
+    );
+    expect(loadConfig({ ...two, AUTH_REQUIRED: "true", ADMIN_TOKEN: "a" }).authRequired).toBe(true);
+  });
+
+  test("AUTH_TOKENS_FILE is read and checked at start; its hashes are never echoed", () => {
+    const dir = mkdtempSync(join(tmpdir(), "chroma-lb-tokens-"));
+    try {
+      const file = join(dir, "tokens.json");
+      const hash = "a".repeat(64);
+      writeFileSync(file, JSON.stringify({ tokens: [{ name: "cms", role: "write", tenants: ["acme"], sha256: hash }] }));
+      expect(loadConfig({ ...two, AUTH_TOKENS_FILE: file }).declaredTokens).toEqual([{ name: "cms", role: "write", tenants: ["acme"], databases: ["*"], sha256: hash }]);
+      writeFileSync(file, JSON.stringify({ tokens: [{ name: "cms", role: "owner", sha256: hash }] }));
+      expect(configError({ ...two, AUTH_TOKENS_FILE: file }).message).toBe(`AUTH_TOKENS_FILE: expected ${file} to hold role read, write or admin at tokens[0], got "owner"`);
+      writeFileSync(file, JSON.stringify({ tokens: [{ name: "cms", role: "read", sha256: "not-a-hash" }] }));
+      expect(configError({ ...two, AUTH_TOKENS_FILE: file }).message).toBe(`AUTH_TOKENS_FILE: expected ${file} to hold a lowercase hex sha256 at tokens[0], got "(hidden)"`);
+      expect(configError({ ...two, AUTH_TOKENS_FILE: join(dir, "missing.json") }).message).toContain("AUTH_TOKENS_FILE: expected a readable file");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("CHROMA_INSTANCE_HEADERS_<NAME> is a JSON object of header names to strings, per instance", () => {
+    const config = loadConfig({
+      CHROMA_INSTANCES: "east=http://a:8000,west-2=http://b:8000",
+      CHROMA_INSTANCE_HEADERS_WEST_2: '{"Authorization":"Bearer s3cret","X-Team":"a=b;c"}',
+    });
+    expect(config.instances).toEqual([
+      { name: "east", url: "http://a:8000" },
+      { name: "west-2", url: "http://b:8000", headers: { Authorization: "Bearer s3cret", "X-Team": "a=b;c" } },
+    ]);
+    expect(configError({ ...two, CHROMA_INSTANCE_HEADERS_PRIMARY: "Authorization=Bearer s3cret" }).message).toBe(
+      'CHROMA_INSTANCE_HEADERS_PRIMARY: expected a JSON object of header names to strings, such as {"Authorization":"Bearer s3cret"}, got "(hidden: not JSON)"',
+    );
+    expect(configError({ ...two, CHROMA_INSTANCE_HEADERS_REPLICA: '{"Host":"x"}' }).message).toContain("CHROMA_INSTANCE_HEADERS_REPLICA: expected header names other than Host");
+    expect(configError({ ...two, CHROMA_INSTANCE_HEADERS_REPLICA: '{"X-A":1}' }).message).toBe('CHROMA_INSTANCE_HEADERS_REPLICA: expected a string without line breaks for X-A, got "(hidden)"');
   });
 });

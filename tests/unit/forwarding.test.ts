@@ -75,7 +75,7 @@ function lastTo(fake: ReturnType<typeof fakeChroma>, suffix: string): Seen {
   return found;
 }
 
-test("a write reaches the instance with the client's auth headers and the body's exact bytes, without hop-by-hop headers", async () => {
+test("a write reaches the instance with the body's exact bytes and the client's own headers, without hop-by-hop headers or credentials", async () => {
   // Unusual spacing and key order: a re-encoded body would differ.
   const body = '{ "ids" : ["a"],\n  "embeddings": ["AACAPwAAAEA="], "documents":["x"] }';
   const res = await fetch(`${lb.url}${T}/collections/docs/add`, {
@@ -88,11 +88,12 @@ test("a write reaches the instance with the client's auth headers and the body's
   expect(seen.path).toBe(`${T}/collections/${collectionUuid}/add`);
   expect(seen.body).toBe(body);
   expect(seen.headers["content-type"]).toBe("application/json");
+  // Credentials are for chroma-lb alone (open data API here: they are ignored, not refused).
   expect({
     authorization: seen.headers.authorization,
     token: seen.headers["x-chroma-token"],
     custom: seen.headers["x-custom"],
-  }).toEqual({ authorization: "Bearer client-token", token: "chroma-token", custom: "kept" });
+  }).toEqual({ authorization: undefined, token: undefined, custom: "kept" });
   for (const dropped of ["keep-alive", "te", "proxy-authorization", "x-dropped-by-connection", "x-chroma-lb-min-position"]) {
     expect(seen.headers[dropped]).toBeUndefined();
   }
@@ -108,7 +109,8 @@ test("a read reaches the instance with its query string and headers", async () =
   expect(res.status).toBe(200);
   const seen = lastTo(primary, "/get");
   expect(seen.search).toBe("?limit=7&extra=1");
-  expect(seen.headers.authorization).toBe("Bearer client-token");
+  expect(seen.headers.authorization).toBeUndefined();
+  expect(seen.headers["x-custom"]).toBe("kept");
   expect(seen.headers.te).toBeUndefined();
 });
 
@@ -120,14 +122,36 @@ test("catalog reads pass their query string on", async () => {
   expect(listings).toContain("?limit=5&offset=1");
 });
 
-test("an Authorization header carrying chroma-lb's admin token is never forwarded; any other is", async () => {
+test("no credential reaches an instance: neither the admin token nor any other, in either header", async () => {
   await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0", ADMIN_TOKEN: "s3cret" });
-  const get = (authorization: string) =>
-    fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", authorization }, body: "{}" });
-  expect((await get("Bearer s3cret")).status).toBe(200);
-  expect(lastTo(primary, "/get").headers.authorization).toBeUndefined();
-  expect((await get("Bearer client-token")).status).toBe(200);
-  expect(lastTo(primary, "/get").headers.authorization).toBe("Bearer client-token");
+  const get = (headers: Record<string, string>) =>
+    fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{}" });
+  for (const headers of [{ authorization: "Bearer s3cret" }, { "x-chroma-token": "s3cret" }, { authorization: "Bearer client-token", "x-chroma-token": "other" }]) {
+    expect((await get(headers)).status).toBe(200);
+    const seen = lastTo(primary, "/get").headers;
+    expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: undefined, token: undefined });
+  }
+});
+
+test("CHROMA_INSTANCE_HEADERS_<NAME> reach that instance on client requests and probes, over the client's own", async () => {
+  await using withHeaders = await startLbInProcess({
+    CHROMA_PRIMARY_URL: primary.url,
+    CHROMA_REPLICA_URL: replica.url,
+    READ_REPLICA_RATIO: "0",
+    CHROMA_INSTANCE_HEADERS_PRIMARY: '{"Authorization":"Bearer instance-secret","X-Custom":"from-config"}',
+  });
+  const res = await fetch(`${withHeaders.url}${T}/collections/docs/get`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: "Bearer client-token", "x-custom": "from-client" },
+    body: "{}",
+  });
+  expect(res.status).toBe(200);
+  const seen = lastTo(primary, "/get").headers;
+  expect({ authorization: seen.authorization, custom: seen["x-custom"] }).toEqual({ authorization: "Bearer instance-secret", custom: "from-config" });
+  // Probes too (startServer probes every instance before it listens).
+  expect(lastTo(primary, "/heartbeat").headers.authorization).toBe("Bearer instance-secret");
+  // The replica has no such setting: nothing is added there.
+  expect(lastTo(replica, "/heartbeat").headers.authorization).toBeUndefined();
 });
 
 test("admin endpoints check the token before they read the body", async () => {
@@ -137,7 +161,7 @@ test("admin endpoints check the token before they read the body", async () => {
   const refused = await cleanup({}, "{not json");
   expect({ status: refused.status, body: await refused.json() }).toEqual({
     status: 401,
-    body: { error: "Unauthorized", message: "This endpoint needs `Authorization: Bearer <ADMIN_TOKEN>`" },
+    body: { error: "Unauthorized", message: "This endpoint needs an admin token: ADMIN_TOKEN, or a token of role admin for every tenant and database" },
   });
   expect((await cleanup({ authorization: "Bearer s3cre" }, '{"max_age_hours":"x"}')).status).toBe(401);
   expect((await cleanup({ authorization: "Bearer s3cret" }, '{"max_age_hours":1}')).status).toBe(200);

@@ -30,7 +30,7 @@ async function buildServer(): Promise<TestServer> {
   const config = loadConfig({ CHROMA_PRIMARY_URL: "http://127.0.0.1:1", CHROMA_REPLICA_URL: "http://127.0.0.1:2", DATA_DIR: dataDir });
   const services = await buildServices(config, createLogger("error"));
   const app = createApp(services);
-  const handle = services.metrics.instrument((request: Request) => app.handle(request));
+  const handle = services.metrics.instrument((request: Request) => app.handle(request), (request, status) => services.access.answered(request, status));
   const request = (path: string, init?: RequestInit) => handle(new Request(`http://lb.test${path}`, init));
   return {
     services,
@@ -218,8 +218,8 @@ describe("GET /metrics", () => {
     expect(families.get("chroma_lb_process_resident_memory_bytes")!.samples[0]!.value).toBeGreaterThan(1024 * 1024);
 
     expect(samples(families, "chroma_lb_requests_total")).toEqual([
-      'chroma_lb_requests_total{route_class="admin",status="503",instance="none"} 1',
-      'chroma_lb_requests_total{route_class="record_read",status="404",instance="none"} 1',
+      'chroma_lb_requests_total{route_class="admin",status="503",instance="none",principal="anonymous"} 1',
+      'chroma_lb_requests_total{route_class="record_read",status="404",instance="none",principal="anonymous"} 1',
     ]);
     expect(samples(families, "chroma_lb_request_duration_seconds", (l) => l.le === undefined).map((s) => s.replace(/_sum(\{[^}]*\}) [0-9.e-]+$/, "_sum$1 S"))).toEqual([
       'chroma_lb_request_duration_seconds_sum{route_class="admin"} S',
@@ -266,8 +266,8 @@ describe("GET /metrics", () => {
     await a.request("/health");
     await a.request("/health");
     await b.request("/health");
-    expect(samples(await a.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none"} 2']);
-    expect(samples(await b.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none"} 1']);
+    expect(samples(await a.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none",principal="anonymous"} 2']);
+    expect(samples(await b.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none",principal="anonymous"} 1']);
   });
 });
 
