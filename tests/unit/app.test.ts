@@ -133,7 +133,8 @@ describe("admin", () => {
       const res = await app.request("/collection/mappings", { headers });
       expect({ status: res.status, body: await res.json() }).toEqual({ status: 401, body: { error: "Unauthorized", message } });
     }
-    for (const headers of [{ authorization: "Bearer t0ken" }, { authorization: "bearer  t0ken" }, { "x-chroma-token": "t0ken" }]) {
+    const accepted: Array<Record<string, string>> = [{ authorization: "Bearer t0ken" }, { authorization: "bearer  t0ken" }, { "x-chroma-token": "t0ken" }];
+    for (const headers of accepted) {
       const ok = await app.request("/collection/mappings", { headers });
       expect(ok.status).toBe(200);
       expect(await ok.json()).toEqual({ mappings: [], count: 0 });

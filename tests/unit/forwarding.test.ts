@@ -126,7 +126,8 @@ test("no credential reaches an instance: neither the admin token nor any other, 
   await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0", ADMIN_TOKEN: "s3cret" });
   const get = (headers: Record<string, string>) =>
     fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{}" });
-  for (const headers of [{ authorization: "Bearer s3cret" }, { "x-chroma-token": "s3cret" }, { authorization: "Bearer client-token", "x-chroma-token": "other" }]) {
+  const sent: Array<Record<string, string>> = [{ authorization: "Bearer s3cret" }, { "x-chroma-token": "s3cret" }, { authorization: "Bearer client-token", "x-chroma-token": "other" }];
+  for (const headers of sent) {
     expect((await get(headers)).status).toBe(200);
     const seen = lastTo(primary, "/get").headers;
     expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: undefined, token: undefined });
