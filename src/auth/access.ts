@@ -239,13 +239,13 @@ export class AccessControl {
   private record(principal: string, action: AuditedAction, target: string) {
     this.deps.events.push({
       event: action.event,
-      level: "warn",
+      level: "info",
       principal,
       target,
       ...(action.collection ? { collection: action.collection } : {}),
       message: `${principal}: ${action.event.replace(/_/g, " ")} ${target}`.trim(),
     });
-    this.deps.log.warn("audit", { principal, event: action.event, target });
+    this.deps.log.info("audit", { principal, event: action.event, target });
   }
 
   /**
