@@ -114,7 +114,7 @@ describe("access control through chroma-lb", () => {
     });
     const answer = await docs.query({ queryEmbeddings: [[0.9, 0.1, 0]], nResults: 2 });
     expect(answer.ids).toEqual([["a", "b"]]);
-    const viaChromaToken = await client({ "x-chroma-token": secrets.writer! }).getCollection({ name: "docs", embeddingFunction: null });
+    const viaChromaToken = await client({ "x-chroma-token": secrets.writer! }).getCollection({ name: "docs" });
     expect(await viaChromaToken.count()).toBe(3);
     expect(await writer.getUserIdentity()).toEqual({ user_id: "writer", tenant: "default_tenant", databases: ["*"] });
   });
@@ -122,7 +122,7 @@ describe("access control through chroma-lb", () => {
   test("a read token reads, is refused every write with 403, and nothing changes on either instance", async () => {
     const before = await instances();
     const reader = client(bearer(secrets.reader!));
-    const docs = await reader.getCollection({ name: "docs", embeddingFunction: null });
+    const docs = await reader.getCollection({ name: "docs" });
     expect(await docs.count()).toBe(3);
     expect((await docs.get({ ids: ["a"] })).documents).toEqual(["alpha"]);
     const refusals = [
@@ -144,7 +144,7 @@ describe("access control through chroma-lb", () => {
   });
 
   test("a token of tenant acme learns nothing of default_tenant: its collection answers as a missing one", async () => {
-    const ops = new AdminClient({ host: "127.0.0.1", port: lb.port, headers: bearer(secrets.ops!) });
+    const ops = new AdminClient({ host: "127.0.0.1", port: lb.port, ssl: false, headers: bearer(secrets.ops!) });
     await ops.createTenant({ name: "acme" });
     await ops.createDatabase({ name: "default_database", tenant: "acme" });
     const acme = client({ "x-chroma-token": secrets["acme-app"]! }, "acme");
@@ -163,7 +163,7 @@ describe("access control through chroma-lb", () => {
     }
     // Collection ids are global: asked by id under its own tenant, default_tenant's collection
     // answers exactly as an id that exists nowhere.
-    const docsId = (await client(bearer(secrets.writer!)).getCollection({ name: "docs", embeddingFunction: null })).id;
+    const docsId = (await client(bearer(secrets.writer!)).getCollection({ name: "docs" })).id;
     const A = "/api/v2/tenants/acme/databases/default_database";
     const byId = await call(`${A}/collections/by-id/${docsId}`, as);
     const unknownId = crypto.randomUUID();
@@ -176,7 +176,7 @@ describe("access control through chroma-lb", () => {
       ...countByUnknownId.body,
       message: countByUnknownId.body.message.replace(unknownId, "ID"),
     });
-    await expect(acme.getCollection({ name: docsId, embeddingFunction: null })).rejects.toBeInstanceOf(ChromaNotFoundError);
+    await expect(acme.getCollection({ name: docsId })).rejects.toBeInstanceOf(ChromaNotFoundError);
   });
 
   test("admin endpoints and reset refuse read and write tokens (403), need one (401), and take an admin token", async () => {
@@ -254,7 +254,7 @@ describe("access control through chroma-lb", () => {
 describe("AUTH_REQUIRED", () => {
   test("closes the data API from the start: /status says so, requests need a token, ADMIN_TOKEN works as admin", async () => {
     await using closed = await startLbInProcess({ CHROMA_PRIMARY_URL: servers[0]!.url, CHROMA_REPLICA_URL: servers[1]!.url, ADMIN_TOKEN: adminToken, AUTH_REQUIRED: "true" });
-    const status = await (await fetch(`${closed.url}/status`)).json();
+    const status = (await (await fetch(`${closed.url}/status`)).json()) as { auth: string };
     expect(status.auth).toBe("required");
     expect((await fetch(`${closed.url}${T}/collections`)).status).toBe(401);
     const admin = new ChromaClient({ host: "127.0.0.1", port: closed.port, headers: bearer(adminToken) });
