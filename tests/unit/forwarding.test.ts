@@ -4,7 +4,7 @@
  * records every request it gets.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { startLbInProcess, type LbInProcess } from "../support";
+import { startLbInProcess, waitFor, type LbInProcess } from "../support";
 
 interface Seen {
   method: string;
@@ -134,25 +134,46 @@ test("no credential reaches an instance: neither the admin token nor any other, 
   }
 });
 
-test("CHROMA_INSTANCE_HEADERS_<NAME> reach that instance on client requests and probes, over the client's own", async () => {
+test("CHROMA_INSTANCE_HEADERS_<NAME> reach that instance on client requests, probes, adoption and replay, over the client's own", async () => {
+  // Instances of its own: the file's other servers probe the shared ones all along.
+  const [own, ownReplica] = [fakeChroma(), fakeChroma()];
   await using withHeaders = await startLbInProcess({
-    CHROMA_PRIMARY_URL: primary.url,
-    CHROMA_REPLICA_URL: replica.url,
+    CHROMA_PRIMARY_URL: own.url,
+    CHROMA_REPLICA_URL: ownReplica.url,
     READ_REPLICA_RATIO: "0",
     CHROMA_INSTANCE_HEADERS_PRIMARY: '{"Authorization":"Bearer instance-secret","X-Custom":"from-config"}',
+    CHROMA_INSTANCE_HEADERS_REPLICA: '{"X-Replica-Key":"r-secret"}',
   });
-  const res = await fetch(`${withHeaders.url}${T}/collections/docs/get`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: "Bearer client-token", "x-custom": "from-client" },
-    body: "{}",
-  });
-  expect(res.status).toBe(200);
-  const seen = lastTo(primary, "/get").headers;
+  const send = (op: string, body: string) =>
+    fetch(`${withHeaders.url}${T}/collections/docs/${op}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer client-token", "x-custom": "from-client" },
+      body,
+    });
+  expect((await send("get", "{}")).status).toBe(200);
+  const seen = lastTo(own, "/get").headers;
   expect({ authorization: seen.authorization, custom: seen["x-custom"] }).toEqual({ authorization: "Bearer instance-secret", custom: "from-config" });
-  // Probes too (startServer probes every instance before it listens).
-  expect(lastTo(primary, "/heartbeat").headers.authorization).toBe("Bearer instance-secret");
-  // The replica has no such setting: nothing is added there.
-  expect(lastTo(replica, "/heartbeat").headers.authorization).toBeUndefined();
+  expect((await send("add", '{"ids":["h"],"embeddings":[[1,2]]}')).status).toBe(201);
+  // The add reaches the replica by replay, with the replica's own headers and nothing of the
+  // client's (the log keeps bodies, never headers).
+  const replayed = await waitFor(() => ownReplica.seen.find((s) => s.path.endsWith("/add")), { timeoutMs: 5000, message: "the add replayed to the replica" });
+  expect({ key: replayed.headers["x-replica-key"], authorization: replayed.headers.authorization, custom: replayed.headers["x-custom"] }).toEqual({
+    key: "r-secret",
+    authorization: undefined,
+    custom: undefined,
+  });
+  // Every request to each instance since this server started carried that instance's headers:
+  // probes (heartbeat), adoption (collection lists), pre-flight checks, client requests.
+  try {
+    expect(own.seen.some((s) => s.path === "/api/v2/heartbeat")).toBe(true);
+    expect(ownReplica.seen.some((s) => s.path === `${T}/collections`)).toBe(true);
+    expect(own.seen.filter((s) => s.headers.authorization !== "Bearer instance-secret")).toEqual([]);
+    expect(ownReplica.seen.filter((s) => s.headers["x-replica-key"] !== "r-secret")).toEqual([]);
+  } finally {
+    await withHeaders.stop();
+    own.server.stop(true);
+    ownReplica.server.stop(true);
+  }
 });
 
 test("admin endpoints check the token before they read the body", async () => {
