@@ -16,7 +16,6 @@ const Scope = (what: string) =>
     minItems: 1,
     maxItems: 100,
     description: `${what} the token may use, or ["*"] (the default) for every one`,
-    examples: [["default_tenant"]],
   });
 
 export const TokenModel = t.Object({
@@ -37,12 +36,14 @@ const CreatedTokenModel = t.Object({
 
 const CreateTokenModel = t.Object(
   {
-    name: t.String({ pattern: principalNamePattern.source, description: "who holds it (letters, digits, . _ @ -; at most 64)", examples: ["cms"] }),
-    role: t.Union([t.Literal("read"), t.Literal("write"), t.Literal("admin")], { description: "read < write < admin", examples: ["write"] }),
+    name: t.String({ pattern: principalNamePattern.source, description: "who holds it (letters, digits, . _ @ -; at most 64)" }),
+    role: t.Union([t.Literal("read"), t.Literal("write"), t.Literal("admin")], { description: "read < write < admin" }),
     tenants: t.Optional(Scope("tenants")),
     databases: t.Optional(Scope("databases")),
   },
-  { examples: [{ name: "cms", role: "write", tenants: ["default_tenant"], databases: ["*"] }] },
+  // additionalProperties stated here: Elysia adds it to a body schema when it first checks one,
+  // which would make the document differ before and after the first request.
+  { additionalProperties: false, example: { name: "cms", role: "write", tenants: ["default_tenant"], databases: ["*"] } },
 );
 
 export function tokenRoutes(deps: TokenRouteDeps) {
