@@ -179,6 +179,20 @@ describe("access control through chroma-lb", () => {
     await expect(acme.getCollection({ name: docsId })).rejects.toBeInstanceOf(ChromaNotFoundError);
   });
 
+  test("a token of one database sees only that database in lists, and its identity names it", async () => {
+    const ops = new AdminClient({ host: "127.0.0.1", port: lb.port, ssl: false, headers: bearer(secrets.ops!) });
+    await ops.createDatabase({ name: "other_db", tenant: "default_tenant" });
+    await makeToken("narrow", "read", ["default_tenant"]);
+    const narrowed = await call("/admin/tokens", json("POST", { name: "narrow-db", role: "read", tenants: ["default_tenant"], databases: ["default_database"] }, bearer(adminToken)));
+    const as = { headers: bearer(narrowed.body.token) };
+    const everyDatabase = await call("/api/v2/tenants/default_tenant/databases", { headers: bearer(secrets.narrow!) });
+    expect(everyDatabase.body.map((d: { name: string }) => d.name).sort()).toEqual(["default_database", "other_db"]);
+    const listed = await call("/api/v2/tenants/default_tenant/databases", as);
+    expect({ status: listed.status, names: listed.body.map((d: { name: string }) => d.name) }).toEqual({ status: 200, names: ["default_database"] });
+    expect((await call("/api/v2/tenants/default_tenant/databases/other_db", as)).body).toEqual({ error: "Forbidden", message: "The token of narrow-db may not use database other_db" });
+    expect((await call("/api/v2/auth/identity", as)).body).toEqual({ user_id: "narrow-db", tenant: "default_tenant", databases: ["default_database"] });
+  });
+
   test("admin endpoints and reset refuse read and write tokens (403), need one (401), and take an admin token", async () => {
     const endpoints: Array<[string, RequestInit]> = [
       ["/collection/mappings", {}],
@@ -219,11 +233,11 @@ describe("access control through chroma-lb", () => {
       { event: "delete_collection", level: "info", principal: "ops", collection: "doomed", target: `default_tenant/default_database/doomed (${doomed.id})` },
     ]);
     for (const e of audited) expect(Date.now() - Date.parse(e.at!)).toBeLessThan(60_000);
-    expect(events.filter((e) => e.event === "token_created").map((e) => e.principal)).toEqual(["admin-token", "admin-token", "admin-token", "admin-token"]);
+    expect(events.filter((e) => e.event === "token_created").map((e) => e.principal)).toEqual(Array(6).fill("admin-token"));
 
     const metrics = await (await fetch(`${lb.url}/metrics`)).text();
     const principals = new Set([...metrics.matchAll(/^chroma_lb_requests_total\{[^}]*principal="([^"]+)"/gm)].map((m) => m[1]));
-    expect([...principals].sort()).toEqual(["acme-app", "admin-token", "anonymous", "ops", "reader", "unauthenticated", "writer"]);
+    expect([...principals].sort()).toEqual(["acme-app", "admin-token", "anonymous", "narrow", "narrow-db", "ops", "reader", "unauthenticated", "writer"]);
   });
 
   test("a revoked token stops at once on this node; one revoked by `bun run token` elsewhere within 2 s", async () => {
