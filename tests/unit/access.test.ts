@@ -89,6 +89,11 @@ describe("what each request needs", () => {
       query: "read",
       count: "read",
     });
+    // Trailing and repeated slashes change nothing; an unknown operation needs admin.
+    expect(role("DELETE", `${T}/collections/docs/`)).toBe("admin");
+    expect(role("DELETE", `${T}//collections//docs`)).toBe("admin");
+    expect(role("POST", `${T}/collections/docs/add/`)).toBe("write");
+    expect(role("POST", `${T}/collections/docs/something-new`)).toBe("admin");
     // Encoded path parts are decoded before they are compared with a scope.
     expect(needOf("GET", "/api/v2/tenants/a%20b/databases/d%2Fe/collections")).toMatchObject({ tenant: "a b", database: "d/e" });
   });
