@@ -247,6 +247,31 @@ describe("token stores", () => {
 });
 
 describe("in the app", () => {
+  test("chroma-lb says at start whether the data API is open", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "chroma-lb-tokens-"));
+    const local = openLocalStore(dir);
+    try {
+      const said = async (config: Parameters<typeof accessOver>[1]) => {
+        const lines: string[] = [];
+        const access = new AccessControl({
+          config: { adminToken: null, authRequired: false, declaredTokens: [], ...config },
+          log: createLogger("info", (line) => lines.push(line)),
+          events: new RecentEvents(),
+          collections: { resolve: () => undefined },
+          tokens: new SqliteTokenStore(local),
+        });
+        await access.refreshOnce();
+        access.announce();
+        return lines.map((line) => JSON.parse(line) as { level: string; message: string }).map((l) => [l.level, l.message.split(":")[0]]);
+      };
+      expect(await said({ adminToken: "a" })).toEqual([["warn", "the data API is open"]]);
+      expect(await said({ adminToken: "a", authRequired: true })).toEqual([["info", "the data API needs a token"]]);
+    } finally {
+      local.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("secrets appear in no log line, whether made, used, refused or revoked", async () => {
     const dataDir = mkdtempSync(join(tmpdir(), "chroma-lb-access-"));
     const lines: string[] = [];
