@@ -156,7 +156,8 @@ export function adminRoutes(deps: AdminDeps) {
     return instance;
   };
 
-  const statusTag = { tags: ["chroma-lb status"] };
+  // Read-only figures are open to anyone, whether the data API needs a token or not.
+  const statusTag = { tags: ["chroma-lb status"], security: [] };
 
   return new Elysia({ name: "admin" })
     .get(

@@ -144,8 +144,8 @@ describe("openapi/openapi.json", () => {
       chromaToken: { type: "apiKey", in: "header", name: "X-Chroma-Token", description: expect.any(String) },
     });
     expect(document.security).toEqual([{ bearer: [] }, { chromaToken: [] }]);
-    const open = chromaRoutes.filter((r) => operation(r).security?.length === 0);
-    expect(open).toEqual(["GET /api/v2/heartbeat", "GET /api/v2/version", "GET /api/v2/healthcheck", "GET /api/v2/pre-flight-checks"]);
+    const open = [...chromaRoutes, ...statusRoutes, ...adminRoutes].filter((r) => operation(r).security?.length === 0);
+    expect(open).toEqual(["GET /api/v2/heartbeat", "GET /api/v2/version", "GET /api/v2/healthcheck", "GET /api/v2/pre-flight-checks", ...statusRoutes]);
   });
 
   test("every admin operation documents its success, 401 and 403 with schemas, and 404 where it names something", () => {
