@@ -64,6 +64,7 @@ const adminRoutes = [
   "POST /wal/cleanup",
   "POST /admin/wal/{seq}/skip",
   "GET /collection/mappings",
+  "GET /admin/collection_mappings",
   "DELETE /collection/mappings/{name}",
   "POST /admin/create_mapping",
   "POST /admin/adopt",
