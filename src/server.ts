@@ -16,6 +16,7 @@ import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
 import { InflightBudget, declaredTooLarge } from "./proxy/inflight";
+import { InstanceAnswers } from "./proxy/instance-answers";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
@@ -33,6 +34,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const local = openLocalStore(config.dataDir);
   const collections = new CollectionStore(local);
   const registry = new InstanceRegistry(config.instances, config, log);
+  const instanceAnswers = new InstanceAnswers(local);
+  // The pre-flight checks each instance answers when it comes up are kept too, so a client
+  // started during a later outage of every instance can write even if none asked before.
+  registry.onPreflight = (body, contentType) => {
+    const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
+    if (key) instanceAnswers.remember(key, body, contentType);
+  };
   const wal = new WriteAheadLog(local, config.instances.map((i) => i.name));
   const recovered = wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
@@ -82,6 +90,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     consistency,
     resyncer,
     inflight: new InflightBudget(config.maxInflightBytes, config.inflightWaitMs),
+    instanceAnswers,
     alerter,
     events,
     metrics,

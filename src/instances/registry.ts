@@ -116,6 +116,8 @@ export class InstanceRegistry {
   private readonly everProbed = new Set<string>();
   /** The probe of each instance in flight: a second caller shares it, so one probe never counts twice. */
   private readonly probesInFlight = new Map<string, Promise<boolean>>();
+  /** Told of each instance's answer to its pre-flight checks (kept for outages); optional. */
+  onPreflight: ((body: Uint8Array, contentType: string | null) => void) | null = null;
   /** chroma-lb's own operations running now (see whileOwnOperation). */
   private ownOperationsRunning = 0;
   /** Own operations started so far: a probe during which this changed overlapped one. */
@@ -290,7 +292,10 @@ export class InstanceRegistry {
       this.config.healthCheckTimeoutMs * 2,
     );
     const size = result.json?.max_batch_size;
-    if (result.ok && typeof size === "number" && size > 0) instance.maxBatchSize = size;
+    if (result.ok && typeof size === "number" && size > 0) {
+      instance.maxBatchSize = size;
+      if (result.status === 200) this.onPreflight?.(result.body, result.headers.get("content-type"));
+    }
   }
 
   /** Probes every instance at once; a simulated outage is left alone (it wins until it ends). */
