@@ -28,6 +28,15 @@ export const payloadTooLarge = (message: string) => new LbError(413, "ChromaErro
 /** The log reached WAL_MAX_DISK_MB: nothing new is taken until it shrinks. */
 export const insufficientStorage = (message: string) => new LbError(507, "InsufficientStorage", message);
 
+/**
+ * Chroma 1.0.5 puts `chroma-trace-id` on every error answer (32 hex digits of the W3C trace
+ * id; all zeros when it traces nothing, as a lone server does). The Python client reads an
+ * error's kind and message only from answers that carry it, so chroma-lb's own errors
+ * carry it too, with the value a lone Chroma sends.
+ */
+export const TRACE_ID_HEADER = "chroma-trace-id";
+export const TRACE_ID_NONE = "00000000000000000000000000000000";
+
 export function errorBody(kind: string, message: string): string {
   return JSON.stringify({ error: kind, message });
 }
@@ -35,6 +44,6 @@ export function errorBody(kind: string, message: string): string {
 export function errorResponse(error: LbError, headers: Record<string, string> = {}): Response {
   return new Response(errorBody(error.kind, error.message), {
     status: error.status,
-    headers: { "content-type": "application/json", ...headers },
+    headers: { "content-type": "application/json", [TRACE_ID_HEADER]: TRACE_ID_NONE, ...headers },
   });
 }

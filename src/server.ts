@@ -17,6 +17,7 @@ import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
 import { InflightBudget, declaredTooLarge } from "./proxy/inflight";
 import { InstanceAnswers } from "./proxy/instance-answers";
+import { markOwnAnswer } from "./proxy/headers";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
@@ -232,7 +233,8 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request)),
+    // Every answer names who served it: an instance, or `none` for chroma-lb's own.
+    fetch: services.metrics.instrument(async (request: Request) => markOwnAnswer(await (declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request)))),
   });
   const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
   log.info("chroma-lb listening", {

@@ -213,14 +213,19 @@ export class ChromaApi {
     return Date.now() + this.config.requestTimeoutMs;
   }
 
-  /** Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass. */
-  async resolve(tenant: string, database: string, ref: string): Promise<CollectionRecord> {
+  /**
+   * Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass.
+   * Chroma 1.0.5 words a missing collection two ways: "does not exists." (with a period) on
+   * the routes that take an id (records, modify), "does not exists" on the routes that take
+   * a name (get, delete); `byName` picks the latter.
+   */
+  async resolve(tenant: string, database: string, ref: string, byName = false): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
     await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
-    throw notFound(`Collection [${ref}] does not exists.`);
+    throw notFound(`Collection [${ref}] does not exists${byName ? "" : "."}`);
   }
 
   /**
@@ -419,7 +424,7 @@ export class ChromaApi {
 
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
     return this.changeCatalog(async () => {
-      const record = await this.resolve(tenant, database, ref);
+      const record = await this.resolve(tenant, database, ref, true);
       if (this.config.protectedCollections.includes(record.name)) {
         throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be deleted through chroma-lb`);
       }

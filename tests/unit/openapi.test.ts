@@ -28,6 +28,7 @@ const C = `${T}/collections/{collection}`;
 
 /** Every route of Chroma's v2 API, as "METHOD path". */
 const chromaRoutes = [
+  "GET /api/v2",
   "GET /api/v2/heartbeat",
   "GET /api/v2/version",
   "GET /api/v2/healthcheck",
