@@ -241,6 +241,11 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),
   });
+  if (registry.all.length === 1) {
+    log.warn("only one Chroma instance is configured: there is no failover; while it is down reads fail and writes are only logged", {
+      instance: registry.all[0]!.name,
+    });
+  }
 
   let stopped = false;
   return {
