@@ -6,7 +6,7 @@ import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
 import { dashboardRoutes } from "./dashboard/routes";
-import { LbError, errorResponse, fileSystemFull } from "./errors";
+import { LbError, TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull } from "./errors";
 import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
 import type { Services } from "./services";
@@ -48,7 +48,7 @@ export function createApp(deps: AppDeps) {
       switch (code) {
         case "NOT_FOUND":
           // Chroma answers unknown routes with 404 and an empty body.
-          return new Response(null, { status: 404 });
+          return new Response(null, { status: 404, headers: { [TRACE_ID_HEADER]: TRACE_ID_NONE } });
         case "VALIDATION":
           return errorResponse(new LbError(422, "ChromaError", `Invalid request: ${(error as Error).message.split("\n")[0]}`));
         case "PARSE":

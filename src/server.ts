@@ -16,6 +16,8 @@ import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
 import { InflightBudget, declaredTooLarge } from "./proxy/inflight";
+import { InstanceAnswers } from "./proxy/instance-answers";
+import { markOwnAnswer } from "./proxy/headers";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
@@ -35,6 +37,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const collections = new CollectionStore(local);
   const registry = new InstanceRegistry(config.instances, config, log);
   const reserve = new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const instanceAnswers = new InstanceAnswers(local);
+  // The pre-flight checks each instance answers when it comes up are kept too, so a client
+  // started during a later outage of every instance can write even if none asked before.
+  registry.onPreflight = (body, contentType) => {
+    const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
+    if (key) instanceAnswers.remember(key, body, contentType);
+  };
   const wal = new WriteAheadLog(local, config.instances.map((i) => i.name), undefined, reserve);
   const recovered = wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
@@ -84,6 +93,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     consistency,
     resyncer,
     inflight: new InflightBudget(config.maxInflightBytes, config.inflightWaitMs),
+    instanceAnswers,
     alerter,
     events,
     metrics,
@@ -243,13 +253,21 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(withRoutableUrl(request, url))),
+    // Every answer names who served it: an instance, or `none` for chroma-lb's own.
+    fetch: services.metrics.instrument(async (request: Request) =>
+      markOwnAnswer(await (declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(withRoutableUrl(request, url)))),
+    ),
   });
   url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),
   });
+  if (registry.all.length === 1) {
+    log.warn("only one Chroma instance is configured: there is no failover; while it is down reads fail and writes are only logged", {
+      instance: registry.all[0]!.name,
+    });
+  }
 
   let stopped = false;
   return {

@@ -212,7 +212,7 @@
           : null,
         lag.last_replay_error ? h("div", { class: "last-error" }, h("span", { class: "label" }, "replay "), lag.last_replay_error) : null,
         diverged ? h("div", { class: "warning", "data-testid": `${testid}-diverged` }, `${diverged} diverged collection${diverged === 1 ? "" : "s"}`) : null,
-        instance.simulated ? h("div", { class: "warning" }, `simulated ${instance.simulated.healthy ? "recovery" : "outage"}${instance.simulated.until ? ` until ${clock(Date.parse(instance.simulated.until))}` : ""}`) : null,
+        instance.simulated ? h("div", { class: "warning" }, `simulated outage${instance.simulated.until ? ` until ${clock(Date.parse(instance.simulated.until))}` : ""}`) : null,
       );
     });
     $("instances").replaceChildren(...cards);

@@ -22,7 +22,7 @@ import { parsedView, rawView, validateRecordRead, validateRecordWrite, type Body
 
 export type ApiDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "instanceAnswers"
 >;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
@@ -50,9 +50,11 @@ interface ReadPlan {
   path: (instance: Instance) => string | null;
   body?: Uint8Array | null;
   /** Rewrites a 200 answer (collection ids). */
-  rewrite?: (body: Uint8Array) => Uint8Array;
+  rewrite?: (body: Uint8Array, headers: Headers) => Uint8Array;
   /** Extra headers on the answer. */
   headers?: (instance: Instance) => Record<string, string>;
+  /** The answer when no instance could serve, instead of the 503; null keeps the 503. */
+  whenNone?: () => Response | null;
 }
 
 /**
@@ -159,19 +161,35 @@ export class ChromaApi {
         if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
         continue;
       }
-      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body) : result.body;
+      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body, result.headers) : result.body;
       return new Response(body, {
         status: result.status,
         headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name, ...plan.headers?.(instance) }),
       });
     }
-    return errorResponse(noInstanceFor(registry, plan.what));
+    return plan.whenNone?.() ?? errorResponse(noInstanceFor(registry, plan.what));
   }
 
-  /** Heartbeat, version, pre-flight and other instance-level reads: any serving instance answers. */
+  /**
+   * Heartbeat, version, pre-flight and other instance-level reads: any serving instance
+   * answers. Pre-flight checks, version and identity are kept as the instances answer them
+   * and, while no instance can serve, answered from what was kept (see instance-answers.ts).
+   */
   async passthrough(request: Request, path: string): Promise<Response> {
     const candidates = readCandidates(this.views(), () => true, this.config.readReplicaRatio);
-    return this.read(request, { what: "this request", candidates, path: () => path });
+    const answers = this.deps.instanceAnswers;
+    const key = answers.keyFor(path, request.headers);
+    if (!key) return this.read(request, { what: "this request", candidates, path: () => path });
+    return this.read(request, {
+      what: "this request",
+      candidates,
+      path: () => path,
+      rewrite: (body, headers) => {
+        answers.remember(key, body, headers.get("content-type"));
+        return body;
+      },
+      whenNone: () => answers.answer(key, { [INSTANCE_HEADER]: "none" }),
+    });
   }
 
   /**
@@ -209,14 +227,19 @@ export class ChromaApi {
     return Date.now() + this.config.requestTimeoutMs;
   }
 
-  /** Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass. */
-  async resolve(tenant: string, database: string, ref: string): Promise<CollectionRecord> {
+  /**
+   * Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass.
+   * Chroma 1.0.5 words a missing collection two ways: "does not exists." (with a period) on
+   * the routes that take an id (records, modify), "does not exists" on the routes that take
+   * a name (get, delete); `byName` picks the latter.
+   */
+  async resolve(tenant: string, database: string, ref: string, byName = false): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
     await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
-    throw notFound(`Collection [${ref}] does not exists.`);
+    throw notFound(`Collection [${ref}] does not exists${byName ? "" : "."}`);
   }
 
   /**
@@ -413,7 +436,7 @@ export class ChromaApi {
 
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
     return this.changeCatalog(async () => {
-      const record = await this.resolve(tenant, database, ref);
+      const record = await this.resolve(tenant, database, ref, true);
       await this.protection.refuseChange(record, "deleted");
       const result = await this.submit(request, {
         partition: record.id,

@@ -69,3 +69,21 @@ export function responseHeaders(incoming: Headers | null, extra: Record<string, 
   for (const [key, value] of Object.entries(extra)) out.set(key, value);
   return out;
 }
+
+/**
+ * Marks an answer chroma-lb wrote itself (its errors, 202s, status pages) with
+ * `X-Chroma-LB-Instance: none`, so that every answer says who served it. An answer an
+ * instance served already names it.
+ */
+export function markOwnAnswer(response: Response): Response {
+  if (response.headers.has(INSTANCE_HEADER)) return response;
+  try {
+    response.headers.set(INSTANCE_HEADER, "none");
+    return response;
+  } catch {
+    // Headers of a fetched response are immutable: copy it.
+    const copy = new Response(response.body, response);
+    copy.headers.set(INSTANCE_HEADER, "none");
+    return copy;
+  }
+}

@@ -95,6 +95,8 @@ export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
 
   return new Elysia({ name: "chroma-api" })
     .get("/api/v2/heartbeat", passthrough("/api/v2/heartbeat"), doc("Heartbeat of a serving instance", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
+    // Chroma answers its API root as the heartbeat; the Python async client's heartbeat() calls it.
+    .get("/api/v2", passthrough("/api/v2"), doc("Heartbeat of a serving instance (Chroma's alias of /api/v2/heartbeat)", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
     .get("/api/v2/version", passthrough("/api/v2/version"), doc("Chroma version", { ok: t.String() }))
     .get("/api/v2/healthcheck", passthrough("/api/v2/healthcheck"), doc("Chroma health check"))
     .get("/api/v2/pre-flight-checks", passthrough("/api/v2/pre-flight-checks"), doc("Pre-flight checks", { ok: t.Object({ max_batch_size: t.Integer(), supports_base64_encoding: t.Boolean() }) }))

@@ -28,6 +28,7 @@ const C = `${T}/collections/{collection}`;
 
 /** Every route of Chroma's v2 API, as "METHOD path". */
 const chromaRoutes = [
+  "GET /api/v2",
   "GET /api/v2/heartbeat",
   "GET /api/v2/version",
   "GET /api/v2/healthcheck",
@@ -64,6 +65,7 @@ const adminRoutes = [
   "POST /wal/cleanup",
   "POST /admin/wal/{seq}/skip",
   "GET /collection/mappings",
+  "GET /admin/collection_mappings",
   "DELETE /collection/mappings/{name}",
   "POST /admin/create_mapping",
   "POST /admin/adopt",
