@@ -49,6 +49,9 @@ export function adminRoutes(deps: AdminDeps) {
       error: d.error,
       refused_entries: d.refusedEntries,
       since: iso(d.atMs),
+      // A copy being rebuilt (a manual or automatic resync, or waiting for one) is kept out
+      // of use like a diverged one, but it is being repaired: operators see the difference.
+      state: wal.isUnderRepair(d.instance, d.partition) ? "under_repair" : "diverged",
     };
   };
 
