@@ -51,6 +51,9 @@ export function adminRoutes(deps: AdminDeps) {
       error: d.error,
       refused_entries: d.refusedEntries,
       since: iso(d.atMs),
+      // A copy being rebuilt (a manual or automatic resync, or waiting for one) is kept out
+      // of use like a diverged one, but it is being repaired: operators see the difference.
+      state: wal.isUnderRepair(d.instance, d.partition) ? "under_repair" : "diverged",
     };
   };
 
@@ -291,15 +294,16 @@ export function adminRoutes(deps: AdminDeps) {
     )
     .get(
       "/metrics",
-      ({ set, request, query }) => {
+      ({ set, request }) => {
         // Prometheus asks for text (its Accept never names JSON); the old balancer's scripts ask for JSON.
-        if (query.format === "json" || (request.headers.get("accept") ?? "").toLowerCase().includes("application/json")) return metricsJson();
+        // Other query parameters (a scraper's `params`) are ignored, as before.
+        const format = new URL(request.url).searchParams.get("format");
+        if (format === "json" || (request.headers.get("accept") ?? "").toLowerCase().includes("application/json")) return metricsJson();
         set.headers["content-type"] = deps.metrics.contentType;
         return deps.metrics.render();
       },
       {
-        query: t.Object({ format: t.Optional(t.Literal("json", { description: "json: the figures as JSON (as `Accept: application/json` does)" })) }),
-        detail: { summary: "Prometheus metrics (text format 0.0.4); with `Accept: application/json`, the main figures as JSON (memory in MB)", ...statusTag },
+        detail: { summary: "Prometheus metrics (text format 0.0.4); with `Accept: application/json` (or `?format=json`), the main figures as JSON (memory in MB)", ...statusTag },
       },
     )
     .get("/events", () => ({ events: deps.events.list() }), {

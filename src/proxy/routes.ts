@@ -7,7 +7,7 @@
  */
 import { Elysia, t, type DocumentDecoration, type TSchema } from "elysia";
 import { databasePath } from "../chroma/paths";
-import { errorResponse, fileSystemFull, insufficientStorage } from "../errors";
+import { TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull, insufficientStorage } from "../errors";
 import type { Services } from "../services";
 import type { ChromaApi, RecordReadOp, RecordWriteOp } from "./api";
 import {
@@ -96,7 +96,7 @@ export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
   return new Elysia({ name: "chroma-api" })
     .get("/api/v2/heartbeat", passthrough("/api/v2/heartbeat"), doc("Heartbeat of a serving instance", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
     // Chroma answers its API root as the heartbeat; the Python async client's heartbeat() calls it.
-    .get("/api/v2", passthrough("/api/v2"), doc("Heartbeat of a serving instance (Chroma's alias of /api/v2/heartbeat)", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
+    .get("/api/v2", ({ request }) => (new URL(request.url).pathname === "/api/v2" ? api.passthrough(request, "/api/v2") : chromaNotFound()), doc("Heartbeat of a serving instance (Chroma's alias of /api/v2/heartbeat)", { ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
     .get("/api/v2/version", passthrough("/api/v2/version"), doc("Chroma version", { ok: t.String() }))
     .get("/api/v2/healthcheck", passthrough("/api/v2/healthcheck"), doc("Chroma health check"))
     .get("/api/v2/pre-flight-checks", passthrough("/api/v2/pre-flight-checks"), doc("Pre-flight checks", { ok: t.Object({ max_batch_size: t.Integer(), supports_base64_encoding: t.Boolean() }) }))
@@ -169,6 +169,11 @@ export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
       ...raw,
       ...doc("Fork a collection (not supported through chroma-lb: 501)"),
     });
+}
+
+/** Chroma's answer to a path it has no route for (`/api/v2/`, for one): 404, empty body. */
+function chromaNotFound(): Response {
+  return new Response(null, { status: 404, headers: { [TRACE_ID_HEADER]: TRACE_ID_NONE } });
 }
 
 function nameIn(body: Uint8Array): string | null {

@@ -63,6 +63,10 @@ test("GET /api/v2, chroma-lb's own errors and a missing collection deleted by na
   const heartbeat = { status: 200, body: expect.stringMatching(/^\{"nanosecond heartbeat":\d+\}$/), contentType: "application/json", traceId: null };
   expect(rootLone).toEqual(heartbeat);
   expect(rootLb).toEqual(heartbeat);
+  // With a trailing slash it is no route of Chroma's.
+  const [slashLb, slashLone] = [await call(lb.url, "GET", "/api/v2/"), await call(lone, "GET", "/api/v2/")];
+  expect(slashLone).toMatchObject({ status: 404, body: "" });
+  expect(slashLb).toEqual(slashLone);
 
   // 2. A duplicate create: chroma-lb answers it itself (from its mappings), as Chroma does.
   expect((await call(lb.url, "POST", `${T}/collections`, { name: "dup" })).status).toBe(200);
