@@ -240,7 +240,7 @@ test.skipIf(!mountable)(
 );
 
 test.skipIf(!mountable)(
-  "without a spare file, state changes that fail after their append on the full file system are kept and retried: never 500, every acknowledged write on both instances",
+  "without a spare file the full file system is still answered 507, never 500, and every acknowledged write reaches both instances (a state change that fails after its append is kept and retried)",
   () => fillAndFree({ reserveMb: 0, cleanupWhileFull: false }),
   180_000,
 );
