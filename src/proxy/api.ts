@@ -14,6 +14,7 @@ import type { Services } from "../services";
 import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
+import { StorageFullError } from "../wal/storage";
 import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unauthorized, unavailable } from "../errors";
 import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutSecrets } from "./headers";
 import { splitObject } from "../replay/raw-json";
@@ -387,16 +388,31 @@ export class ChromaApi {
       }
       const id = crypto.randomUUID();
       const record = this.deps.collections.create(id, tenant, database, name);
-      const result = await this.submit(request, {
-        partition: id,
-        kind: "collection",
-        op: "create_collection",
-        tenant,
-        database,
-        collectionId: id,
-        name,
-        body,
-      });
+      let result: WriteResult;
+      try {
+        result = await this.submit(request, {
+          partition: id,
+          kind: "collection",
+          op: "create_collection",
+          tenant,
+          database,
+          collectionId: id,
+          name,
+          body,
+        });
+      } catch (error) {
+        // Refused before it was logged (a full disk refused the append, or an earlier entry
+        // is unsettled): nothing will create it, so the name must stay free. Any other error
+        // came after logging, and the logged entry is replayed (WritePath.appendAndApply).
+        if (error instanceof StorageFullError || error instanceof LbError) {
+          try {
+            this.deps.collections.markDeleted(record.id);
+          } catch {
+            // The mapping store shares the full disk; the client was told the create failed.
+          }
+        }
+        throw error;
+      }
       if (result.kind === "applied") {
         const body = rewriteCollection(result.outcome.body, (uuid) => this.deps.collections.logicalIdFor(uuid));
         return this.writeResponse({ ...result, outcome: { ...result.outcome, body } });

@@ -342,6 +342,7 @@ export class WriteAheadLog {
       // Nothing of the group was committed (the transaction rolled back). A full file
       // system refuses the group as a whole (507), and the spare file is given up at once
       // for the state changes of entries appended before.
+      this.rollBackLeftover();
       const full = isStorageFullError(error);
       if (full) this.noteStorageFull();
       for (const item of group) item.reject(full ? new StorageFullError() : error);
@@ -450,9 +451,23 @@ export class WriteAheadLog {
     try {
       return change();
     } catch (error) {
+      this.rollBackLeftover();
       if (!isStorageFullError(error)) throw error;
       if (!this.noteStorageFull()) throw error;
       return change();
+    }
+  }
+
+  /**
+   * SQLite may keep a transaction open after a COMMIT that failed for lack of room; the
+   * next statement would then join it. Rolled back here so every change starts clean.
+   */
+  private rollBackLeftover() {
+    if (!this.store.sqlite.inTransaction) return;
+    try {
+      this.store.sqlite.run("ROLLBACK");
+    } catch {
+      // Already rolled back by SQLite.
     }
   }
 

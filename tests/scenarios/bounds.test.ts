@@ -230,6 +230,7 @@ test("at WAL_MAX_DISK_MB new writes answer 507 with one alert, and every write a
   expect(refused).not.toBeNull();
   expect(acknowledged.length).toBeGreaterThan(0);
   expect(refused!.headers.get("content-type")).toBe("application/json");
+  expect(refused!.headers.get("retry-after")).toBe("5");
   const error = JSON.parse(refused!.text) as { error: string; message: string };
   expect(error.error).toBe("InsufficientStorage");
   for (const hint of ["WAL_MAX_DISK_MB", "POST /wal/cleanup", "WAL_RETENTION_HOURS"]) expect(error.message).toContain(hint);
