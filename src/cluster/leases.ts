@@ -7,9 +7,10 @@
  * an INSERT ... ON CONFLICT that takes a free key, or an expired one, in one statement; a
  * renewal that extends only rows the renewer still holds; expiry judged by the database's
  * `now()`, so nodes' clocks never need to agree. Unlike River's single leader row, a node
- * holds many keys, so acquisition and renewal are batched (unnest of arrays), and each
- * takeover draws a new fencing token from one sequence (the "epoch" of the lease), so a
- * write made by a holder that lost its lease can be refused (see fenceInTx).
+ * holds many keys, so acquisition and renewal are batched (one JSON parameter per batch), and each
+ * takeover adds one to the row's fencing token (the lease's epoch), so a write made by a
+ * holder that lost its lease can be refused (see fenceInTx). A release marks the row
+ * expired instead of deleting it, so the epoch never starts over.
  *
  * The holder's own view is conservative: a lease counts as held only until `sentAt + ttl`,
  * where `sentAt` is when the statement that took or renewed it was *sent*, measured on this
@@ -35,7 +36,7 @@ export interface LeaseKey {
 
 /** A lease this node holds. */
 export interface Lease extends LeaseKey {
-  /** The fencing token of this holding: larger than every token handed out before it. */
+  /** The fencing token (epoch) of this holding: one more than the previous holding's of the same key. */
   token: bigint;
   /** Monotonic time (performance.now()) after which this node no longer counts itself the holder. */
   deadlineMs: number;
@@ -78,6 +79,14 @@ export interface LeaseRow extends LeaseKey {
   expiresAt: Date;
   /** Whether the row had expired by Postgres's clock when it was read. */
   expired: boolean;
+}
+
+/**
+ * Keys (and tokens) as one JSON parameter, read back with jsonb_to_recordset: one statement
+ * for a whole batch without depending on the driver's array serialization.
+ */
+function keysJson(keys: Array<LeaseKey & { token?: bigint }>): string {
+  return JSON.stringify(keys.map((k) => ({ instance: k.instance, collection: k.collection, token: k.token?.toString() })));
 }
 
 const keyOf = (key: LeaseKey) => `${key.instance}\u0000${key.collection}`;
@@ -153,21 +162,19 @@ export class LeaseManager {
       try {
         // ON CONFLICT ... WHERE expired: concurrent acquirers of one key queue on its row
         // lock, and each re-checks the expiry on the row as the previous one left it, so
-        // exactly one wins (River's LeaderAttemptElect, with the expired-row delete folded
-        // into the upsert so the fencing token can be carried forward).
+        // exactly one wins (River's LeaderAttemptElect, with its delete of the expired row
+        // folded into the upsert so the row, and its token, carry over). The token is
+        // computed under that row lock, so each takeover's is the last one plus one.
         rows = await bounded(
           "lease acquire",
           this.sql`
-            insert into ${this.sql(clusterTables.leases)} (instance, collection, node_id, token, acquired_at, expires_at)
-            select k.instance, k.collection, ${this.nodeId}, nextval(${clusterTables.leaseTokens}), now(),
-                   now() + make_interval(secs => ${this.ttlSeconds})
-            from unnest(${this.sql.array(batch.map((k) => k.instance))}::text[],
-                        ${this.sql.array(batch.map((k) => k.collection))}::text[]) as k(instance, collection)
+            insert into ${this.sql(clusterTables.leases)} as l (instance, collection, node_id, token, acquired_at, expires_at)
+            select k.instance, k.collection, ${this.nodeId}, 1, now(), now() + make_interval(secs => ${this.ttlSeconds})
+            from jsonb_to_recordset(${keysJson(batch)}::text::jsonb) as k(instance text, collection text)
             on conflict (instance, collection) do update
-              set node_id = excluded.node_id, token = excluded.token,
+              set node_id = excluded.node_id, token = l.token + 1,
                   acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-              where ${this.sql(clusterTables.leases)}.expires_at <= now()
-                 or ${this.sql(clusterTables.leases)}.node_id = ${this.nodeId}
+              where l.expires_at <= now() or l.node_id = ${this.nodeId}
             returning instance, collection, token::text as token`,
           this.statementTimeoutMs,
         );
@@ -201,11 +208,11 @@ export class LeaseManager {
           this.sql`
             update ${this.sql(clusterTables.leases)} as l
             set expires_at = now() + make_interval(secs => ${this.ttlSeconds})
-            from unnest(${this.sql.array(batch.map((k) => k.instance))}::text[],
-                        ${this.sql.array(batch.map((k) => k.collection))}::text[],
-                        ${this.sql.array(batch.map((k) => k.token.toString()))}::bigint[]) as k(instance, collection, token)
+            from jsonb_to_recordset(${keysJson(batch)}::text::jsonb) as k(instance text, collection text, token bigint)
             where l.instance = k.instance and l.collection = k.collection
               and l.node_id = ${this.nodeId} and l.token = k.token
+              -- A renewal that reaches Postgres after this node's own release must not revive it.
+              and l.expires_at > '-infinity'
             returning l.instance, l.collection, l.token::text as token`,
           this.statementTimeoutMs,
         );
@@ -249,10 +256,8 @@ export class LeaseManager {
         const rows = await bounded(
           "lease release",
           this.sql`
-            delete from ${this.sql(clusterTables.leases)} as l
-            using unnest(${this.sql.array(batch.map((k) => k.instance))}::text[],
-                         ${this.sql.array(batch.map((k) => k.collection))}::text[],
-                         ${this.sql.array(batch.map((k) => k.token.toString()))}::bigint[]) as k(instance, collection, token)
+            update ${this.sql(clusterTables.leases)} as l set expires_at = '-infinity'
+            from jsonb_to_recordset(${keysJson(batch)}::text::jsonb) as k(instance text, collection text, token bigint)
             where l.instance = k.instance and l.collection = k.collection
               and l.node_id = ${this.nodeId} and l.token = k.token
             returning 1`,

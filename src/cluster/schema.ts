@@ -17,7 +17,6 @@ import type postgres from "postgres";
 export const clusterTables = {
   nodes: "chroma_lb_nodes",
   leases: "chroma_lb_replay_leases",
-  leaseTokens: "chroma_lb_lease_token_seq",
 } as const;
 
 /**
@@ -36,16 +35,14 @@ const statements = [
      started_at timestamptz NOT NULL,
      last_heartbeat_at timestamptz NOT NULL
    )`,
-  // One global sequence for fencing tokens: a token is larger than every token handed out
-  // before it, for any key, so a lease row can be deleted on release without a later holder
-  // ever getting a token a stale holder still has.
-  `CREATE SEQUENCE IF NOT EXISTS ${clusterTables.leaseTokens} AS bigint`,
   `CREATE TABLE IF NOT EXISTS ${clusterTables.leases} (
      instance text NOT NULL,
      collection text NOT NULL,
      node_id text NOT NULL,
      token bigint NOT NULL,
      acquired_at timestamptz NOT NULL,
+     -- '-infinity' once released; the row stays, so the next holder's token is still one
+     -- more than the last one (a deleted row would start again from 1).
      expires_at timestamptz NOT NULL,
      PRIMARY KEY (instance, collection)
    )`,
