@@ -44,11 +44,13 @@ export interface ClusterJobDeps {
 /**
  * The jobs a node runs: heartbeat and renewal on one beat (so a node that cannot renew
  * also stops looking live), acquisition of wanted keys (free ones, and expired ones of dead
- * nodes: the takeover), and the listener's check. A heartbeat that finds its NODE_ID held by
- * another live process skips acquisition: two processes must never share one node's leases.
+ * nodes: the takeover), and the listener's check. Nothing is acquired before a heartbeat has
+ * gone through, nor while the NODE_ID is held by another live process: two processes must
+ * never share one node's leases.
  */
 export function clusterJobs(deps: ClusterJobDeps): ClusterJob[] {
-  let idInUse = false;
+  /** Acquisition waits for a heartbeat that proved this process owns its NODE_ID. */
+  let registered = false;
   return [
     {
       name: "node-heartbeat",
@@ -56,15 +58,18 @@ export function clusterJobs(deps: ClusterJobDeps): ClusterJob[] {
       run: async () => {
         // Side by side: a slow heartbeat must not delay the renewal past its bound.
         const [beat, renewal] = await Promise.all([deps.registry.heartbeatOnce(), deps.leases.renewOnce()]);
-        idInUse = !beat.ok && beat.reason === "node id in use";
-        if (idInUse) await deps.leases.releaseAll();
+        if (beat.ok) registered = true;
+        else if (beat.reason === "node id in use") {
+          registered = false;
+          await deps.leases.releaseAll();
+        }
         return [beat, renewal];
       },
     },
     {
       name: "lease-acquire",
       everyMs: deps.heartbeatIntervalMs,
-      run: async () => (idInUse ? null : deps.leases.tryAcquire(deps.wantedKeys())),
+      run: async () => (registered ? deps.leases.tryAcquire(deps.wantedKeys()) : null),
     },
     { name: "wakeup-listener", everyMs: deps.heartbeatIntervalMs, run: () => deps.listener.checkOnce() },
   ];

@@ -12,14 +12,15 @@
  * holder that lost its lease can be refused (see fenceInTx). A release marks the row
  * expired instead of deleting it, so the epoch never starts over.
  *
- * The holder's own view is conservative: a lease counts as held only until `sentAt + ttl`,
- * where `sentAt` is when the statement that took or renewed it was *sent*, measured on this
- * process's monotonic clock. Postgres set the expiry from its transaction's start, which is
- * after the send, so the local deadline passes no later than the one in the row, however
- * late the answer arrives; a node cut from Postgres therefore stops replaying before any
- * other node can take its keys. (This assumes the two clocks advance at the same rate; a
- * forward jump of the database's clock would shorten the lease, as it does for River and
- * pg-boss.)
+ * The holder's own view is conservative: a lease counts as held only until
+ * `sentAt + ttl - margin`, where `sentAt` is when the statement that took or renewed it was
+ * *sent*, measured on this process's monotonic clock. Postgres set the expiry from its
+ * transaction's start, which is after the send, so the local deadline passes before the one
+ * in the row, however late the answer arrives; a node cut from Postgres therefore stops
+ * replaying before any other node can take its keys. The margin (a tenth of the TTL unless
+ * told) covers the two clocks running at slightly different rates and the time between a
+ * `holds()` check and the action it allows; a forward jump of the database's clock would
+ * still shorten the lease, as it does for River and pg-boss.
  *
  * Rows, not advisory locks: see schema.ts (a transaction-pooling PgBouncer breaks session
  * advisory locks).
@@ -47,6 +48,8 @@ export interface LeaseManagerOptions {
   nodeId: string;
   /** LEASE_TTL_SECONDS in ms: the lease's life after each acquisition or renewal. */
   ttlMs: number;
+  /** Time before the lease's end at which this node stops counting itself holder (default: a tenth of the TTL). */
+  safetyMarginMs?: number;
   /** Bound on one acquire, renew or release statement (default: a third of the TTL). */
   statementTimeoutMs?: number;
   /** Keys sent in one statement at most (default 1000); larger requests are split. */
@@ -103,7 +106,8 @@ export class LeaseManager {
   /** Keys in an acquire statement not answered yet: a second acquire of them waits for the first's answer. */
   private readonly acquiring = new Set<string>();
   private readonly nodeId: string;
-  private readonly ttlMs: number;
+  /** TTL less the safety margin: how long after a send this node counts the lease as held. */
+  private readonly heldForMs: number;
   private readonly statementTimeoutMs: number;
   private readonly keysPerStatementMax: number;
   private readonly now: () => number;
@@ -114,7 +118,7 @@ export class LeaseManager {
     options: LeaseManagerOptions,
   ) {
     this.nodeId = options.nodeId;
-    this.ttlMs = options.ttlMs;
+    this.heldForMs = options.ttlMs - (options.safetyMarginMs ?? Math.floor(options.ttlMs / 10));
     this.ttlSeconds = options.ttlMs / 1000;
     this.statementTimeoutMs = options.statementTimeoutMs ?? Math.max(100, Math.floor(options.ttlMs / 3));
     this.keysPerStatementMax = options.keysPerStatementMax ?? 1000;
@@ -135,10 +139,11 @@ export class LeaseManager {
 
   /**
    * Takes each key that is free or whose lease has expired (a takeover: the previous
-   * holder stopped renewing), and each key whose row names this node but that this process
-   * does not hold (an acquisition whose answer was lost to a timeout, or a previous run of
-   * this node: NODE_ID is unique among live nodes, see NodeRegistry). Keys another node
-   * holds are left alone; keys this node holds now are skipped (renewOnce keeps them).
+   * holder stopped renewing). Keys held by anyone else are left alone, and so are rows that
+   * name this NODE_ID but that this process does not hold (an acquisition whose answer was
+   * lost to a timeout, a previous run of this node): they may belong to another process
+   * misconfigured with the same NODE_ID, so they are only taken once expired. Keys this
+   * node holds now are skipped (renewOnce keeps them).
    */
   async tryAcquire(keys: LeaseKey[]): Promise<AcquireResult> {
     const wanted = new Map<string, LeaseKey>();
@@ -174,7 +179,7 @@ export class LeaseManager {
             on conflict (instance, collection) do update
               set node_id = excluded.node_id, token = l.token + 1,
                   acquired_at = excluded.acquired_at, expires_at = excluded.expires_at
-              where l.expires_at <= now() or l.node_id = ${this.nodeId}
+              where l.expires_at <= now()
             returning instance, collection, token::text as token`,
           this.statementTimeoutMs,
         );
@@ -182,7 +187,7 @@ export class LeaseManager {
         return { acquired, error: errorText(error) };
       }
       for (const row of rows) {
-        const lease: Lease = { instance: row.instance, collection: row.collection, token: BigInt(row.token), deadlineMs: sentAt + this.ttlMs };
+        const lease: Lease = { instance: row.instance, collection: row.collection, token: BigInt(row.token), deadlineMs: sentAt + this.heldForMs };
         this.held.set(keyOf(lease), lease);
         acquired.push({ ...lease });
       }
@@ -227,7 +232,7 @@ export class LeaseManager {
         // the answer is about a holding that no longer exists here.
         if (!current || current.token !== lease.token) continue;
         if (answered.has(key)) {
-          current.deadlineMs = Math.max(current.deadlineMs, sentAt + this.ttlMs);
+          current.deadlineMs = Math.max(current.deadlineMs, sentAt + this.heldForMs);
           renewed += 1;
         } else {
           this.held.delete(key);
