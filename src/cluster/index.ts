@@ -16,7 +16,7 @@ import type { NodeRegistry } from "./nodes";
 import type { WakeupListener } from "./wakeups";
 
 export { ensureClusterSchema, clusterTables } from "./schema";
-export { LeaseManager, fenceInTx, listLeases, expiredLeaseKeys } from "./leases";
+export { LeaseManager, fenceInTx, listLeases, expiredLeaseKeys, forgetLeases } from "./leases";
 export type { Lease, LeaseKey, LeaseRow, AcquireResult, RenewResult, LeaseManagerOptions } from "./leases";
 export { NodeRegistry } from "./nodes";
 export type { NodeRow, HeartbeatResult, NodeRegistryOptions } from "./nodes";

@@ -325,3 +325,21 @@ export async function expiredLeaseKeys(sql: postgres.Sql, limit = 1000): Promise
     select instance, collection from ${sql(clusterTables.leases)}
     where expires_at <= now() order by expires_at limit ${limit}`;
 }
+
+/**
+ * Deletes the lease rows of `keys` that no one holds (released or expired): for collections
+ * that were deleted, whose rows would otherwise stay forever. A row's epoch starts over if
+ * its key is ever leased again, so this is only for keys that will not be.
+ */
+export async function forgetLeases(sql: postgres.Sql, keys: LeaseKey[]): Promise<number> {
+  let forgotten = 0;
+  for (const batch of chunks(keys, 1000)) {
+    const rows = await sql`
+      delete from ${sql(clusterTables.leases)} as l
+      using jsonb_to_recordset(${keysJson(batch)}::text::jsonb) as k(instance text, collection text)
+      where l.instance = k.instance and l.collection = k.collection and l.expires_at <= now()
+      returning 1`;
+    forgotten += rows.length;
+  }
+  return forgotten;
+}

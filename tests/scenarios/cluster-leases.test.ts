@@ -17,6 +17,7 @@ import {
   NodeRegistry,
   clusterJobs,
   expiredLeaseKeys,
+  forgetLeases,
   WakeupListener,
   ensureClusterSchema,
   fenceInTx,
@@ -359,6 +360,12 @@ test("a released lease is taken at once by another node, with the next token", a
   expect((await b.tryAcquire(keys)).acquired.map((l) => [id(l), l.token])).toEqual(keys.map((k) => [id(k), 2n]));
   // A renewal that reaches Postgres after a release does not revive the row.
   expect(await a.renewOnce()).toEqual({ renewed: 0, lost: [], error: null });
+  // Rows of deleted collections can be forgotten, but only while nobody holds them.
+  const sql = client(url);
+  expect(await forgetLeases(sql, keys)).toBe(0);
+  await b.releaseAll();
+  expect(await forgetLeases(sql, keys.slice(0, 2))).toBe(2);
+  expect((await listLeases(sql)).map(id)).toEqual([id(keys[2]!)]);
 });
 
 test("the registry lists live nodes with their leases, drops a silent node after the live bound, and refuses a second live process with the same NODE_ID", async () => {
@@ -431,6 +438,39 @@ test("a node's jobs take the keys it wants, and a process started with a live no
     expect((await first.registry.liveNodes()).map((n) => [n.id, n.address, n.leases])).toEqual([["lb-1", "http://lb-1", 3]]);
   } finally {
     await Promise.all([first.listener.stop(), twin.listener.stop()]);
+  }
+}, 30_000);
+
+test("a wake-up listener cut from Postgres notices at its next check and listens again once the path is back", async () => {
+  const url = await freshDatabase();
+  const target = new URL(url);
+  await using proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port) });
+  const viaProxy = new URL(url);
+  viaProxy.port = String(proxy.port);
+  const events: WakeupEvent[] = [];
+  const listener = new WakeupListener({
+    nodeId: "b",
+    connect: () => postgres(viaProxy.toString(), { max: 1, connect_timeout: 1, onnotice: () => {} }),
+    onEvent: (event) => events.push(event),
+    timeoutMs: 1000,
+  });
+  const publisher = client(url, 1);
+  try {
+    expect((await listener.checkOnce()).listening).toBe(true);
+    await proxy.close();
+    const startedMs = performance.now();
+    expect((await listener.checkOnce()).listening).toBe(false);
+    expect(performance.now() - startedMs).toBeLessThan(2 * 1000 + 500);
+    // Hints sent while cut are lost; the resync after the next LISTEN stands for them.
+    await publishHint(publisher, "a", { kind: "entry", collection: "while cut" });
+    await proxy.reopen();
+    events.length = 0;
+    await waitFor(async () => (await listener.checkOnce()).listening, { timeoutMs: 10_000, intervalMs: 100, message: "listening again" });
+    await publishHint(publisher, "a", { kind: "entry", collection: "after the cut" });
+    await listener.checkOnce(); // its ping's echo comes after the hint
+    expect(events).toEqual([{ kind: "resync" }, { kind: "entry", collection: "after the cut", from: "a" }]);
+  } finally {
+    await listener.stop();
   }
 }, 30_000);
 
