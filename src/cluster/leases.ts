@@ -103,7 +103,7 @@ function chunks<T>(items: T[], size: number): T[][] {
 /** One node's leases: takes, renews and releases them, and knows which it may act on now. */
 export class LeaseManager {
   private readonly held = new Map<string, Lease>();
-  /** Keys in an acquire statement not answered yet: a second acquire of them waits for the first's answer. */
+  /** Keys in an acquire statement not answered yet: a second acquire skips them, so one answer decides. */
   private readonly acquiring = new Set<string>();
   private readonly nodeId: string;
   /** TTL less the safety margin: how long after a send this node counts the lease as held. */
@@ -119,6 +119,7 @@ export class LeaseManager {
   ) {
     this.nodeId = options.nodeId;
     this.heldForMs = options.ttlMs - (options.safetyMarginMs ?? Math.floor(options.ttlMs / 10));
+    if (!(this.heldForMs > 0)) throw new RangeError("lease TTL must exceed its safety margin");
     this.ttlSeconds = options.ttlMs / 1000;
     this.statementTimeoutMs = options.statementTimeoutMs ?? Math.max(100, Math.floor(options.ttlMs / 3));
     this.keysPerStatementMax = options.keysPerStatementMax ?? 1000;
