@@ -4,6 +4,8 @@
  * A bad value raises ConfigError, whose message names the variable and what it expects.
  */
 
+import { hostname } from "node:os";
+
 export class ConfigError extends Error {
   constructor(
     readonly variable: string,
@@ -121,6 +123,23 @@ export interface Config {
   consistencyCheckIntervalMs: number;
   /** AUTO_REPAIR (true): resync a copy found diverged, lost or different without an operator. */
   autoRepair: boolean;
+  /**
+   * NODE_ID (host name and port, or host name and process id when PORT is 0): names this
+   * chroma-lb node among several sharing one Postgres. Two live nodes must never share one.
+   */
+  nodeId: string;
+  /**
+   * NODE_HEARTBEAT_INTERVAL (1 s): time between a node's heartbeats and lease renewals in
+   * Postgres. Whole seconds, because croner runs jobs on whole seconds.
+   */
+  nodeHeartbeatIntervalMs: number;
+  /**
+   * LEASE_TTL_SECONDS (6 s): how long a replay lease lives without renewal, and how long a
+   * node stays live without a heartbeat. At least three heartbeat intervals, so one slow
+   * renewal does not cost a lease; with the defaults a dead node's leases are taken over
+   * within TTL + one interval (7 s), inside the 10 s the cluster promises.
+   */
+  leaseTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -219,6 +238,30 @@ function parseInstances(env: Env): InstanceConfig[] {
 export interface LoadOptions {
   /** The embedded default fills the instances itself, so an empty list is allowed there. */
   allowNoInstances?: boolean;
+  /** The machine's host name, for the default NODE_ID (default: os.hostname(); tests pass their own). */
+  hostname?: string;
+  /** This process's id, for the default NODE_ID when PORT is 0 (default: process.pid). */
+  pid?: number;
+}
+
+/** Letters, digits and `.`, `_`, `:`, `-`: safe in logs, metric labels and SQL text columns. */
+const nodeIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/**
+ * NODE_ID, or the host name with the port: unique per machine as long as each node listens
+ * on its own port. PORT=0 (a free port, picked only after the config is read) would give
+ * every node on a machine the same `host:0`, so the process id stands in for it then.
+ */
+function parseNodeId(env: Env, port: number, options: LoadOptions): string {
+  const raw = read(env, "NODE_ID");
+  if (raw !== undefined) {
+    if (!nodeIdPattern.test(raw)) {
+      throw new ConfigError("NODE_ID", "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", raw);
+    }
+    return raw;
+  }
+  const host = (options.hostname ?? hostname()).replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100) || "node";
+  return port === 0 ? `${host}:pid${options.pid ?? process.pid}` : `${host}:${port}`;
 }
 
 /** Parses and validates the environment once; the result is frozen. */
@@ -267,8 +310,19 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     throw new ConfigError("MAX_INFLIGHT_MB", `at least MAX_BODY_MB (${maxBodyMb})`, String(maxInflightMb));
   }
 
+  const port = int(env, "PORT", 8000, 0, 65535);
+  const nodeHeartbeatIntervalMs = seconds(env, "NODE_HEARTBEAT_INTERVAL", 1, 1, 60);
+  const leaseTtlMs = seconds(env, "LEASE_TTL_SECONDS", 6, 3, 600);
+  if (leaseTtlMs < 3 * nodeHeartbeatIntervalMs) {
+    throw new ConfigError(
+      "LEASE_TTL_SECONDS",
+      `at least three NODE_HEARTBEAT_INTERVAL (${(3 * nodeHeartbeatIntervalMs) / 1000} s)`,
+      String(leaseTtlMs / 1000),
+    );
+  }
+
   return Object.freeze({
-    port: int(env, "PORT", 8000, 0, 65535),
+    port,
     host: read(env, "HOST") ?? "0.0.0.0",
     instances: Object.freeze(instances) as InstanceConfig[],
     dataDir: read(env, "DATA_DIR") ?? "./data",
@@ -308,5 +362,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     memorySampleIntervalMs: seconds(env, "MEMORY_SAMPLE_INTERVAL", 1, 1, 3600),
     consistencyCheckIntervalMs: seconds(env, "CONSISTENCY_CHECK_INTERVAL", 3600, 0, 7 * 24 * 3600),
     autoRepair: bool(env, "AUTO_REPAIR", true),
+    nodeId: parseNodeId(env, port, options),
+    nodeHeartbeatIntervalMs,
+    leaseTtlMs,
   } satisfies Config);
 }

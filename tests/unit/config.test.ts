@@ -21,7 +21,7 @@ function configError(env: Record<string, string | undefined>): ConfigError {
 
 describe("loadConfig", () => {
   test("fills every default when only the two instance URLs are set", () => {
-    const config = loadConfig(two);
+    const config = loadConfig(two, { hostname: "lb-1" });
     expect({ ...config }).toEqual({
       port: 8000,
       host: "0.0.0.0",
@@ -63,6 +63,9 @@ describe("loadConfig", () => {
       alertLagMs: 60_000,
       alertBacklogEntries: 10_000,
       alertCheckIntervalMs: 5000,
+      nodeId: "lb-1:8000",
+      nodeHeartbeatIntervalMs: 1000,
+      leaseTtlMs: 6000,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });
