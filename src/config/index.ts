@@ -102,6 +102,14 @@ export interface Config {
   /** INFLIGHT_WAIT_TIMEOUT (2 s): how long a request waits for room under MAX_INFLIGHT_MB before a 503. */
   inflightWaitMs: number;
   /**
+   * BODY_MIN_KIB_PER_SECOND (64): the slowest a request body may arrive, in KiB/s, measured
+   * over each BODY_RATE_WINDOW; a slower body is cut off (408) and its bytes released, so a
+   * stalled or trickling sender cannot hold MAX_INFLIGHT_MB. 0 disables the check.
+   */
+  bodyMinBytesPerS: number;
+  /** BODY_RATE_WINDOW (5 s): the window over which BODY_MIN_KIB_PER_SECOND is measured. */
+  bodyRateWindowMs: number;
+  /**
    * WAL_MAX_DISK_MB (10240): size of the log's SQLite files at which new writes are refused
    * (507), in MiB; 0 means no bound. Nothing already acknowledged is dropped.
    */
@@ -356,6 +364,8 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     maxBodyBytes,
     maxInflightBytes: maxInflightMb * 1024 * 1024,
     inflightWaitMs: seconds(env, "INFLIGHT_WAIT_TIMEOUT", 2, 0, 60),
+    bodyMinBytesPerS: int(env, "BODY_MIN_KIB_PER_SECOND", 64, 0, 1_048_576) * 1024,
+    bodyRateWindowMs: seconds(env, "BODY_RATE_WINDOW", 5, 0.1, 3600),
     walMaxDiskBytes: int(env, "WAL_MAX_DISK_MB", 10_240, 0, 100_000_000) * 1024 * 1024,
     walDiskReserveBytes: int(env, "WAL_DISK_RESERVE_MB", 16, 0, 100_000) * 1024 * 1024,
     mirrorSyncIntervalMs: seconds(env, "MIRROR_SYNC_INTERVAL", 5, 1, 3600),

@@ -58,7 +58,12 @@ const position =
 export type RouteDeps = Pick<Services, "config" | "wal" | "inflight">;
 
 export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
-  const limits = { budget: deps.inflight, maxBodyBytes: deps.config.maxBodyBytes };
+  const limits = {
+    budget: deps.inflight,
+    maxBodyBytes: deps.config.maxBodyBytes,
+    minBytesPerS: deps.config.bodyMinBytesPerS,
+    rateWindowMs: deps.config.bodyRateWindowMs,
+  };
   /** The answer to a write while the log is at WAL_MAX_DISK_MB, else null. */
   const logFull = (): Response | null => {
     const bytesMax = deps.config.walMaxDiskBytes;
