@@ -7,10 +7,11 @@ import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
 import { tokenRoutes } from "./auth/routes";
 import { dashboardRoutes } from "./dashboard/routes";
-import { LbError, errorResponse } from "./errors";
+import { LbError, TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull } from "./errors";
 import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
 import type { Services } from "./services";
+import { isStorageFullError } from "./wal/storage";
 
 /** What the app needs: every service but the process-level `close`. */
 export type AppDeps = Omit<Services, "close">;
@@ -53,10 +54,13 @@ export function createApp(deps: AppDeps) {
     .onRequest(({ request }) => deps.access.check(request, new URL(request.url).pathname) ?? undefined)
     .onError(({ error, code }) => {
       if (error instanceof LbError) return errorResponse(error);
+      // Wherever the log met a full file system (an append, a catch-up, cleanup), the
+      // answer is the same 507 as at WAL_MAX_DISK_MB, never a 500.
+      if (isStorageFullError(error)) return errorResponse(fileSystemFull());
       switch (code) {
         case "NOT_FOUND":
           // Chroma answers unknown routes with 404 and an empty body.
-          return new Response(null, { status: 404 });
+          return new Response(null, { status: 404, headers: { [TRACE_ID_HEADER]: TRACE_ID_NONE } });
         case "VALIDATION":
           return errorResponse(new LbError(422, "ChromaError", `Invalid request: ${(error as Error).message.split("\n")[0]}`));
         case "PARSE":

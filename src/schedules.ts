@@ -34,7 +34,11 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
   job("health-check", deps.config.healthCheckIntervalMs, () => deps.registry.checkAll());
   // Tokens made or revoked by another node or by `bun run token` hold here within two runs.
   job("token-refresh", tokenRefreshIntervalMs, () => deps.access.refreshOnce());
-  job("replay", deps.config.walSyncIntervalMs, () => deps.replayer.kickAll());
+  job("replay", deps.config.walSyncIntervalMs, () => {
+    // State changes the log could not record (a full disk) hold back their collections: retry them first.
+    deps.wal.resolveOnce();
+    deps.replayer.kickAll();
+  });
   job("memory-sample", deps.config.memorySampleIntervalMs, () => deps.sizer.observe(BatchSizer.sampleProcess()));
   job("adoption", 60_000, () => deps.adoption.adoptOnce());
   job("wal-retention", 3600_000, () => {

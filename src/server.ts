@@ -13,17 +13,20 @@ import type { Config } from "./config";
 import { openLocalStore } from "./db";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
-import { createAlerter, instanceDownMessage } from "./observability/alerts";
+import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
 import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
 import { InflightBudget, declaredTooLarge } from "./proxy/inflight";
+import { InstanceAnswers } from "./proxy/instance-answers";
+import { markOwnAnswer } from "./proxy/headers";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
 import { KeyedMutex } from "./util/mutex";
 import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
+import { StorageReserve } from "./wal/storage";
 import { ConsistencyChecker } from "./repair/consistency";
 import { Resyncer } from "./repair/resync";
 import { WritePath } from "./writes/pipeline";
@@ -35,7 +38,15 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const local = openLocalStore(config.dataDir);
   const collections = new CollectionStore(local);
   const registry = new InstanceRegistry(config.instances, config, log);
-  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name));
+  const reserve = new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const instanceAnswers = new InstanceAnswers(local);
+  // The pre-flight checks each instance answers when it comes up are kept too, so a client
+  // started during a later outage of every instance can write even if none asked before.
+  registry.onPreflight = (body, contentType) => {
+    const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
+    if (key) instanceAnswers.remember(key, body, contentType);
+  };
+  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name), undefined, reserve);
   const recovered = wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
@@ -85,6 +96,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     consistency,
     resyncer,
     inflight: new InflightBudget(config.maxInflightBytes, config.inflightWaitMs),
+    instanceAnswers,
     alerter,
     events,
     metrics,
@@ -101,6 +113,26 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   };
   metrics.watch(services);
   return services;
+}
+
+/**
+ * The request with a URL every router reads alike. Elysia finds a path by searching for "/"
+ * from a fixed offset of the URL (past "http://" and four characters of host), so a Host
+ * of three characters or fewer hides the path's first segment; and Bun gives a request
+ * whose Host is empty or malformed a URL without origin (the path alone), which `new URL`
+ * refuses. Such a request is given `origin` instead of its Host; any other is unchanged.
+ */
+export function withRoutableUrl(request: Request, origin: string): Request {
+  const url = request.url;
+  const authorityStart = url.startsWith("http://") ? 7 : url.startsWith("https://") ? 8 : -1;
+  if (authorityStart !== -1) {
+    const pathStart = url.indexOf("/", authorityStart);
+    // Four characters of host or more: what Elysia's offset assumes.
+    if (pathStart === -1 || pathStart - authorityStart >= 4) return request;
+  }
+  const pathStart = authorityStart === -1 ? 0 : url.indexOf("/", authorityStart);
+  const path = pathStart === -1 ? "/" : url.slice(pathStart);
+  return new Request(origin + (path.startsWith("/") ? path : `/${path}`), request);
 }
 
 /** Bun's own body limit above MAX_BODY_MB (see Bun.serve below). */
@@ -201,25 +233,27 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
         `Reads of that collection avoid ${instance.name}; GET /wal/status lists diverged collections.`,
     });
   });
-  wal.onDiskFull(({ full, bytes, bytesMax }) => {
+  wal.onDiskFull((state) => {
     // Told at the crossing (the log is checked before every write, but only a change is
     // reported); the alert schedule would see it only at its next pass.
-    if (!full) {
-      alerter.resolve({ event: "wal_disk_full", message: `the write-ahead log is below WAL_MAX_DISK_MB again (${bytes} of ${bytesMax} bytes); writes are taken` });
+    if (!state.full) {
+      alerter.resolve({ event: "wal_disk_full", message: diskFullMessages(state).resolved });
       return;
     }
-    alerter.send({
-      event: "wal_disk_full",
-      message:
-        `the write-ahead log reached WAL_MAX_DISK_MB (${bytes} of ${bytesMax} bytes): new writes are answered 507, nothing acknowledged is dropped. ` +
-        `Check that every instance is catching up (GET /wal/status), remove applied entries with POST /wal/cleanup, or raise WAL_MAX_DISK_MB.`,
-    });
+    log.error("the write-ahead log cannot grow; new writes are answered 507", { bytes: state.bytes, bytesMax: state.bytesMax, fileSystemFull: state.filesystem });
+    alerter.send({ event: "wal_disk_full", message: diskFullMessages(state).full });
   });
   replayer.kickAll();
   const schedules = startSchedules(services);
   if (mirror) void mirror.syncOnce();
 
   const app = createApp(services);
+  // Set once the port is known, before any request is served.
+  let url = "";
+  const instrumented = services.metrics.instrument(
+    async (request: Request) => markOwnAnswer(await (declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request))),
+    (request, status) => access.answered(request, status),
+  );
   const server = Bun.serve({
     port: config.port,
     hostname: config.host,
@@ -231,16 +265,21 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument(
-      (request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request),
-      (request, status) => access.answered(request, status),
-    ),
+    // Every answer names who served it: an instance, or `none` for chroma-lb's own. The
+    // request is made routable first, so that the one counted (with its principal) is the
+    // one the app decided access for.
+    fetch: (incoming: Request) => instrumented(withRoutableUrl(incoming, url)),
   });
-  const url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host}:${server.port}`;
+  url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),
   });
+  if (registry.all.length === 1) {
+    log.warn("only one Chroma instance is configured: there is no failover; while it is down reads fail and writes are only logged", {
+      instance: registry.all[0]!.name,
+    });
+  }
 
   let stopped = false;
   return {

@@ -14,6 +14,7 @@ import type { RecentEvents } from "./observability/events";
 import type { Logger } from "./observability/log";
 import type { Metrics } from "./observability/metrics";
 import type { InflightBudget } from "./proxy/inflight";
+import type { InstanceAnswers } from "./proxy/instance-answers";
 import type { Replayer } from "./replay/replayer";
 import type { BatchSizer } from "./replay/sizing";
 import type { KeyedMutex } from "./util/mutex";
@@ -39,6 +40,8 @@ export interface Services {
   consistency: ConsistencyChecker;
   /** Rebuilds an instance's copy of a collection from a current one. */
   resyncer: Resyncer;
+  /** The instances' last answers to pre-flight checks, version and identity, served while none answers. */
+  instanceAnswers: InstanceAnswers;
   /** Bytes of request bodies held in memory at once (MAX_INFLIGHT_MB). */
   inflight: InflightBudget;
   /** Posts alerts and their resolutions to ALERT_WEBHOOK_URL, at most once per ALERT_MIN_INTERVAL each. */

@@ -5,6 +5,7 @@
  * admin credential (decided for every request in createApp, see auth/access.ts).
  */
 import { Elysia, t } from "elysia";
+import { Protection } from "../collections/protection";
 import type { CollectionStore } from "../collections/store";
 import { conflict, forbidden, LbError, notFound } from "../errors";
 import type { Instance, InstanceState } from "../instances/registry";
@@ -29,6 +30,7 @@ export function instanceState(instance: Instance, pendingEntries: number): Insta
 
 export function adminRoutes(deps: AdminDeps) {
   const { config, wal, registry, collections, replayer, sizer } = deps;
+  const protection = new Protection(deps);
 
   // Decided when the request arrives (createApp's onRequest); checked again here so that no
   // admin route can be reached by a path the rules would read otherwise.
@@ -47,6 +49,9 @@ export function adminRoutes(deps: AdminDeps) {
       error: d.error,
       refused_entries: d.refusedEntries,
       since: iso(d.atMs),
+      // A copy being rebuilt (a manual or automatic resync, or waiting for one) is kept out
+      // of use like a diverged one, but it is being repaired: operators see the difference.
+      state: wal.isUnderRepair(d.instance, d.partition) ? "under_repair" : "diverged",
     };
   };
 
@@ -69,7 +74,11 @@ export function adminRoutes(deps: AdminDeps) {
       last_health_check: iso(i.lastHealthCheckMs),
       last_error: i.lastError,
       last_error_at: iso(i.lastErrorAtMs),
-      simulated: i.simulated ? { healthy: i.simulated.healthy, until: iso(i.simulated.untilMs) } : null,
+      /** Since when probes have seen it up (null while down): a last error older than this is history. */
+      healthy_since: i.checkedHealthy ? iso(i.lastTransitionMs) : null,
+      simulated: i.simulated ? { healthy: false, until: iso(i.simulated.untilMs) } : null,
+      /** What probes see, whatever a simulation does to routing. */
+      probe_healthy: i.checkedHealthy,
       lag: { entries: lag.entries, seconds: Math.round(lag.oldestAgeMs / 100) / 10, failing_entries: lag.failing, last_replay_error: lag.lastError },
       diverged_collections: wal.divergences().filter((d) => d.instance === i.name).map(divergenceView),
     };
@@ -88,13 +97,20 @@ export function adminRoutes(deps: AdminDeps) {
       disk_bytes: wal.diskBytes(),
       disk_max_bytes: config.walMaxDiskBytes,
       disk_full: wal.diskFull(config.walMaxDiskBytes),
+      // True when the file system under DATA_DIR filled (before WAL_MAX_DISK_MB), until it has room again.
+      file_system_full: wal.storageIsFull,
       disk_file_bytes: wal.diskFileBytes(),
+      // State changes of logged entries not recorded yet (a full disk); each holds back its collection.
+      unresolved_changes: wal.unresolvedChanges(),
       inflight_body_bytes: deps.inflight.bytes,
       inflight_body_max_bytes: deps.inflight.bytesMax,
       inflight_waiting_requests: deps.inflight.waiting,
       inflight_refused_requests: deps.inflight.refusedRequests,
       is_syncing: replayer.isReplaying(),
       sync_interval_seconds: config.walSyncIntervalMs / 1000,
+      // The old balancer's names for replayed batches applied and refused (or unanswered).
+      successful_syncs: replayer.stats.successfulSyncs,
+      failed_syncs: replayer.stats.failedSyncs,
       instances: registry.all.map((i) => {
         const l = wal.lag(i.name);
         return {
@@ -129,6 +145,45 @@ export function adminRoutes(deps: AdminDeps) {
       failed: wal.failedEntries(20),
       diverged: wal.divergences().map(divergenceView),
       resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
+    };
+  };
+
+  /** The figures of GET /metrics as JSON, for the old balancer's scripts (memory in MB, as it gave). */
+  const metricsJson = () => {
+    const cpu = process.cpuUsage();
+    const uptimeSeconds = (Date.now() - deps.startedAtMs) / 1000;
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    const counts = wal.counts();
+    return {
+      service: "chroma-lb",
+      uptime_seconds: Math.round(uptimeSeconds),
+      memory_usage_mb: mb(sizer.lastSample.rssBytes),
+      peak_memory_mb: mb(sizer.peakRssBytes),
+      max_memory_mb: config.walMaxMemoryMb,
+      memory_percent: Math.round((sizer.lastSample.rssBytes / (config.walMaxMemoryMb * 1024 * 1024)) * 1000) / 10,
+      heap_used_mb: mb(sizer.lastSample.heapUsedBytes),
+      cpu_seconds: Math.round(cpuSeconds * 100) / 100,
+      /** Average since start: CPU time over wall time, one core = 100. */
+      cpu_percent: uptimeSeconds > 0 ? Math.round((cpuSeconds / uptimeSeconds) * 1000) / 10 : 0,
+      healthy_instances: healthyCount(),
+      total_instances: registry.all.length,
+      pending_writes: counts.pendingEntries,
+      total_entries: counts.total,
+      wal_disk_mb: mb(wal.diskBytes()),
+      successful_syncs: replayer.stats.successfulSyncs,
+      failed_syncs: replayer.stats.failedSyncs,
+      entries_replayed: replayer.stats.entriesApplied,
+      avg_sync_throughput: replayer.stats.avgThroughputEntriesPerSecond,
+      memory_pressure_events: sizer.memoryPressureEvents,
+      adaptive_batch_reductions: sizer.adaptiveBatchReductions,
+      current_batch_size: sizer.current,
+      instances: registry.all.map((i) => ({
+        name: i.name,
+        healthy: i.healthy,
+        total_requests: i.totalRequests,
+        successful_requests: i.successfulRequests,
+        pending_entries: wal.lag(i.name).entries,
+      })),
     };
   };
 
@@ -212,6 +267,7 @@ export function adminRoutes(deps: AdminDeps) {
           failed_syncs: replayer.stats.failedSyncs,
           entries_replayed: replayer.stats.entriesApplied,
           sync_cycles: replayer.stats.syncCycles,
+          avg_sync_throughput: replayer.stats.avgThroughputEntriesPerSecond,
           replay_lag_ms: replayer.stats.lagPercentiles(),
         },
         mirror: deps.mirror ? deps.mirror.status : { configured: false },
@@ -232,10 +288,20 @@ export function adminRoutes(deps: AdminDeps) {
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )
-    .get("/metrics", ({ set }) => {
-      set.headers["content-type"] = deps.metrics.contentType;
-      return deps.metrics.render();
-    }, { detail: { summary: "Prometheus metrics (text format 0.0.4)", ...statusTag } })
+    .get(
+      "/metrics",
+      ({ set, request }) => {
+        // Prometheus asks for text (its Accept never names JSON); the old balancer's scripts ask for JSON.
+        // Other query parameters (a scraper's `params`) are ignored, as before.
+        const format = new URL(request.url).searchParams.get("format");
+        if (format === "json" || (request.headers.get("accept") ?? "").toLowerCase().includes("application/json")) return metricsJson();
+        set.headers["content-type"] = deps.metrics.contentType;
+        return deps.metrics.render();
+      },
+      {
+        detail: { summary: "Prometheus metrics (text format 0.0.4); with `Accept: application/json` (or `?format=json`), the main figures as JSON (memory in MB)", ...statusTag },
+      },
+    )
     .get("/events", () => ({ events: deps.events.list() }), {
       response: { 200: RecentEventsModel },
       detail: { summary: "Recent alerts, their resolutions and instance health transitions, newest last (at most 200)", ...statusTag },
@@ -250,7 +316,10 @@ export function adminRoutes(deps: AdminDeps) {
             const maxAgeMs = body?.max_age_hours !== undefined ? body.max_age_hours * 3600 * 1000 : config.walRetentionMs;
             const result = wal.cleanup(maxAgeMs);
             deps.log.info("log cleanup", { deletedEntries: result.deletedEntries, maxAgeMs });
-            return { deleted_entries: result.deletedEntries, reset_entries: 0 };
+            // After a full file system, writes resume as soon as the room is back, not at the next check.
+            if (wal.storageIsFull) wal.recoverStorageOnce();
+            // `cleaned` is the old balancer's name for the same count.
+            return { deleted_entries: result.deletedEntries, reset_entries: 0, cleaned: result.deletedEntries };
           },
           {
             body: t.Optional(t.Object({ max_age_hours: t.Optional(t.Number({ minimum: 0 })) })),
@@ -281,6 +350,25 @@ export function adminRoutes(deps: AdminDeps) {
           },
           { detail: adminDetail("Collection ids and each instance's UUID") },
         )
+        .get(
+          "/admin/collection_mappings",
+          () => {
+            const primary = registry.all[0]?.name ?? "";
+            const replica = registry.all[1]?.name ?? "";
+            const list = collections.list().map((c) => ({
+              collection_name: c.name,
+              primary_uuid: c.instanceUuids.get(primary) ?? null,
+              replica_uuid: c.instanceUuids.get(replica) ?? null,
+              created_at: iso(c.createdAtMs),
+              updated_at: iso(c.updatedAtMs),
+              collection_id: c.id,
+              tenant: c.tenant,
+              database: c.database,
+            }));
+            return { collection_mappings: list, total_mappings: list.length };
+          },
+          { detail: adminDetail("The mappings in the old balancer's shape (full UUIDs); GET /collection/mappings has more") },
+        )
         .delete(
           "/collection/mappings/:name",
           ({ params, query }) => {
@@ -302,12 +390,16 @@ export function adminRoutes(deps: AdminDeps) {
         )
         .post(
           "/admin/create_mapping",
-          ({ body }) => {
+          async ({ body }) => {
             const tenant = body.tenant ?? "default_tenant";
             const database = body.database ?? "default_database";
             const primary = registry.all[0]!;
             const replica = registry.all[1];
             if (!body.primary_id && !body.replica_id) throw new LbError(400, "InvalidArgumentError", "Give primary_id, replica_id or both");
+            const uuids = new Map<string, string>();
+            if (body.primary_id) uuids.set(primary.name, body.primary_id);
+            if (body.replica_id && replica) uuids.set(replica.name, body.replica_id);
+            await protection.refuseMapping(tenant, database, body.collection_name, uuids);
             let record = collections.byName(tenant, database, body.collection_name);
             if (!record) {
               const id = body.primary_id ?? body.replica_id!;
@@ -384,25 +476,45 @@ export function adminRoutes(deps: AdminDeps) {
           ({ params, body }) => {
             const instance = findInstance(params.name);
             const original = instance.healthy;
+            // Only an outage can be simulated. `{"healthy": true}` (the old balancer's way to end
+            // a simulated outage, with or without a duration, or `clear`) ends any simulation
+            // and hands the instance back to the checker: what probes see is then its health,
+            // so no call can make a dead instance look alive.
+            if (body.healthy || body.clear) {
+              registry.clearSimulation(instance);
+              if (instance.healthy) void replayer.kick(instance);
+              return {
+                success: true,
+                instance: instance.name,
+                health_set_to: instance.healthy,
+                original_health: original,
+                permanent: true,
+                simulation_ended: true,
+                message: instance.healthy
+                  ? "No simulation holds the instance; its health is what the checker sees (healthy)"
+                  : "No simulation holds the instance; its health is what the checker sees (down: it does not answer its heartbeat)",
+              };
+            }
             const durationMs = body.duration_seconds === undefined || body.duration_seconds === null ? null : body.duration_seconds * 1000;
-            if (body.clear) registry.clearSimulation(instance);
-            else registry.simulate(instance, body.healthy, durationMs);
-            if (instance.healthy) void replayer.kick(instance);
+            registry.simulateOutage(instance, durationMs);
             return {
               success: true,
               instance: instance.name,
-              health_set_to: body.clear ? instance.healthy : body.healthy,
+              health_set_to: false,
               original_health: original,
-              ...(durationMs === null || body.clear ? { permanent: !body.clear } : { will_restore_in_seconds: body.duration_seconds }),
+              ...(durationMs === null ? { permanent: true } : { will_restore_in_seconds: body.duration_seconds }),
             };
           },
           {
             body: t.Object({
-              healthy: t.Boolean(),
-              duration_seconds: t.Optional(t.Union([t.Number({ minimum: 0 }), t.Null()])),
-              clear: t.Optional(t.Boolean({ description: "end a simulation now" })),
+              healthy: t.Boolean({ description: "false simulates an outage; true ends any simulation (the checker decides again)" }),
+              duration_seconds: t.Optional(t.Union([t.Number({ minimum: 0 }), t.Null()], { description: "how long a simulated outage holds; until ended when absent" })),
+              clear: t.Optional(t.Boolean({ description: "end a simulation now (as healthy: true does)" })),
             }),
-            detail: adminDetail("Simulate an outage (or a recovery); it holds for its duration whatever the checker sees", { ok: { 200: SuccessModel }, notFound: "No such instance" }),
+            detail: adminDetail(
+              "Simulate an outage for a while or until ended; {healthy: true} ends it and hands the instance back to the checker (nothing can make a dead instance look alive)",
+              { ok: { 200: SuccessModel }, notFound: "No such instance" },
+            ),
           },
         )
         .post(

@@ -41,7 +41,7 @@ export type Need =
       audit?: AuditedAction;
     };
 
-const publicChromaPaths = new Set(["/api/v2/heartbeat", "/api/v2/version", "/api/v2/healthcheck", "/api/v2/pre-flight-checks"]);
+const publicChromaPaths = new Set(["/api/v2", "/api/v2/heartbeat", "/api/v2/version", "/api/v2/healthcheck", "/api/v2/pre-flight-checks"]);
 const publicLbPaths = new Set(["/health", "/status", "/metrics", "/events", "/wal/status", "/dashboard", "/swagger", "/swagger/json"]);
 const publicLbPrefixes = ["/dashboard/", "/swagger/"];
 

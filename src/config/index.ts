@@ -5,6 +5,8 @@
  */
 import { readFileSync } from "node:fs";
 
+import { hostname } from "node:os";
+
 export class ConfigError extends Error {
   constructor(
     readonly variable: string,
@@ -132,10 +134,27 @@ export interface Config {
   /** INFLIGHT_WAIT_TIMEOUT (2 s): how long a request waits for room under MAX_INFLIGHT_MB before a 503. */
   inflightWaitMs: number;
   /**
+   * BODY_MIN_KIB_PER_SECOND (64): the slowest a request body may arrive, in KiB/s, measured
+   * over each BODY_RATE_WINDOW; a slower body is cut off (408) and its bytes released, so a
+   * stalled or trickling sender cannot hold MAX_INFLIGHT_MB. 0 disables the check.
+   */
+  bodyMinBytesPerS: number;
+  /** BODY_RATE_WINDOW (5 s): the window over which BODY_MIN_KIB_PER_SECOND is measured. */
+  bodyRateWindowMs: number;
+  /**
    * WAL_MAX_DISK_MB (10240): size of the log's SQLite files at which new writes are refused
    * (507), in MiB; 0 means no bound. Nothing already acknowledged is dropped.
    */
   walMaxDiskBytes: number;
+  /**
+   * WAL_DISK_RESERVE_MB (16): a spare file of this size kept in DATA_DIR. When the file
+   * system fills before WAL_MAX_DISK_MB, it is deleted so the log can still record the state
+   * of entries already appended and POST /wal/cleanup can still remove entries; new writes
+   * answer 507 until it can be written back. 0 = none (a full disk may then block cleanup).
+   * A checkpoint may need up to the -wal file's size (about 4 MiB at SQLite's default
+   * autocheckpoint, more after large group commits), so keep it above that.
+   */
+  walDiskReserveBytes: number;
   /** MIRROR_SYNC_INTERVAL (5 s): how often the Postgres mirror is brought up to date. */
   mirrorSyncIntervalMs: number;
   /** MEMORY_SAMPLE_INTERVAL (1 s): how often process memory is sampled. */
@@ -144,6 +163,23 @@ export interface Config {
   consistencyCheckIntervalMs: number;
   /** AUTO_REPAIR (true): resync a copy found diverged, lost or different without an operator. */
   autoRepair: boolean;
+  /**
+   * NODE_ID (host name and port, or host name and process id when PORT is 0): names this
+   * chroma-lb node among several sharing one Postgres. Two live nodes must never share one.
+   */
+  nodeId: string;
+  /**
+   * NODE_HEARTBEAT_INTERVAL (1 s): time between a node's heartbeats and lease renewals in
+   * Postgres. Whole seconds, because croner runs jobs on whole seconds.
+   */
+  nodeHeartbeatIntervalMs: number;
+  /**
+   * LEASE_TTL_SECONDS (6 s): how long a replay lease lives without renewal, and how long a
+   * node stays live without a heartbeat. At least three heartbeat intervals, so one slow
+   * renewal does not cost a lease; with the defaults a dead node's leases are taken over
+   * within TTL + one interval (7 s), inside the 10 s the cluster promises.
+   */
+  leaseTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -334,6 +370,30 @@ function readDeclaredTokens(path: string | null): DeclaredToken[] {
 export interface LoadOptions {
   /** The embedded default fills the instances itself, so an empty list is allowed there. */
   allowNoInstances?: boolean;
+  /** The machine's host name, for the default NODE_ID (default: os.hostname(); tests pass their own). */
+  hostname?: string;
+  /** This process's id, for the default NODE_ID when PORT is 0 (default: process.pid). */
+  pid?: number;
+}
+
+/** Letters, digits and `.`, `_`, `:`, `-`: safe in logs, metric labels and SQL text columns. */
+const nodeIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/**
+ * NODE_ID, or the host name with the port: unique per machine as long as each node listens
+ * on its own port. PORT=0 (a free port, picked only after the config is read) would give
+ * every node on a machine the same `host:0`, so the process id stands in for it then.
+ */
+function parseNodeId(env: Env, port: number, options: LoadOptions): string {
+  const raw = read(env, "NODE_ID");
+  if (raw !== undefined) {
+    if (!nodeIdPattern.test(raw)) {
+      throw new ConfigError("NODE_ID", "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", raw);
+    }
+    return raw;
+  }
+  const host = (options.hostname ?? hostname()).replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100) || "node";
+  return port === 0 ? `${host}:pid${options.pid ?? process.pid}` : `${host}:${port}`;
 }
 
 /** Parses and validates the environment once; the result is frozen. */
@@ -390,8 +450,19 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     throw new ConfigError("MAX_INFLIGHT_MB", `at least MAX_BODY_MB (${maxBodyMb})`, String(maxInflightMb));
   }
 
+  const port = int(env, "PORT", 8000, 0, 65535);
+  const nodeHeartbeatIntervalMs = seconds(env, "NODE_HEARTBEAT_INTERVAL", 1, 1, 60);
+  const leaseTtlMs = seconds(env, "LEASE_TTL_SECONDS", 6, 3, 600);
+  if (leaseTtlMs < 3 * nodeHeartbeatIntervalMs) {
+    throw new ConfigError(
+      "LEASE_TTL_SECONDS",
+      `at least three NODE_HEARTBEAT_INTERVAL (${(3 * nodeHeartbeatIntervalMs) / 1000} s)`,
+      String(leaseTtlMs / 1000),
+    );
+  }
+
   return Object.freeze({
-    port: int(env, "PORT", 8000, 0, 65535),
+    port,
     host: read(env, "HOST") ?? "0.0.0.0",
     instances: Object.freeze(instances) as InstanceConfig[],
     dataDir: read(env, "DATA_DIR") ?? "./data",
@@ -428,10 +499,16 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     maxBodyBytes,
     maxInflightBytes: maxInflightMb * 1024 * 1024,
     inflightWaitMs: seconds(env, "INFLIGHT_WAIT_TIMEOUT", 2, 0, 60),
+    bodyMinBytesPerS: int(env, "BODY_MIN_KIB_PER_SECOND", 64, 0, 1_048_576) * 1024,
+    bodyRateWindowMs: seconds(env, "BODY_RATE_WINDOW", 5, 0.1, 3600),
     walMaxDiskBytes: int(env, "WAL_MAX_DISK_MB", 10_240, 0, 100_000_000) * 1024 * 1024,
+    walDiskReserveBytes: int(env, "WAL_DISK_RESERVE_MB", 16, 0, 100_000) * 1024 * 1024,
     mirrorSyncIntervalMs: seconds(env, "MIRROR_SYNC_INTERVAL", 5, 1, 3600),
     memorySampleIntervalMs: seconds(env, "MEMORY_SAMPLE_INTERVAL", 1, 1, 3600),
     consistencyCheckIntervalMs: seconds(env, "CONSISTENCY_CHECK_INTERVAL", 3600, 0, 7 * 24 * 3600),
     autoRepair: bool(env, "AUTO_REPAIR", true),
+    nodeId: parseNodeId(env, port, options),
+    nodeHeartbeatIntervalMs,
+    leaseTtlMs,
   } satisfies Config);
 }

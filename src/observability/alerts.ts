@@ -292,6 +292,28 @@ export function createAlerter(options: AlerterOptions): Alerter {
 export type AlertCheckDeps = Pick<Services, "config" | "registry" | "wal" | "sizer" | "mirror" | "alerter">;
 
 /**
+ * The `wal_disk_full` alert's texts: the log at WAL_MAX_DISK_MB, or the file system under
+ * DATA_DIR full before it (`filesystem`).
+ */
+export function diskFullMessages(state: { bytes: number; bytesMax: number; filesystem: boolean }): { full: string; resolved: string } {
+  if (state.filesystem) {
+    return {
+      full:
+        `the file system holding the write-ahead log (DATA_DIR) is full (the log uses ${state.bytes} bytes): new writes are answered 507, nothing acknowledged is dropped. ` +
+        `Free space on it or grow it; POST /wal/cleanup removes applied entries (their pages are reused, the file does not shrink). ` +
+        `Writes are taken again once WAL_DISK_RESERVE_MB is free.`,
+      resolved: "the file system holding the write-ahead log has room again; writes are taken",
+    };
+  }
+  return {
+    full:
+      `the write-ahead log reached WAL_MAX_DISK_MB (${state.bytes} of ${state.bytesMax} bytes): new writes are answered 507, nothing acknowledged is dropped. ` +
+      `Check that every instance is catching up (GET /wal/status), remove applied entries with POST /wal/cleanup, or raise WAL_MAX_DISK_MB.`,
+    resolved: "the write-ahead log is below WAL_MAX_DISK_MB again; writes are taken",
+  };
+}
+
+/**
  * One pass over the polled conditions: each is sent while it holds and resolved once it
  * clears (the alerter keeps this from repeating anything). Then held-back alerts whose
  * interval is over are posted. Bounded: a few counters per instance, no request.
@@ -341,15 +363,12 @@ export function alertsOnce(deps: AlertCheckDeps): void {
     `chroma-lb uses ${rssMb} MB, within WAL_MAX_MEMORY_MB (${config.walMaxMemoryMb}) again`,
   );
 
-  if (config.walMaxDiskBytes > 0) {
-    condition(
-      wal.diskFull(config.walMaxDiskBytes),
-      {
-        event: "wal_disk_full",
-        message: `the write-ahead log reached WAL_MAX_DISK_MB (${wal.diskBytes()} of ${config.walMaxDiskBytes} bytes): new writes are answered 507, nothing acknowledged is dropped`,
-      },
-      "the write-ahead log is below WAL_MAX_DISK_MB again; writes are taken",
-    );
+  // Also without WAL_MAX_DISK_MB: the file system may fill first. The check also takes
+  // chroma-lb out of "file system full" once there is room again (see WriteAheadLog.diskFull).
+  {
+    const full = wal.diskFull(config.walMaxDiskBytes);
+    const messages = diskFullMessages({ bytes: wal.diskBytes(), bytesMax: config.walMaxDiskBytes, filesystem: wal.storageIsFull });
+    condition(full, { event: "wal_disk_full", message: messages.full }, messages.resolved);
   }
 
   if (mirror) {

@@ -5,6 +5,7 @@
  */
 import { databasePath } from "../chroma/paths";
 import { anonymous, scopeCovers, type Principal } from "../auth/tokens";
+import { Protection } from "../collections/protection";
 import type { CollectionRecord } from "../collections/store";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
 import type { Instance } from "../instances/registry";
@@ -13,15 +14,16 @@ import type { Services } from "../services";
 import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
+import { StorageFullError } from "../wal/storage";
 import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
-import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutCredentials } from "./headers";
+import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutCredentials, withoutSecrets } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
 import { parsedView, rawView, validateRecordRead, validateRecordWrite, type BodyView } from "./validate";
 
 export type ApiDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "access"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "instanceAnswers" | "access"
 >;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
@@ -49,14 +51,29 @@ interface ReadPlan {
   path: (instance: Instance) => string | null;
   body?: Uint8Array | null;
   /** Rewrites a 200 answer (collection ids). */
-  rewrite?: (body: Uint8Array) => Uint8Array;
+  rewrite?: (body: Uint8Array, headers: Headers) => Uint8Array;
   /** Extra headers on the answer. */
   headers?: (instance: Instance) => Record<string, string>;
+  /** The answer when no instance could serve, instead of the 503; null keeps the 503. */
+  whenNone?: () => Response | null;
+}
+
+/**
+ * Chroma 1.0.5's rule for a JSON body, measured: no Content-Type at all is read as JSON;
+ * otherwise the media type must be `application/json` or `application/*+json` (any case,
+ * any parameters). Anything else, an empty value included, is 415 `ChromaError`.
+ */
+export function isJsonContentType(contentType: string | null): boolean {
+  if (contentType === null) return true;
+  const mediaType = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  const subtype = /^application\/([a-z0-9!#$&^_.+-]+)$/.exec(mediaType)?.[1];
+  return subtype !== undefined && (subtype === "json" || subtype.endsWith("+json"));
 }
 
 function requireJson(contentType: string | null) {
-  if (!contentType || !contentType.toLowerCase().includes("application/json")) {
-    throw new LbError(415, "InvalidArgumentError", "Expected request with `Content-Type: application/json`");
+  if (!isJsonContentType(contentType)) {
+    // Chroma's own answer, word for word.
+    throw new LbError(415, "ChromaError", "Expected request with `Content-Type: application/json`");
   }
 }
 
@@ -81,8 +98,11 @@ export function parseJsonBody(bytes: Uint8Array, contentType: string | null): Re
 export class ChromaApi {
   /** Collection, tenant and database changes run one at a time (names must stay unique). */
   private readonly ddl = new KeyedMutex();
+  private readonly protection: Protection;
 
-  constructor(private readonly deps: ApiDeps) {}
+  constructor(private readonly deps: ApiDeps) {
+    this.protection = new Protection(deps);
+  }
 
   private get config() {
     return this.deps.config;
@@ -93,11 +113,12 @@ export class ChromaApi {
   }
 
   /**
-   * The client's headers as an instance may see them: hop-by-hop ones removed, and every
-   * credential (data tokens, the admin token) kept for chroma-lb alone.
+   * The client's headers as an instance may see them: hop-by-hop ones removed, every
+   * credential header (data tokens, the admin token) kept for chroma-lb alone, and any other
+   * header that carries chroma-lb's admin token (in whatever spelling) as well.
    */
   private forwarded(request: Request): Headers {
-    return withoutCredentials(forwardHeaders(request.headers));
+    return withoutCredentials(withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]));
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {
@@ -142,19 +163,35 @@ export class ChromaApi {
         if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
         continue;
       }
-      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body) : result.body;
+      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body, result.headers) : result.body;
       return new Response(body, {
         status: result.status,
         headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name, ...plan.headers?.(instance) }),
       });
     }
-    return errorResponse(noInstanceFor(registry, plan.what));
+    return plan.whenNone?.() ?? errorResponse(noInstanceFor(registry, plan.what));
   }
 
-  /** Heartbeat, version, pre-flight and other instance-level reads: any serving instance answers. */
+  /**
+   * Heartbeat, version, pre-flight and other instance-level reads: any serving instance
+   * answers. Pre-flight checks, version and identity are kept as the instances answer them
+   * and, while no instance can serve, answered from what was kept (see instance-answers.ts).
+   */
   async passthrough(request: Request, path: string): Promise<Response> {
     const candidates = readCandidates(this.views(), () => true, this.config.readReplicaRatio);
-    return this.read(request, { what: "this request", candidates, path: () => path });
+    const answers = this.deps.instanceAnswers;
+    const key = answers.keyFor(path, request.headers);
+    if (!key) return this.read(request, { what: "this request", candidates, path: () => path });
+    return this.read(request, {
+      what: "this request",
+      candidates,
+      path: () => path,
+      rewrite: (body, headers) => {
+        answers.remember(key, body, headers.get("content-type"));
+        return body;
+      },
+      whenNone: () => answers.answer(key, { [INSTANCE_HEADER]: "none" }),
+    });
   }
 
   /**
@@ -218,14 +255,19 @@ export class ChromaApi {
     return Date.now() + this.config.requestTimeoutMs;
   }
 
-  /** Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass. */
-  async resolve(tenant: string, database: string, ref: string): Promise<CollectionRecord> {
+  /**
+   * Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass.
+   * Chroma 1.0.5 words a missing collection two ways: "does not exists." (with a period) on
+   * the routes that take an id (records, modify), "does not exists" on the routes that take
+   * a name (get, delete); `byName` picks the latter.
+   */
+  async resolve(tenant: string, database: string, ref: string, byName = false): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
     await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
-    throw notFound(`Collection [${ref}] does not exists.`);
+    throw notFound(`Collection [${ref}] does not exists${byName ? "" : "."}`);
   }
 
   /**
@@ -378,16 +420,31 @@ export class ChromaApi {
       }
       const id = crypto.randomUUID();
       const record = this.deps.collections.create(id, tenant, database, name);
-      const result = await this.submit(request, {
-        partition: id,
-        kind: "collection",
-        op: "create_collection",
-        tenant,
-        database,
-        collectionId: id,
-        name,
-        body,
-      });
+      let result: WriteResult;
+      try {
+        result = await this.submit(request, {
+          partition: id,
+          kind: "collection",
+          op: "create_collection",
+          tenant,
+          database,
+          collectionId: id,
+          name,
+          body,
+        });
+      } catch (error) {
+        // Refused before it was logged (a full disk refused the append, or an earlier entry
+        // is unsettled): nothing will create it, so the name must stay free. Any other error
+        // came after logging, and the logged entry is replayed (WritePath.appendAndApply).
+        if (error instanceof StorageFullError || error instanceof LbError) {
+          try {
+            this.deps.collections.markDeleted(record.id);
+          } catch {
+            // The mapping store shares the full disk; the client was told the create failed.
+          }
+        }
+        throw error;
+      }
       if (result.kind === "applied") {
         const body = rewriteCollection(result.outcome.body, (uuid) => this.deps.collections.logicalIdFor(uuid));
         return this.writeResponse({ ...result, outcome: { ...result.outcome, body } });
@@ -407,9 +464,7 @@ export class ChromaApi {
         if (!collectionNamePattern.test(newName)) {
           throw badRequest(invalidName(newName));
         }
-        if (this.config.protectedCollections.includes(record.name)) {
-          throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be renamed`);
-        }
+        await this.protection.refuseChange(record, "renamed");
         if (this.deps.collections.byName(tenant, database, newName)) throw conflict(`Collection [${newName}] already exists`);
       }
       const result = await this.submit(request, {
@@ -429,10 +484,8 @@ export class ChromaApi {
 
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
     return this.changeCatalog(async () => {
-      const record = await this.resolve(tenant, database, ref);
-      if (this.config.protectedCollections.includes(record.name)) {
-        throw forbidden(`Collection [${record.name}] is protected (PROTECTED_COLLECTIONS) and cannot be deleted through chroma-lb`);
-      }
+      const record = await this.resolve(tenant, database, ref, true);
+      await this.protection.refuseChange(record, "deleted");
       const result = await this.submit(request, {
         partition: record.id,
         kind: "collection",

@@ -44,6 +44,24 @@ export function forwardHeaders(incoming: Headers): Headers {
   return out;
 }
 
+/**
+ * Removes every header whose value carries one of `secrets` (chroma-lb's own tokens, which
+ * are for chroma-lb alone): an `Authorization` of any scheme spelling or spacing
+ * (`bearer`, `BEARER`, `Bearer\t<t>`, RFC 9110 11.4), and any other header that repeats
+ * the token. A header is dropped whole: a value that holds a secret is not the client's
+ * credential for the instance. Empty secrets are ignored.
+ */
+export function withoutSecrets(headers: Headers, secrets: ReadonlyArray<string | null | undefined>): Headers {
+  const present = secrets.filter((s): s is string => typeof s === "string" && s.length > 0);
+  if (present.length === 0) return headers;
+  const carrying: string[] = [];
+  headers.forEach((value, key) => {
+    if (present.some((secret) => value.includes(secret))) carrying.push(key);
+  });
+  for (const key of carrying) headers.delete(key);
+  return headers;
+}
+
 export function responseHeaders(incoming: Headers | null, extra: Record<string, string> = {}): Headers {
   const out = incoming ? forwardHeaders(incoming) : new Headers();
   out.delete("date");
@@ -63,4 +81,22 @@ export const CREDENTIAL_HEADERS = ["authorization", "x-chroma-token"] as const;
 export function withoutCredentials(headers: Headers): Headers {
   for (const name of CREDENTIAL_HEADERS) headers.delete(name);
   return headers;
+}
+
+/**
+ * Marks an answer chroma-lb wrote itself (its errors, 202s, status pages) with
+ * `X-Chroma-LB-Instance: none`, so that every answer says who served it. An answer an
+ * instance served already names it.
+ */
+export function markOwnAnswer(response: Response): Response {
+  if (response.headers.has(INSTANCE_HEADER)) return response;
+  try {
+    response.headers.set(INSTANCE_HEADER, "none");
+    return response;
+  } catch {
+    // Headers of a fetched response are immutable: copy it.
+    const copy = new Response(response.body, response);
+    copy.headers.set(INSTANCE_HEADER, "none");
+    return copy;
+  }
 }

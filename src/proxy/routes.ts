@@ -2,11 +2,12 @@
  * Every route of Chroma's v2 API, declared one by one so the OpenAPI document describes
  * each. Bodies are not parsed by the framework (`parse: "none"`): they are read as bytes,
  * checked, logged and forwarded unchanged, within the body bounds of inflight.ts; a write
- * is refused (507) before its body is read while the log is at WAL_MAX_DISK_MB.
+ * is refused (507, Retry-After) before its body is read while the log is at WAL_MAX_DISK_MB or
+ * its file system is full.
  */
 import { Elysia, t, type DocumentDecoration, type TSchema } from "elysia";
 import { databasePath } from "../chroma/paths";
-import { errorResponse, insufficientStorage } from "../errors";
+import { TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull, insufficientStorage } from "../errors";
 import type { Services } from "../services";
 import type { ChromaApi, RecordReadOp, RecordWriteOp } from "./api";
 import {
@@ -87,11 +88,17 @@ const position =
 export type RouteDeps = Pick<Services, "config" | "wal" | "inflight">;
 
 export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
-  const limits = { budget: deps.inflight, maxBodyBytes: deps.config.maxBodyBytes };
+  const limits = {
+    budget: deps.inflight,
+    maxBodyBytes: deps.config.maxBodyBytes,
+    minBytesPerS: deps.config.bodyMinBytesPerS,
+    rateWindowMs: deps.config.bodyRateWindowMs,
+  };
   /** The answer to a write while the log is at WAL_MAX_DISK_MB, else null. */
   const logFull = (): Response | null => {
     const bytesMax = deps.config.walMaxDiskBytes;
     if (!deps.wal.diskFull(bytesMax)) return null;
+    if (deps.wal.storageIsFull) return errorResponse(fileSystemFull());
     return errorResponse(
       insufficientStorage(
         `chroma-lb's write-ahead log holds ${deps.wal.diskBytes()} bytes on disk, its bound (WAL_MAX_DISK_MB=${bytesMax / 1024 / 1024}), ` +
@@ -123,6 +130,8 @@ export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
 
   return new Elysia({ name: "chroma-api" })
     .get("/api/v2/heartbeat", passthrough("/api/v2/heartbeat"), doc("Heartbeat of a serving instance", { open: true, ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
+    // Chroma answers its API root as the heartbeat; the Python async client's heartbeat() calls it.
+    .get("/api/v2", ({ request }) => (new URL(request.url).pathname === "/api/v2" ? api.passthrough(request, "/api/v2") : chromaNotFound()), doc("Heartbeat of a serving instance (Chroma's alias of /api/v2/heartbeat)", { open: true, ok: t.Object({ "nanosecond heartbeat": t.Number() }) }))
     .get("/api/v2/version", passthrough("/api/v2/version"), doc("Chroma version", { open: true, ok: t.String() }))
     .get("/api/v2/healthcheck", passthrough("/api/v2/healthcheck"), doc("Chroma health check", { open: true }))
     .get("/api/v2/pre-flight-checks", passthrough("/api/v2/pre-flight-checks"), doc("Pre-flight checks", { open: true, ok: t.Object({ max_batch_size: t.Integer(), supports_base64_encoding: t.Boolean() }) }))
@@ -201,6 +210,11 @@ export function chromaRoutes(api: ChromaApi, deps: RouteDeps) {
       ...raw,
       ...doc("Fork a collection (not supported through chroma-lb: 501)", { at: "tdc" }),
     });
+}
+
+/** Chroma's answer to a path it has no route for (`/api/v2/`, for one): 404, empty body. */
+function chromaNotFound(): Response {
+  return new Response(null, { status: 404, headers: { [TRACE_ID_HEADER]: TRACE_ID_NONE } });
 }
 
 function nameIn(body: Uint8Array): string | null {

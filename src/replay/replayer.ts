@@ -37,6 +37,13 @@ export class ReplayStats {
   failedSyncs = 0;
   syncCycles = 0;
   lastCycleMs = 0;
+  /** Time spent sending batches that were applied: with entriesApplied, the average replay throughput. */
+  appliedBatchMsTotal = 0;
+
+  /** Entries replayed per second of time spent sending applied batches (0 before the first). */
+  get avgThroughputEntriesPerSecond(): number {
+    return this.appliedBatchMsTotal > 0 ? Math.round((this.entriesApplied / this.appliedBatchMsTotal) * 1000 * 10) / 10 : 0;
+  }
   /** Time from append to applied on a replayed instance, last samples (ring buffer). */
   private lagSamplesMs: number[] = [];
   private lagCursor = 0;
@@ -158,7 +165,14 @@ export class Replayer {
     options: { headers: Headers; deadlineMs: number },
   ): Promise<TargetOutcome> {
     const first = entries[0]!;
-    const ready = await this.prepareFor(instance, first, { deadlineMs: options.deadlineMs, urgent: true });
+    let ready: DrainResult;
+    try {
+      ready = await this.prepareFor(instance, first, { deadlineMs: options.deadlineMs, urgent: true });
+    } catch (error) {
+      // Catching up failed on chroma-lb's side (its log could not record a replayed entry,
+      // e.g. a full disk): the new entries were not sent, so this instance did not take them.
+      return { kind: "not_ready", reason: `catching up failed: ${String((error as Error)?.message ?? error)}` };
+    }
     if (!ready.ok) return { kind: "not_ready", reason: ready.reason };
     return this.locks.run(Replayer.lockKey(instance.name, first.partition), async () => {
       const outcome = await applyEntries(instance, entries, body, this.collections, {
@@ -167,11 +181,21 @@ export class Replayer {
         replay: false,
       });
       if (outcome.kind === "applied") {
-        this.wal.completeOnTarget(
+        // The entries are durable in the log and applied here, so the client is answered
+        // with the instance's success even when their state cannot be recorded now (a full
+        // disk): the log keeps that change and records it later (WriteAheadLog.settle),
+        // holding back the partition until then; after a crash they are replayed everywhere.
+        const recorded = this.wal.completeOnTarget(
           instance.name,
           first.partition,
           entries.map((e) => e.seq),
         );
+        if (!recorded) {
+          this.log.warn("applied entries could not be marked in the log yet; retried, their collection waits", {
+            instance: instance.name,
+            positions: entries.map((e) => e.seq),
+          });
+        }
       }
       return outcome;
     });
@@ -238,7 +262,16 @@ export class Replayer {
   async prepareFor(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<DrainResult> {
     const reason = await this.satisfyBarrier(instance, entry, options);
     if (reason) return { ok: false, applied: 0, reason };
-    return this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });
+    const result = await this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });
+    if (!result.ok) return result;
+    // Replay skips an entry that is not ready yet (and everything after it), so "nothing
+    // more to replay" is not "caught up". A write applied here past such an entry would
+    // reach this instance before it, and replay would later apply the older entry over the
+    // newer (issue 14: a delete replayed after the upsert that followed it). So the
+    // instance must owe nothing earlier of the partition, in any state.
+    const owed = this.wal.owesBefore(instance.name, entry.partition, entry.seq);
+    if (owed) return { ok: false, applied: result.applied, reason: `entry ${owed.seq} of the same collection is not settled yet` };
+    return result;
   }
 
   /** Applies every collection and meta entry the instance owes, so its lists and counts are current. */
@@ -334,6 +367,7 @@ export class Replayer {
     entries: Entry[],
     body: Uint8Array | null,
   ): Promise<{ ok: true } | { ok: false; reason: string; splittable: boolean }> {
+    const startedMs = performance.now();
     const outcome = await applyEntries(instance, entries, body, this.collections, {
       timeoutMs: this.config.requestTimeoutMs,
       replay: true,
@@ -346,6 +380,7 @@ export class Replayer {
         this.stats.batches += 1;
         this.stats.successfulSyncs += 1;
         this.stats.entriesApplied += entries.length;
+        this.stats.appliedBatchMsTotal += performance.now() - startedMs;
         const now = Date.now();
         for (const entry of entries) this.stats.recordLag(now - entry.createdAtMs);
         return { ok: true };

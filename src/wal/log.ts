@@ -12,6 +12,7 @@ import { and, asc, count, eq, gt, inArray, lt, lte, min, ne, sql } from "drizzle
 import { statSync } from "node:fs";
 import type { LocalStore } from "../db";
 import { walBodies, walDiverged, walEntries, walPending } from "../db/sqlite-schema";
+import { isStorageFullError, StorageFullError, type StorageReserve } from "./storage";
 
 export type EntryKind = "records" | "collection" | "meta";
 
@@ -54,6 +55,14 @@ export interface PendingEntry extends Entry {
   lastError: string | null;
 }
 
+/** What disk listeners hear: full or not, and whether the file system (not WAL_MAX_DISK_MB) is the cause. */
+export interface DiskState {
+  full: boolean;
+  bytes: number;
+  bytesMax: number;
+  filesystem: boolean;
+}
+
 export interface Limits {
   /** Appends waiting for their group commit; more are refused so memory stays bounded. */
   appendQueueMax: number;
@@ -68,6 +77,28 @@ export interface Divergence {
   error: string;
   refusedEntries: number;
   atMs: number;
+}
+
+/**
+ * A change of entries' state that could not be recorded yet (the file system was full, or
+ * SQLite failed otherwise). Its entries stay `new` in the table, which holds back replay of
+ * their partition (nothing may overtake them), until `resolveOnce` records it.
+ */
+interface UnresolvedChange {
+  seqs: number[];
+  partition: string;
+  /** What is to be recorded, for /wal/status. */
+  action: string;
+  error: string;
+  run: () => void;
+}
+
+/** An unresolved state change as /wal/status shows it. */
+export interface UnresolvedView {
+  positions: number[];
+  partition: string;
+  action: string;
+  error: string;
 }
 
 interface QueuedAppend {
@@ -118,6 +149,13 @@ function prepareStatements(db: LocalStore["db"]) {
       .select({ n: count() })
       .from(walPending)
       .where(and(eq(walPending.instance, p("instance")), gt(walPending.attempts, 0)))
+      .prepare(),
+    owedBefore: db
+      .select({ seq: walPending.seq })
+      .from(walPending)
+      .where(and(eq(walPending.instance, p("instance")), eq(walPending.partition, p("partition")), lt(walPending.seq, p("beforeSeq"))))
+      .orderBy(asc(walPending.seq))
+      .limit(1)
       .prepare(),
     pendingRowsOfEntry: db.select({ n: count() }).from(walPending).where(eq(walPending.seq, p("seq"))).prepare(),
     heads: db
@@ -176,6 +214,13 @@ function prepareFirstPending(db: LocalStore["db"], kinds: EntryKind[] | undefine
 
 export class WriteAheadLog {
   private queue: QueuedAppend[] = [];
+  /** State changes not recorded yet, oldest first (see settle). */
+  private readonly unresolved: UnresolvedChange[] = [];
+  /** The file system under the log was found full (see noteStorageFull and recoverStorageOnce). */
+  private storageFull = false;
+  private lastRecoveryAtMs = 0;
+  /** The bound the disk check was last asked about, so a full file system is reported at once with it. */
+  private lastBytesMax = 0;
   private flushScheduled = false;
   /** Pending rows per instance, kept in memory so routing never counts rows on the hot path. */
   private readonly pendingByInstance = new Map<string, number>();
@@ -196,7 +241,12 @@ export class WriteAheadLog {
     private readonly store: LocalStore,
     private instances: string[],
     private readonly limits: Limits = { appendQueueMax: 10_000 },
+    /** The spare file given up when the file system fills (see storage.ts); null = none. */
+    private readonly reserve: StorageReserve | null = null,
   ) {
+    // A disk already full at start (a previous run filled it) is found here, not by a
+    // failed write: the spare file cannot be written back, so new writes are refused.
+    if (reserve && !reserve.restore()) this.storageFull = true;
     this.statements = prepareStatements(store.db);
     // Run as text each time, not prepared: SQLite applies this pragma when it compiles the
     // statement, so a prepared one would take effect once, at prepare time.
@@ -228,8 +278,12 @@ export class WriteAheadLog {
    * waited for them, so they are kept and replayed everywhere like any other entry.
    */
   recoverUnanswered(): number {
-    const result = this.store.sqlite.run(`UPDATE wal_entries SET state = 'ready' WHERE state = 'new'`);
-    return result.changes;
+    let changes = 0;
+    const run = () => {
+      changes = this.store.sqlite.run(`UPDATE wal_entries SET state = 'ready' WHERE state = 'new'`).changes;
+    };
+    this.settle({ seqs: [], partition: "*", action: "ready (left unanswered by a crash)", run });
+    return changes;
   }
 
   /**
@@ -240,6 +294,9 @@ export class WriteAheadLog {
     if (this.queue.length >= this.limits.appendQueueMax) {
       return Promise.reject(new Error("write-ahead log append queue is full"));
     }
+    // The room left (the released spare file) is kept for recording entries already
+    // appended and for cleanup; a new entry would take it.
+    if (this.storageFull) return Promise.reject(new StorageFullError());
     return new Promise<Entry>((resolve, reject) => {
       this.queue.push({ entry, resolve, reject });
       if (!this.flushScheduled) {
@@ -282,7 +339,13 @@ export class WriteAheadLog {
         return out;
       });
     } catch (error) {
-      for (const item of group) item.reject(error);
+      // Nothing of the group was committed (the transaction rolled back). A full file
+      // system refuses the group as a whole (507), and the spare file is given up at once
+      // for the state changes of entries appended before.
+      this.rollBackLeftover();
+      const full = isStorageFullError(error);
+      if (full) this.noteStorageFull();
+      for (const item of group) item.reject(full ? new StorageFullError() : error);
       return;
     } finally {
       this.syncNormal.run();
@@ -297,53 +360,213 @@ export class WriteAheadLog {
   }
 
   /** The write target answered: the entry may now be replayed to every other instance. */
-  markReady(seq: number, appliedBy: string | null) {
-    this.statements.setState.run({ seq, state: "ready", appliedBy });
-    const entry = this.statements.partitionOf.get({ seq });
-    if (entry) for (const listener of this.listeners) listener(entry.partition);
+  markReady(seq: number, appliedBy: string | null, partition = this.partitionOf(seq)): boolean {
+    return this.settle({
+      seqs: [seq],
+      partition,
+      action: "ready",
+      run: () => {
+        this.statements.setState.run({ seq, state: "ready", appliedBy });
+        for (const listener of this.listeners) listener(partition);
+      },
+    });
+  }
+
+  /**
+   * The outcome of these entries is unknown (the write path failed after appending them):
+   * any still `new` becomes ready for every instance, as after a crash (see
+   * recoverUnanswered), so it neither blocks its partition nor is lost.
+   */
+  keepUnanswered(partition: string, seqs: number[]): boolean {
+    return this.settle({
+      seqs,
+      partition,
+      action: "ready (outcome unknown)",
+      run: () => {
+        this.store.db.transaction(() => {
+          for (const seq of seqs) this.store.sqlite.run(`UPDATE wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ? AND state = 'new'`, [seq]);
+        });
+        for (const listener of this.listeners) listener(partition);
+      },
+    });
   }
 
   /**
    * The write target applied these entries of one partition: in one transaction, they are
    * applied there and ready for every other instance.
    */
-  completeOnTarget(instance: string, partition: string, seqs: number[]) {
+  completeOnTarget(instance: string, partition: string, seqs: number[]): boolean {
     const st = this.statements;
-    this.store.db.transaction(() => {
-      let removed = 0;
-      for (const seq of seqs) {
-        st.setState.run({ seq, state: "ready", appliedBy: instance });
-        removed += st.deletePending.all({ instance, seq }).length;
-      }
-      this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed));
+    return this.settle({
+      seqs,
+      partition,
+      action: `applied by ${instance}`,
+      run: () => {
+        const removed = this.store.db.transaction(() => {
+          let n = 0;
+          for (const seq of seqs) {
+            st.setState.run({ seq, state: "ready", appliedBy: instance });
+            n += st.deletePending.all({ instance, seq }).length;
+          }
+          return n;
+        });
+        // After the commit: a failed commit changes nothing, and the change is tried again.
+        this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed));
+        for (const listener of this.listeners) listener(partition);
+      },
     });
-    for (const listener of this.listeners) listener(partition);
   }
 
   /**
    * No instance may apply this entry (the write target refused it as bad input). Its body
    * is dropped at once: nothing will ever read it, and refused bodies can be large.
    */
-  reject(seq: number) {
+  reject(seq: number, partition = this.partitionOf(seq)): boolean {
     const st = this.statements;
-    this.store.db.transaction(() => {
-      st.setState.run({ seq, state: "rejected", appliedBy: null });
-      st.deleteBody.run({ seq });
-      const removed = st.deletePendingOfEntry.all({ seq });
-      for (const row of removed) this.pendingByInstance.set(row.instance, (this.pendingByInstance.get(row.instance) ?? 1) - 1);
+    return this.settle({
+      seqs: [seq],
+      partition,
+      action: "rejected",
+      run: () => {
+        const removed = this.store.db.transaction(() => {
+          st.setState.run({ seq, state: "rejected", appliedBy: null });
+          st.deleteBody.run({ seq });
+          return st.deletePendingOfEntry.all({ seq });
+        });
+        for (const row of removed) this.pendingByInstance.set(row.instance, (this.pendingByInstance.get(row.instance) ?? 1) - 1);
+      },
     });
+  }
+
+  private partitionOf(seq: number): string {
+    return this.statements.partitionOf.get({ seq })?.partition ?? "";
+  }
+
+  /**
+   * Runs one change of the log's tables. A full file system is noticed here, in one place:
+   * the spare file is given up (new writes are refused from then on, see `append`) and the
+   * change is tried once more in the room it leaves. Other errors are thrown as they are.
+   */
+  private write<T>(change: () => T): T {
+    try {
+      return change();
+    } catch (error) {
+      this.rollBackLeftover();
+      if (!isStorageFullError(error)) throw error;
+      if (!this.noteStorageFull()) throw error;
+      return change();
+    }
+  }
+
+  /**
+   * SQLite may keep a transaction open after a COMMIT that failed for lack of room; the
+   * next statement would then join it. Rolled back here so every change starts clean.
+   */
+  private rollBackLeftover() {
+    if (!this.store.sqlite.inTransaction) return;
+    try {
+      this.store.sqlite.run("ROLLBACK");
+    } catch {
+      // Already rolled back by SQLite.
+    }
+  }
+
+  /**
+   * Records a state change of entries appended before. It must never be lost: an entry left
+   * `new` blocks its partition's replay, and an entry that let later ones pass would reach
+   * instances out of order. So a change that fails is kept, in order, and `resolveOnce`
+   * tries it again (the schedule, the disk check and the write path call it); until then
+   * /wal/status lists it and the partition takes no new write. False when it was kept.
+   */
+  private settle(change: Omit<UnresolvedChange, "error">): boolean {
+    // Behind an earlier unresolved change of the same partition, to keep their order.
+    if (!this.unresolved.some((u) => u.partition === change.partition || u.partition === "*")) {
+      try {
+        this.write(change.run);
+        return true;
+      } catch (error) {
+        this.unresolved.push({ ...change, error: String((error as Error)?.message ?? error).slice(0, 500) });
+        return false;
+      }
+    }
+    this.unresolved.push({ ...change, error: "waiting for an earlier change of the partition" });
+    return false;
+  }
+
+  /** Tries the unresolved state changes again, oldest first; answers how many remain. */
+  resolveOnce(): number {
+    while (this.unresolved.length > 0) {
+      const change = this.unresolved[0]!;
+      try {
+        this.write(change.run);
+      } catch (error) {
+        change.error = String((error as Error)?.message ?? error).slice(0, 500);
+        return this.unresolved.length;
+      }
+      this.unresolved.shift();
+    }
+    return 0;
+  }
+
+  /** Whether a state change of the partition is still to be recorded (it takes no new write until then). */
+  hasUnresolved(partition: string): boolean {
+    return this.unresolved.some((u) => u.partition === partition || u.partition === "*");
+  }
+
+  /** The state changes still to be recorded, oldest first (for /wal/status). */
+  unresolvedChanges(limit = 100): UnresolvedView[] {
+    return this.unresolved.slice(0, limit).map((u) => ({ positions: u.seqs, partition: u.partition, action: u.action, error: u.error }));
+  }
+
+  /**
+   * True when the instance still owes an entry of the partition before `beforeSeq`, in any
+   * state. The write path checks it after catching an instance up: an entry that is not
+   * ready yet is skipped by replay, and a later write must not overtake it.
+   */
+  owesBefore(instance: string, partition: string, beforeSeq: number): { seq: number } | null {
+    return this.statements.owedBefore.get({ instance, partition, beforeSeq }) ?? null;
+  }
+
+  /** The file system under the log was found full; gives up the spare file. True when it was there to give. */
+  private noteStorageFull(): boolean {
+    this.storageFull = true;
+    this.lastRecoveryAtMs = Date.now();
+    const released = this.reserve?.release() ?? false;
+    this.diskFull(this.lastBytesMax);
+    return released;
+  }
+
+  /**
+   * One step out of "file system full": records what is unresolved, then writes the spare
+   * file back; new writes are taken again only once both succeeded.
+   */
+  recoverStorageOnce(): boolean {
+    if (!this.storageFull) return true;
+    this.lastRecoveryAtMs = Date.now();
+    if (this.resolveOnce() > 0) return false;
+    // Gives the -wal file's room back first: it holds every change since the last
+    // checkpoint, often many times the pages it adds to the database file.
+    this.checkpoint();
+    if (this.reserve && !this.reserve.restore()) return false;
+    this.storageFull = false;
+    return true;
+  }
+
+  /** Whether the file system under the log was found full and has not given its room back yet. */
+  get storageIsFull(): boolean {
+    return this.storageFull;
   }
 
   /** The instance has applied these entries. */
   markApplied(instance: string, seqs: number[]) {
     if (seqs.length === 0) return;
-    const removed = this.store.db.transaction(() => seqs.reduce((n, seq) => n + this.statements.deletePending.all({ instance, seq }).length, 0));
+    const removed = this.write(() => this.store.db.transaction(() => seqs.reduce((n, seq) => n + this.statements.deletePending.all({ instance, seq }).length, 0)));
     this.pendingByInstance.set(instance, Math.max(0, (this.pendingByInstance.get(instance) ?? 0) - removed));
   }
 
   /** A replay attempt failed; the error stays visible on the entry until it succeeds. */
   recordFailure(instance: string, seq: number, error: string) {
-    this.statements.recordFailure.run({ instance, seq, error: error.slice(0, 2000), atMs: Date.now() });
+    this.write(() => this.statements.recordFailure.run({ instance, seq, error: error.slice(0, 2000), atMs: Date.now() }));
   }
 
   pendingCount(instance: string): number {
@@ -455,7 +678,7 @@ export class WriteAheadLog {
 
   /** The instance refused an entry no instance has applied (see refusedEverywhere). */
   recordRefusal(instance: string, seq: number, error: string) {
-    this.statements.recordFailure.run({ instance, seq, error: `${refusedPrefix}${error}`.slice(0, 2000), atMs: Date.now() });
+    this.write(() => this.statements.recordFailure.run({ instance, seq, error: `${refusedPrefix}${error}`.slice(0, 2000), atMs: Date.now() }));
   }
 
   /** True when every instance that owes the entry has refused it. */
@@ -619,21 +842,55 @@ export class WriteAheadLog {
    */
   cleanup(maxAgeMs: number): { deletedEntries: number } {
     const cutoff = Date.now() - maxAgeMs;
-    const deletedEntries = this.store.sqlite.transaction(() => {
-      const result = this.store.sqlite.run(
-        `DELETE FROM wal_entries WHERE created_at_ms <= ? AND state != 'new'
-           AND NOT EXISTS (SELECT 1 FROM wal_pending p WHERE p.seq = wal_entries.seq)`,
-        [cutoff],
+    const sqlite = this.store.sqlite;
+    const chunk = sqlite.query(
+      `DELETE FROM wal_entries WHERE seq IN (
+         SELECT seq FROM wal_entries WHERE created_at_ms <= ? AND state != 'new'
+           AND NOT EXISTS (SELECT 1 FROM wal_pending p WHERE p.seq = wal_entries.seq)
+         ORDER BY seq LIMIT ?)
+       RETURNING seq`,
+    );
+    const deleteBodies = sqlite.query(`DELETE FROM wal_bodies WHERE seq IN (SELECT value FROM json_each(?))`);
+    let deletedEntries = 0;
+    // In chunks, each its own transaction followed by a checkpoint that empties the -wal file:
+    // a delete is written to the -wal file first, so one transaction over a large log would
+    // need about as much free space as it removes, which a full disk does not have. A chunk
+    // needs a bounded amount (the spare file covers it, see storage.ts).
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      const seqs = this.write(() =>
+        sqlite.transaction(() => {
+          const rows = chunk.all(cutoff, cleanupChunkEntries) as Array<{ seq: number }>;
+          const list = rows.map((r) => r.seq);
+          if (list.length) deleteBodies.run(JSON.stringify(list));
+          return list;
+        })(),
       );
-      this.store.sqlite.run(`DELETE FROM wal_bodies WHERE NOT EXISTS (SELECT 1 FROM wal_entries e WHERE e.seq = wal_bodies.seq)`);
-      return result.changes;
-    })();
+      deletedEntries += seqs.length;
+      this.checkpoint();
+      if (seqs.length < cleanupChunkEntries) break;
+    }
+    // Bodies left without an entry (none are expected; an older version could leave some).
+    this.write(() => sqlite.run(`DELETE FROM wal_bodies WHERE NOT EXISTS (SELECT 1 FROM wal_entries e WHERE e.seq = wal_bodies.seq)`));
+    this.checkpoint();
+    this.diskSample = null;
     return { deletedEntries };
+  }
+
+  /**
+   * Copies the -wal file into the database and truncates it, giving its room back to the
+   * file system. Best effort: a reader in the way or a full disk leaves it for later.
+   */
+  private checkpoint() {
+    try {
+      this.store.sqlite.run("PRAGMA wal_checkpoint(TRUNCATE)");
+    } catch (error) {
+      if (isStorageFullError(error)) this.noteStorageFull();
+    }
   }
 
   private diskSample: { bytes: number; fileBytes: number; atMs: number } | null = null;
   private diskWasFull = false;
-  private diskListeners: Array<(state: { full: boolean; bytes: number; bytesMax: number }) => void> = [];
+  private diskListeners: Array<(state: DiskState) => void> = [];
 
   /**
    * The log's size on disk: the pages of its SQLite database in use, committed ones still
@@ -672,18 +929,23 @@ export class WriteAheadLog {
    * refused until it shrinks. Listeners hear each change, not each call.
    */
   diskFull(bytesMax: number): boolean {
-    if (bytesMax <= 0) return false;
+    this.lastBytesMax = bytesMax;
+    // Out of "file system full" only by a successful step, tried at most every diskSampleMs.
+    if (this.storageFull && Date.now() - this.lastRecoveryAtMs >= diskSampleMs) this.recoverStorageOnce();
     const bytes = this.diskBytes();
-    const full = bytes >= bytesMax;
+    const full = this.storageFull || (bytesMax > 0 && bytes >= bytesMax);
     if (full !== this.diskWasFull) {
       this.diskWasFull = full;
-      for (const listener of this.diskListeners) listener({ full, bytes, bytesMax });
+      for (const listener of this.diskListeners) listener({ full, bytes, bytesMax, filesystem: this.storageFull });
     }
     return full;
   }
 
-  /** Called when the log reaches its disk bound, and when it is below it again. */
-  onDiskFull(listener: (state: { full: boolean; bytes: number; bytesMax: number }) => void) {
+  /**
+   * Called when the log reaches its disk bound or finds its file system full (`filesystem`),
+   * and when it takes writes again.
+   */
+  onDiskFull(listener: (state: DiskState) => void) {
     this.diskListeners.push(listener);
   }
 
@@ -698,6 +960,9 @@ export class WriteAheadLog {
     for (const name of this.instances) this.pendingByInstance.set(name, 0);
   }
 }
+
+/** Entries removed per cleanup transaction (see cleanup). */
+const cleanupChunkEntries = 2000;
 
 /** How long a sample of the log's size on disk is used before it is taken again. */
 const diskSampleMs = 250;

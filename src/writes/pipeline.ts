@@ -13,6 +13,7 @@
  * `inFlight` and `exclusive` (reset holds writes while it clears everything).
  */
 import type { Config } from "../config";
+import { fileSystemFull, LbError, storageRetryAfterSeconds } from "../errors";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
@@ -112,6 +113,11 @@ export class WritePath {
     try {
       while (queue.length > 0) {
         const { group, body } = this.takeGroup(queue);
+        const held = this.heldBack(partition);
+        if (held) {
+          for (const item of group) item.reject(held);
+          continue;
+        }
         try {
           const results = await this.appendAndApply(group, body);
           group.forEach((item, i) => item.resolve(results[i]!));
@@ -151,10 +157,51 @@ export class WritePath {
     return { group, body: batch.body };
   }
 
+  /**
+   * Why a new write of the partition may not be logged now, or null. An earlier entry of
+   * the partition whose state the log could not record yet (a full disk) must settle first:
+   * a later entry must not overtake it on any instance, so the write is refused (507 or 503
+   * with Retry-After) before it is logged, and the client retries.
+   */
+  private heldBack(partition: string): LbError | null {
+    const { wal } = this.deps;
+    if (!wal.hasUnresolved(partition)) return null;
+    wal.resolveOnce();
+    if (!wal.hasUnresolved(partition)) return null;
+    if (wal.storageIsFull) return fileSystemFull();
+    return new LbError(
+      503,
+      "ServiceUnavailable",
+      "An earlier write of this collection is not recorded in chroma-lb's log yet (GET /wal/status lists it); retry shortly",
+      { "retry-after": String(storageRetryAfterSeconds) },
+    );
+  }
+
   /** Appends the group to the log (durable, one commit), then applies it. */
   private async appendAndApply(group: QueuedWrite[], body: Uint8Array | null): Promise<WriteResult[]> {
-    const entries = await Promise.all(group.map((item) => this.deps.wal.append(item.entry)));
-    return this.applyBisecting(entries, body, group[0]!.headers);
+    const { wal } = this.deps;
+    const appended = await Promise.allSettled(group.map((item) => wal.append(item.entry)));
+    const failed = appended.find((a) => a.status === "rejected");
+    if (failed) {
+      // Appends of one group share a commit, so this is not expected; if some made it
+      // anyway, nothing applied them and their clients are refused: no instance gets them.
+      for (const a of appended) if (a.status === "fulfilled") wal.reject(a.value.seq, a.value.partition);
+      throw failed.reason;
+    }
+    const entries = appended.map((a) => (a as PromiseFulfilledResult<Entry>).value);
+    try {
+      return await this.applyBisecting(entries, body, group[0]!.headers);
+    } catch (error) {
+      // The outcome is unknown (an instance may have applied them): like entries left
+      // unanswered by a crash, any still `new` is kept for every instance, so none is left
+      // blocking its partition (issue 14). Its client gets the error.
+      this.deps.log.error("a logged write failed on chroma-lb's side; kept and replayed everywhere", {
+        positions: entries.map((e) => e.seq),
+        error: String((error as Error)?.message ?? error),
+      });
+      wal.keepUnanswered(entries[0]!.partition, entries.map((e) => e.seq));
+      throw error;
+    }
   }
 
   /**
@@ -218,7 +265,7 @@ export class WritePath {
         if (blame === "instance") continue;
         if (entries.length > 1) return "split";
         // The instance is alive but dropped this write: it is most likely malformed for Chroma.
-        if (wal.appliedNowhere(first.seq)) wal.reject(first.seq);
+        if (wal.appliedNowhere(first.seq)) wal.reject(first.seq, first.partition);
         const message = `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters`;
         return [{ kind: "answered", seq: first.seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message })) }];
       }
@@ -239,15 +286,15 @@ export class WritePath {
       }
       if (entries.length > 1) return "split";
       // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
-      wal.reject(first.seq);
+      wal.reject(first.seq, first.partition);
       return [{ kind: "answered", seq: first.seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body }];
     }
     if (config.acceptWritesWhenAllDown) {
-      for (const seq of seqs) wal.markReady(seq, null);
+      for (const seq of seqs) wal.markReady(seq, null, first.partition);
       log.warn("no instance could take a write; kept in the log", { positions: seqs, partition: first.partition });
       return entries.map((entry) => ({ kind: "accepted", seq: entry.seq }));
     }
-    for (const seq of seqs) wal.reject(seq);
+    for (const seq of seqs) wal.reject(seq, first.partition);
     const reason = noInstanceFor(registry, "writes").message;
     return entries.map(() => ({ kind: "unavailable", reason }));
   }

@@ -350,6 +350,39 @@ describe("the Chroma v2 API through chroma-lb", () => {
     expect(loneRes.status).toBe(201);
   });
 
+  test("a body whose content type is not JSON is answered as a lone Chroma answers it (415 ChromaError), and one without a content type is read as JSON", async () => {
+    const answers: Record<string, unknown[]> = { lb: [], lone: [] };
+    const contentTypes = [null, "", "text/plain", "text/json", "application/jsonx", "application/vnd.api+json", "APPLICATION/JSON; charset=utf-8"];
+    for (const target of [viaLb, viaLone]) {
+      const c = await client(target).getOrCreateCollection({ name: "wire_content_type", embeddingFunction: null });
+      for (const [n, contentType] of contentTypes.entries()) {
+        const send = async (path: string, body: unknown) => {
+          const res = await fetch(`${target.url}${path}`, {
+            method: "POST",
+            headers: contentType === null ? {} : { "content-type": contentType },
+            // Bytes, so that fetch adds no Content-Type of its own.
+            body: new TextEncoder().encode(JSON.stringify(body)),
+          });
+          const text = await res.text();
+          return { status: res.status, body: res.status === 200 && path.endsWith("/collections") ? (JSON.parse(text) as { name: string }).name : text };
+        };
+        answers[target.label]!.push({
+          contentType,
+          add: await send(`${T()}/collections/${c.id}/add`, { ids: [`ct${n}`], embeddings: [vec(n)] }),
+          get: await send(`${T()}/collections/${c.id}/get`, { ids: [`ct${n}`] }),
+          create: await send(`${T()}/collections`, { name: `wire_ct_${n}` }),
+        });
+      }
+    }
+    // The later tests count collections: this one leaves none behind.
+    for (const target of [viaLb, viaLone]) {
+      const names = ((await raw(target, "GET", `${T()}/collections`)).body as Array<{ name: string }>).map((c) => c.name);
+      for (const name of names.filter((n) => n.startsWith("wire_c"))) await client(target).deleteCollection({ name });
+    }
+    expect(answers.lb).toEqual(answers.lone!);
+    expect(answers.lone!.map((a) => (a as { add: { status: number } }).add.status)).toEqual([201, 415, 415, 415, 415, 201, 201]);
+  });
+
   // Chroma 1.0.5 answers n_results 0 with 200 and empty lists; chroma-lb answers as it does.
   test("query with n_results 0 is answered as a lone Chroma answers it, and leaves both instances healthy", async () => {
     const answers = [];

@@ -30,6 +30,7 @@ describe("what each request needs", () => {
     };
     expect({
       heartbeat: role("GET", "/api/v2/heartbeat"),
+      apiRoot: role("GET", "/api/v2"),
       preflight: role("GET", "/api/v2/pre-flight-checks"),
       identity: role("GET", "/api/v2/auth/identity"),
       status: role("GET", "/status"),
@@ -60,6 +61,7 @@ describe("what each request needs", () => {
       count: role("GET", `${T}/collections/docs/count`),
     }).toEqual({
       heartbeat: "public",
+      apiRoot: "public",
       preflight: "public",
       identity: "read",
       status: "public",

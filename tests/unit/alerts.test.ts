@@ -248,7 +248,7 @@ function fakeDeps(alerter: Alerter) {
   const deps = {
     config: { alertLagMs: 60_000, alertBacklogEntries: 10_000, walMaxMemoryMb: 400, walMaxDiskBytes: 1024 * 1024 * 1024 },
     registry: { all: instances },
-    wal: { lag: (name: string) => lag.get(name)!, diskFull: () => state.diskFull, diskBytes: () => 1024 * 1024 * 1024 },
+    wal: { lag: (name: string) => lag.get(name)!, diskFull: () => state.diskFull, diskBytes: () => 1024 * 1024 * 1024, storageIsFull: false },
     sizer: {
       get lastSample() {
         return { rssBytes: state.rssBytes, heapUsedBytes: 0 };

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApp } from "../../src/app";
+import { isJsonContentType } from "../../src/proxy/api";
 import { loadConfig } from "../../src/config";
 import { createLogger } from "../../src/observability/log";
 import { buildServices, type Services } from "../../src/server";
@@ -188,20 +189,31 @@ describe("requests refused before the log", () => {
     expect(app.services.wal.counts()).toEqual({ total: 1, pendingEntries: 1, rejected: 0 });
   });
 
-  test("an add without a JSON content type is 415 and appends nothing", async () => {
+  test("an add whose content type is not JSON is 415 ChromaError, as Chroma 1.0.5 answers, and appends nothing; one without a content type is read as JSON, as Chroma reads it", async () => {
     await using app = await buildApp();
     const id = await createLoggedCollection(app, "docs");
-    const notJson: Array<Record<string, string>> = [{}, { "content-type": "text/plain" }];
-    for (const headers of notJson) {
-      const res = await app.request(`${T}/collections/${id}/add`, {
-        method: "POST",
-        headers,
-        body: JSON.stringify({ ids: ["a"], embeddings: [[0.1, 0.2]] }),
+    const body = () => new TextEncoder().encode(JSON.stringify({ ids: ["a"], embeddings: [[0.1, 0.2]] }));
+    const notJson = ["text/plain", "", "text/json", "application/jsonx", "multipart/form-data; boundary=x"];
+    for (const contentType of notJson) {
+      const res = await app.request(`${T}/collections/${id}/add`, { method: "POST", headers: { "content-type": contentType }, body: body() });
+      expect({ contentType, status: res.status, body: await res.json() }).toEqual({
+        contentType,
+        status: 415,
+        body: { error: "ChromaError", message: "Expected request with `Content-Type: application/json`" },
       });
-      expect(res.status).toBe(415);
-      expect(await res.json()).toEqual({ error: "InvalidArgumentError", message: "Expected request with `Content-Type: application/json`" });
     }
     expect(app.services.wal.headSeq()).toBe(1);
+    // A byte body gets no Content-Type of its own; no instance answers here, so the add is logged (202).
+    expect(new Request("http://lb.test/", { method: "POST", body: body() }).headers.get("content-type")).toBeNull();
+    expect((await app.request(`${T}/collections/${id}/add`, { method: "POST", body: body() })).status).toBe(202);
+    expect(app.services.wal.headSeq()).toBe(2);
+  });
+
+  test("JSON content types are those Chroma accepts: application/json and application/*+json, any case and parameters", () => {
+    const accepted = [null, "application/json", "APPLICATION/JSON", "application/json; charset=utf-8", " application/json", "application/vnd.api+json", "application/json-patch+json"];
+    const refused = ["", "text/plain", "text/json", "application/jsonx", "application/x-json", "json"];
+    expect(accepted.map(isJsonContentType)).toEqual(accepted.map(() => true));
+    expect(refused.map(isJsonContentType)).toEqual(refused.map(() => false));
   });
 
   test("an add without ids is 422 and a length mismatch 400, neither logged", async () => {

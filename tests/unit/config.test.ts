@@ -23,7 +23,7 @@ function configError(env: Record<string, string | undefined>): ConfigError {
 
 describe("loadConfig", () => {
   test("fills every default when only the two instance URLs are set", () => {
-    const config = loadConfig(two);
+    const config = loadConfig(two, { hostname: "lb-1" });
     expect({ ...config }).toEqual({
       port: 8000,
       host: "0.0.0.0",
@@ -58,7 +58,10 @@ describe("loadConfig", () => {
       maxBodyBytes: 40 * 1024 * 1024,
       maxInflightBytes: 128 * 1024 * 1024,
       inflightWaitMs: 2000,
+      bodyMinBytesPerS: 64 * 1024,
+      bodyRateWindowMs: 5000,
       walMaxDiskBytes: 10_240 * 1024 * 1024,
+      walDiskReserveBytes: 16 * 1024 * 1024,
       mirrorSyncIntervalMs: 5000,
       memorySampleIntervalMs: 1000,
       consistencyCheckIntervalMs: 3_600_000,
@@ -67,6 +70,9 @@ describe("loadConfig", () => {
       alertLagMs: 60_000,
       alertBacklogEntries: 10_000,
       alertCheckIntervalMs: 5000,
+      nodeId: "lb-1:8000",
+      nodeHeartbeatIntervalMs: 1000,
+      leaseTtlMs: 6000,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });
@@ -128,7 +134,10 @@ describe("loadConfig", () => {
       MAX_BODY_MB: "1",
       MAX_INFLIGHT_MB: "3",
       INFLIGHT_WAIT_TIMEOUT: "0.5",
+      BODY_MIN_KIB_PER_SECOND: "8",
+      BODY_RATE_WINDOW: "1.5",
       WAL_MAX_DISK_MB: "0",
+      WAL_DISK_RESERVE_MB: "3",
       READ_REPLICA_RATIO: "0",
       ACCEPT_WRITES_WHEN_ALL_DOWN: "off",
     });
@@ -146,7 +155,10 @@ describe("loadConfig", () => {
       maxBodyBytes: config.maxBodyBytes,
       maxInflightBytes: config.maxInflightBytes,
       inflightWaitMs: config.inflightWaitMs,
+      bodyMinBytesPerS: config.bodyMinBytesPerS,
+      bodyRateWindowMs: config.bodyRateWindowMs,
       walMaxDiskBytes: config.walMaxDiskBytes,
+      walDiskReserveBytes: config.walDiskReserveBytes,
       readReplicaRatio: config.readReplicaRatio,
       acceptWritesWhenAllDown: config.acceptWritesWhenAllDown,
     }).toEqual({
@@ -163,7 +175,10 @@ describe("loadConfig", () => {
       maxBodyBytes: 1024 * 1024,
       maxInflightBytes: 3 * 1024 * 1024,
       inflightWaitMs: 500,
+      bodyMinBytesPerS: 8 * 1024,
+      bodyRateWindowMs: 1500,
       walMaxDiskBytes: 0,
+      walDiskReserveBytes: 3 * 1024 * 1024,
       readReplicaRatio: 0,
       acceptWritesWhenAllDown: false,
     });

@@ -29,6 +29,7 @@ function fakeChroma() {
       seen.push({ method: request.method, path: url.pathname, search: url.search, headers, body: await request.text() });
       const reply = (body: unknown, status = 200) => Response.json(body, { status });
       if (url.pathname === "/api/v2/heartbeat") return reply({ "nanosecond heartbeat": 1 });
+      if (url.pathname === "/api/v2/version") return reply("1.0.5");
       if (url.pathname.endsWith("/collections_count")) return reply(1);
       if (url.pathname === "/api/v2/pre-flight-checks") return reply({ max_batch_size: 100, supports_base64_encoding: true });
       if (url.pathname === "/api/v2/tenants/default_tenant/databases") return reply([{ id: "d", name: "default_database", tenant: "default_tenant" }]);
@@ -174,6 +175,49 @@ test("CHROMA_INSTANCE_HEADERS_<NAME> reach that instance on client requests, pro
     own.server.stop(true);
     ownReplica.server.stop(true);
   }
+});
+
+test("the admin token never reaches an instance, whatever the spelling of its Authorization and whatever header carries it", async () => {
+  const token = "s3cret-admin";
+  await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0", ADMIN_TOKEN: token });
+  const requests = [
+    { suffix: "/add", send: (headers: Record<string, string>) => fetch(`${guarded.url}${T}/collections/docs/add`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: '{"ids":["a"],"embeddings":[[1,2]]}' }) },
+    { suffix: "/get", send: (headers: Record<string, string>) => fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{}" }) },
+    { suffix: "/version", send: (headers: Record<string, string>) => fetch(`${guarded.url}/api/v2/version`, { headers }) },
+  ];
+  const spellings: Array<Record<string, string>> = [
+    { authorization: `Bearer ${token}` },
+    { authorization: `bearer ${token}` },
+    { authorization: `BEARER ${token}` },
+    { authorization: `Bearer  ${token}` },
+    { authorization: `Bearer\t${token}` },
+    { authorization: `Basic ${token}` },
+    { "x-chroma-token": token },
+    { "x-forwarded-auth": `prefix ${token} suffix` },
+  ];
+  const leaks: string[] = [];
+  for (const { suffix, send } of requests) {
+    for (const [n, headers] of spellings.entries()) {
+      const res = await send({ ...headers, "x-probe": `${suffix} ${n}` });
+      expect(res.status).toBeLessThan(300);
+      const seen = lastTo(primary, suffix);
+      // The probe header tells the request sent from an earlier one to the same path.
+      expect(seen.headers["x-probe"]).toBe(`${suffix} ${n}`);
+      for (const [key, value] of Object.entries(seen.headers)) if (value.includes(token)) leaks.push(`${suffix} ${JSON.stringify(headers)}: ${key}`);
+    }
+  }
+  expect(leaks).toEqual([]);
+  // Any other credential is chroma-lb's to judge too (access control): it never passes either.
+  await requests[1]!.send({ authorization: "bearer client-token", "x-chroma-token": "client-token" });
+  const seen = lastTo(primary, "/get").headers;
+  expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: undefined, token: undefined });
+});
+
+test("admin endpoints accept the token in any spelling of the Bearer scheme, and nothing else", async () => {
+  await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, ADMIN_TOKEN: "s3cret" });
+  const status = async (authorization: string) => (await fetch(`${guarded.url}/admin/instances`, { headers: { authorization } })).status;
+  const statuses = await Promise.all(["Bearer s3cret", "bearer s3cret", "BEARER\ts3cret", "Bearer  s3cret", "Bearer s3cre", "Basic s3cret", "Bearer", "s3cret"].map(status));
+  expect(statuses).toEqual([200, 200, 200, 200, 401, 401, 401, 401]);
 });
 
 test("admin endpoints check the token before they read the body", async () => {

@@ -35,6 +35,7 @@ const C = `${T}/collections/{collection}`;
 
 /** Every route of Chroma's v2 API, as "METHOD path". */
 const chromaRoutes = [
+  "GET /api/v2",
   "GET /api/v2/heartbeat",
   "GET /api/v2/version",
   "GET /api/v2/healthcheck",
@@ -71,6 +72,7 @@ const adminRoutes = [
   "POST /wal/cleanup",
   "POST /admin/wal/{seq}/skip",
   "GET /collection/mappings",
+  "GET /admin/collection_mappings",
   "DELETE /collection/mappings/{name}",
   "POST /admin/create_mapping",
   "POST /admin/adopt",
@@ -145,7 +147,7 @@ describe("openapi/openapi.json", () => {
     });
     expect(document.security).toEqual([{ bearer: [] }, { chromaToken: [] }]);
     const open = [...chromaRoutes, ...statusRoutes, ...adminRoutes].filter((r) => operation(r).security?.length === 0);
-    expect(open).toEqual(["GET /api/v2/heartbeat", "GET /api/v2/version", "GET /api/v2/healthcheck", "GET /api/v2/pre-flight-checks", ...statusRoutes]);
+    expect(open).toEqual(["GET /api/v2", "GET /api/v2/heartbeat", "GET /api/v2/version", "GET /api/v2/healthcheck", "GET /api/v2/pre-flight-checks", ...statusRoutes]);
   });
 
   test("every admin operation documents its success, 401 and 403 with schemas, and 404 where it names something", () => {
