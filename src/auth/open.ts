@@ -6,8 +6,10 @@ import type { LocalStore } from "../db";
 import { SqliteTokenStore, type TokenStore } from "./token-store";
 
 /**
- * The log lives in DATA_DIR's SQLite file, so tokens do too. (A node whose log is in
- * Postgres would answer a PostgresTokenStore over the same database here.)
+ * The log lives in DATA_DIR's SQLite file, so tokens do too. When the log can live in
+ * Postgres (LOG_STORE=postgres, several nodes sharing it), this answers a PostgresTokenStore
+ * over that database instead (its table, `chroma_lb_access_tokens`, is in the pg migrations),
+ * so every node and the command share one set of tokens.
  */
 export function openTokenStore(local: LocalStore): TokenStore {
   return new SqliteTokenStore(local);
