@@ -113,12 +113,16 @@ export class ChromaApi {
   }
 
   /**
-   * The client's headers as an instance may see them: hop-by-hop ones removed, every
-   * credential header (data tokens, the admin token) kept for chroma-lb alone, and any other
-   * header that carries chroma-lb's admin token (in whatever spelling) as well.
+   * The client's headers as an instance may see them: hop-by-hop ones removed, and any
+   * header that carries chroma-lb's admin token (in whatever spelling) as well. Once the data
+   * API is closed, `Authorization` and `X-Chroma-Token` carry chroma-lb's own tokens and are
+   * kept for chroma-lb alone. While it is open (no data token exists), a client's credentials
+   * are not chroma-lb's and pass on as before, so a deployment whose instances sit behind an
+   * authenticating proxy keeps working (dropping them was the old balancer's defect 10).
    */
   private forwarded(request: Request): Headers {
-    return withoutCredentials(withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]));
+    const headers = withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]);
+    return this.deps.access.open ? headers : withoutCredentials(headers);
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {

@@ -76,7 +76,7 @@ function lastTo(fake: ReturnType<typeof fakeChroma>, suffix: string): Seen {
   return found;
 }
 
-test("a write reaches the instance with the body's exact bytes and the client's own headers, without hop-by-hop headers or credentials", async () => {
+test("a write reaches the instance with the body's exact bytes and the client's own headers, without hop-by-hop headers", async () => {
   // Unusual spacing and key order: a re-encoded body would differ.
   const body = '{ "ids" : ["a"],\n  "embeddings": ["AACAPwAAAEA="], "documents":["x"] }';
   const res = await fetch(`${lb.url}${T}/collections/docs/add`, {
@@ -89,12 +89,12 @@ test("a write reaches the instance with the body's exact bytes and the client's 
   expect(seen.path).toBe(`${T}/collections/${collectionUuid}/add`);
   expect(seen.body).toBe(body);
   expect(seen.headers["content-type"]).toBe("application/json");
-  // Credentials are for chroma-lb alone (open data API here: they are ignored, not refused).
+  // Open data API: the client's credentials are not chroma-lb's, so they pass on.
   expect({
     authorization: seen.headers.authorization,
     token: seen.headers["x-chroma-token"],
     custom: seen.headers["x-custom"],
-  }).toEqual({ authorization: undefined, token: undefined, custom: "kept" });
+  }).toEqual({ authorization: clientHeaders.authorization, token: clientHeaders["x-chroma-token"], custom: "kept" });
   for (const dropped of ["keep-alive", "te", "proxy-authorization", "x-dropped-by-connection", "x-chroma-lb-min-position"]) {
     expect(seen.headers[dropped]).toBeUndefined();
   }
@@ -110,7 +110,7 @@ test("a read reaches the instance with its query string and headers", async () =
   expect(res.status).toBe(200);
   const seen = lastTo(primary, "/get");
   expect(seen.search).toBe("?limit=7&extra=1");
-  expect(seen.headers.authorization).toBeUndefined();
+  expect(seen.headers.authorization).toBe(clientHeaders.authorization);
   expect(seen.headers["x-custom"]).toBe("kept");
   expect(seen.headers.te).toBeUndefined();
 });
@@ -123,16 +123,30 @@ test("catalog reads pass their query string on", async () => {
   expect(listings).toContain("?limit=5&offset=1");
 });
 
-test("no credential reaches an instance: neither the admin token nor any other, in either header", async () => {
+test("the admin token never reaches an instance; other credentials pass while the data API is open and never once it is closed", async () => {
   await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0", ADMIN_TOKEN: "s3cret" });
   const get = (headers: Record<string, string>) =>
     fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{}" });
-  const sent: Array<Record<string, string>> = [{ authorization: "Bearer s3cret" }, { "x-chroma-token": "s3cret" }, { authorization: "Bearer client-token", "x-chroma-token": "other" }];
-  for (const headers of sent) {
+  const seenFor = async (headers: Record<string, string>) => {
     expect((await get(headers)).status).toBe(200);
     const seen = lastTo(primary, "/get").headers;
-    expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: undefined, token: undefined });
-  }
+    return { authorization: seen.authorization, token: seen["x-chroma-token"] };
+  };
+  // Open: the admin token is chroma-lb's and stays; a client's own credentials pass on.
+  expect(await seenFor({ authorization: "Bearer s3cret" })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ "x-chroma-token": "s3cret" })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ authorization: "Bearer client-token", "x-chroma-token": "other" })).toEqual({ authorization: "Bearer client-token", token: "other" });
+  // The first data token closes the data API: from then on both headers carry chroma-lb's tokens.
+  const created = await fetch(`${guarded.url}/admin/tokens`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: "Bearer s3cret" },
+    body: JSON.stringify({ name: "reader", role: "read" }),
+  });
+  expect(created.status).toBe(201);
+  const { token } = (await created.json()) as { token: string };
+  expect(await seenFor({ authorization: `Bearer ${token}` })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ "x-chroma-token": token })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ authorization: `Bearer ${token}`, "x-chroma-token": token })).toEqual({ authorization: undefined, token: undefined });
 });
 
 test("CHROMA_INSTANCE_HEADERS_<NAME> reach that instance on client requests, probes, adoption and replay, over the client's own", async () => {
@@ -207,10 +221,10 @@ test("the admin token never reaches an instance, whatever the spelling of its Au
     }
   }
   expect(leaks).toEqual([]);
-  // Any other credential is chroma-lb's to judge too (access control): it never passes either.
+  // Any other credential is the client's own while the data API is open: it passes on.
   await requests[1]!.send({ authorization: "bearer client-token", "x-chroma-token": "client-token" });
   const seen = lastTo(primary, "/get").headers;
-  expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: undefined, token: undefined });
+  expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: "bearer client-token", token: "client-token" });
 });
 
 test("admin endpoints accept the token in any spelling of the Bearer scheme, and nothing else", async () => {
