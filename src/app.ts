@@ -5,8 +5,9 @@
 import { swagger } from "@elysiajs/swagger";
 import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
+import { tokenRoutes } from "./auth/routes";
 import { dashboardRoutes } from "./dashboard/routes";
-import { LbError, errorResponse, fileSystemFull } from "./errors";
+import { LbError, TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull } from "./errors";
 import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
 import type { Services } from "./services";
@@ -35,11 +36,22 @@ export function createApp(deps: AppDeps) {
           tags: [
             { name: "Chroma API", description: "Chroma's v2 API, served through chroma-lb" },
             { name: "chroma-lb status", description: "Health, status, log and metrics (read-only)" },
-            { name: "chroma-lb admin", description: "Mappings and instance control (Bearer ADMIN_TOKEN when set)" },
+            { name: "chroma-lb admin", description: "Mappings, instances and tokens: ADMIN_TOKEN or a token of role admin for every tenant and database" },
           ],
+          components: {
+            securitySchemes: {
+              bearer: { type: "http", scheme: "bearer", description: "`Authorization: Bearer <token>`: a data token, or ADMIN_TOKEN" },
+              chromaToken: { type: "apiKey", in: "header", name: "X-Chroma-Token", description: "`X-Chroma-Token: <token>`: the same tokens, as Chroma's clients send them" },
+            },
+          },
+          // Either scheme; operations open to anyone say `security: []`.
+          security: [{ bearer: [] }, { chromaToken: [] }],
         },
       }),
     )
+    // Access is decided as a request arrives, before its body is read: the caller learns
+    // nothing from how its body would be judged, and nothing reaches an instance.
+    .onRequest(({ request }) => deps.access.check(request, new URL(request.url).pathname) ?? undefined)
     .onError(({ error, code }) => {
       if (error instanceof LbError) return errorResponse(error);
       // Wherever the log met a full file system (an append, a catch-up, cleanup), the
@@ -48,7 +60,7 @@ export function createApp(deps: AppDeps) {
       switch (code) {
         case "NOT_FOUND":
           // Chroma answers unknown routes with 404 and an empty body.
-          return new Response(null, { status: 404 });
+          return new Response(null, { status: 404, headers: { [TRACE_ID_HEADER]: TRACE_ID_NONE } });
         case "VALIDATION":
           return errorResponse(new LbError(422, "ChromaError", `Invalid request: ${(error as Error).message.split("\n")[0]}`));
         case "PARSE":
@@ -59,6 +71,7 @@ export function createApp(deps: AppDeps) {
       }
     })
     .use(adminRoutes(deps))
+    .use(tokenRoutes(deps))
     // After the swagger plugin: its page at /swagger loads Swagger UI from a CDN, this one
     // from chroma-lb itself, and the later route wins.
     .use(dashboardRoutes({ title: "chroma-lb API", specPath: "/swagger/json" }))

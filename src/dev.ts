@@ -2,8 +2,13 @@
  * The embedded default (`bun run dev`): with no instances configured, starts two real
  * local Chroma servers with their data under DATA_DIR, then chroma-lb on PORT (8000),
  * SQLite only. Ctrl-C stops everything it started.
+ *
+ * Each Chroma server keeps its port in DATA_DIR/chroma-<name>/port, so that it comes back
+ * on the same port: `bun run dev --chroma <name>` starts that one server alone (in the
+ * foreground), which is how to bring one back after killing it to try a failover; the
+ * command is printed at start.
  */
-import { mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -11,29 +16,50 @@ import { ConfigError, loadConfig } from "./config";
 import { startServer } from "./server";
 
 const chromaReadyTimeoutMs = 30_000;
+const chromaNames = ["primary", "replica"] as const;
+const projectRoot = join(import.meta.dir, "..");
 
-function freePort(): Promise<number> {
+/** A free port, or `wanted` when it is free. */
+function freePort(wanted = 0): Promise<number> {
   return new Promise((resolvePort, reject) => {
     const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
+    server.once("error", (error: NodeJS.ErrnoException) => (wanted && error.code === "EADDRINUSE" ? resolvePort(freePort(0)) : reject(error)));
+    server.listen(wanted, "127.0.0.1", () => {
       const address = server.address();
       server.close(() => resolvePort(typeof address === "object" && address ? address.port : 0));
     });
   });
 }
 
-async function startChroma(name: string, dataDir: string): Promise<{ url: string; process: Subprocess }> {
-  const path = resolve(dataDir, `chroma-${name}`);
-  mkdirSync(path, { recursive: true });
-  const port = await freePort();
+/** Where a local Chroma server keeps its data, log and port. */
+function chromaDir(dataDir: string, name: string): string {
+  return resolve(dataDir, `chroma-${name}`);
+}
+
+/** The port the server had last time (when still free), else a free one; remembered for next time. */
+async function chromaPort(dataDir: string, name: string): Promise<number> {
+  const file = join(chromaDir(dataDir, name), "port");
+  const saved = existsSync(file) ? Number(readFileSync(file, "utf8").trim()) : 0;
+  const port = await freePort(Number.isInteger(saved) && saved > 0 && saved < 65536 ? saved : 0);
+  writeFileSync(file, `${port}\n`);
+  return port;
+}
+
+function spawnChroma(path: string, port: number, output: "files" | "inherit"): Subprocess {
   const script = `require('chromadb-js-bindings-linux-x64-gnu').cli(['chroma','run','--path',${JSON.stringify(path)},'--port','${port}','--host','127.0.0.1'])`;
-  const child = Bun.spawn([process.execPath, "-e", script], {
-    cwd: join(import.meta.dir, ".."),
-    stdout: Bun.file(join(path, "chroma.log")),
-    stderr: Bun.file(join(path, "chroma.err.log")),
+  return Bun.spawn([process.execPath, "-e", script], {
+    cwd: projectRoot,
+    stdout: output === "files" ? Bun.file(join(path, "chroma.log")) : "inherit",
+    stderr: output === "files" ? Bun.file(join(path, "chroma.err.log")) : "inherit",
     env: { ...process.env, RUST_BACKTRACE: "0" },
   });
+}
+
+async function startChroma(name: string, dataDir: string): Promise<{ url: string; process: Subprocess }> {
+  const path = chromaDir(dataDir, name);
+  mkdirSync(path, { recursive: true });
+  const port = await chromaPort(dataDir, name);
+  const child = spawnChroma(path, port, "files");
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + chromaReadyTimeoutMs;
   while (Date.now() < deadline) {
@@ -50,6 +76,29 @@ async function startChroma(name: string, dataDir: string): Promise<{ url: string
   throw new Error(`Chroma server "${name}" did not start; see ${join(path, "chroma.err.log")}`);
 }
 
+/** The command that starts one local Chroma server again, on its port, from this folder. */
+function restartCommand(name: string, dataDirSetting: string | undefined): string {
+  const prefix = dataDirSetting ? `DATA_DIR=${JSON.stringify(dataDirSetting)} ` : "";
+  return `${prefix}bun run dev --chroma ${name}`;
+}
+
+/** `bun run dev --chroma <name>`: one local Chroma server alone, on its remembered port, until Ctrl-C. */
+async function runOneChroma(name: string, dataDir: string): Promise<never> {
+  if (!(chromaNames as readonly string[]).includes(name)) {
+    console.error(`chroma-lb: --chroma takes ${chromaNames.join(" or ")}, got ${JSON.stringify(name)}`);
+    process.exit(2);
+  }
+  const path = chromaDir(dataDir, name);
+  mkdirSync(path, { recursive: true });
+  const port = await chromaPort(dataDir, name);
+  console.log(`Starting Chroma server "${name}" on http://127.0.0.1:${port} (data in ${path}); Ctrl-C stops it.`);
+  const child = spawnChroma(path, port, "inherit");
+  const stop = () => child.kill("SIGTERM");
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.exit(await child.exited);
+}
+
 const children: Subprocess[] = [];
 const stopChildren = () => {
   for (const child of children) child.kill("SIGTERM");
@@ -57,25 +106,39 @@ const stopChildren = () => {
 
 try {
   const env = { ...process.env };
+  const dataDir = env.DATA_DIR?.trim() || "./data";
+  const args = process.argv.slice(2);
+  const chromaFlag = args.indexOf("--chroma");
+  if (chromaFlag >= 0) await runOneChroma(args[chromaFlag + 1] ?? "", dataDir);
+
   const configured = env.CHROMA_INSTANCES || env.CHROMA_PRIMARY_URL;
   if (!configured) {
-    const dataDir = env.DATA_DIR?.trim() || "./data";
     console.log(`Starting two local Chroma servers (data in ${resolve(dataDir)}) ...`);
-    const primary = await startChroma("primary", dataDir);
-    children.push(primary.process);
-    const replica = await startChroma("replica", dataDir);
-    children.push(replica.process);
-    env.CHROMA_PRIMARY_URL = primary.url;
-    env.CHROMA_REPLICA_URL = replica.url;
-    console.log(`  primary ${primary.url}\n  replica ${replica.url}`);
+    const started: Record<string, string> = {};
+    for (const name of chromaNames) {
+      const server = await startChroma(name, dataDir);
+      children.push(server.process);
+      started[name] = server.url;
+    }
+    env.CHROMA_PRIMARY_URL = started.primary;
+    env.CHROMA_REPLICA_URL = started.replica;
+    for (const name of chromaNames) {
+      console.log(`  ${name.padEnd(7)} ${started[name]}   after a kill, start it again on this port with: ${restartCommand(name, env.DATA_DIR?.trim())}`);
+    }
   }
   const config = loadConfig(env);
   const server = await startServer(config);
-  console.log(`\nchroma-lb is ready.
+  const single = config.instances.length === 1;
+  console.log(`\nchroma-lb is ready${env.PORT ? "" : ` on its default port ${config.port}`}.
   API (point a chromadb client here): ${server.url}
   Swagger UI:                         ${server.url}/swagger
   Dashboard:                          ${server.url}/dashboard
   Status:                             ${server.url}/status
+Another port: PORT=8001 bun run dev${
+    single
+      ? `\n\nWARNING: only one Chroma instance (${config.instances[0]!.name}): there is no failover. While it is down, reads fail and writes are only logged. Set CHROMA_REPLICA_URL (or CHROMA_INSTANCES) to add a second.`
+      : ""
+  }
 Press Ctrl-C to stop.`);
   const shutdown = async () => {
     await server.stop();

@@ -39,6 +39,15 @@ export const fileSystemFull = () =>
       "every write already acknowledged is kept and will reach every instance. Free space on it, or remove applied entries with POST /wal/cleanup.",
   );
 
+/**
+ * Chroma 1.0.5 puts `chroma-trace-id` on every error answer (32 hex digits of the W3C trace
+ * id; all zeros when it traces nothing, as a lone server does). The Python client reads an
+ * error's kind and message only from answers that carry it, so chroma-lb's own errors
+ * carry it too, with the value a lone Chroma sends.
+ */
+export const TRACE_ID_HEADER = "chroma-trace-id";
+export const TRACE_ID_NONE = "00000000000000000000000000000000";
+
 export function errorBody(kind: string, message: string): string {
   return JSON.stringify({ error: kind, message });
 }
@@ -46,6 +55,6 @@ export function errorBody(kind: string, message: string): string {
 export function errorResponse(error: LbError, headers: Record<string, string> = {}): Response {
   return new Response(errorBody(error.kind, error.message), {
     status: error.status,
-    headers: { "content-type": "application/json", ...error.headers, ...headers },
+    headers: { "content-type": "application/json", [TRACE_ID_HEADER]: TRACE_ID_NONE, ...error.headers, ...headers },
   });
 }

@@ -5,11 +5,12 @@
  * replay does not wait for its schedule (every write starts it), the schedule is a safety net.
  */
 import { Cron } from "croner";
+import { tokenRefreshIntervalMs } from "./auth/access";
 import { alertsOnce } from "./observability/alerts";
 import { BatchSizer } from "./replay/sizing";
 import type { Services } from "./services";
 
-export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer">;
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access">;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -31,6 +32,8 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     );
   };
   job("health-check", deps.config.healthCheckIntervalMs, () => deps.registry.checkAll());
+  // Tokens made or revoked by another node or by `bun run token` hold here within two runs.
+  job("token-refresh", tokenRefreshIntervalMs, () => deps.access.refreshOnce());
   job("replay", deps.config.walSyncIntervalMs, async () => {
     // State changes the log could not record (a full disk) hold back their collections: retry them first.
     await deps.wal.resolveOnce();

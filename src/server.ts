@@ -3,6 +3,8 @@
  * `startServer` is what `src/index.ts` and the in-process test harness call.
  */
 import { createApp } from "./app";
+import { AccessControl } from "./auth/access";
+import { openTokenStore } from "./auth/open";
 import { Adoption } from "./collections/adoption";
 import { fillCollection } from "./collections/fill";
 import { Mirror } from "./collections/mirror";
@@ -18,6 +20,8 @@ import { RecentEvents } from "./observability/events";
 import { createLogger, type Logger } from "./observability/log";
 import { Metrics } from "./observability/metrics";
 import { InflightBudget, declaredTooLarge } from "./proxy/inflight";
+import { InstanceAnswers } from "./proxy/instance-answers";
+import { markOwnAnswer } from "./proxy/headers";
 import { Replayer } from "./replay/replayer";
 import { BatchSizer } from "./replay/sizing";
 import { startSchedules } from "./schedules";
@@ -41,6 +45,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const collections = await CollectionStore.open(pg ? new PostgresMappingStore(pg.db) : local);
   const registry = new InstanceRegistry(config.instances, config, log);
   const reserve = pg ? null : new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const instanceAnswers = new InstanceAnswers(local);
+  // The pre-flight checks each instance answers when it comes up are kept too, so a client
+  // started during a later outage of every instance can write even if none asked before.
+  registry.onPreflight = (body, contentType) => {
+    const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
+    if (key) instanceAnswers.remember(key, body, contentType);
+  };
   const logStore = pg ? new PostgresLogStore(pg.sql, instanceNames) : new SqliteLogStore(local, instanceNames);
   const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
   const recovered = await wal.recoverUnanswered();
@@ -59,6 +70,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
+  const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
     minIntervalMs: config.alertMinIntervalMs,
@@ -92,9 +104,11 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     consistency,
     resyncer,
     inflight: new InflightBudget(config.maxInflightBytes, config.inflightWaitMs),
+    instanceAnswers,
     alerter,
     events,
     metrics,
+    access,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -143,7 +157,11 @@ export interface RunningServer {
 
 export async function startServer(config: Config, options: { log?: Logger } = {}): Promise<RunningServer> {
   const services = await buildServices(config, options.log);
-  const { log, registry, replayer, wal, adoption, mirror } = services;
+  const { log, registry, replayer, wal, adoption, mirror, access } = services;
+
+  // Tokens are known before the first request is taken.
+  await access.refreshOnce();
+  access.announce();
 
   if (mirror) await mirror.restoreIfEmpty();
   await registry.checkAll();
@@ -244,6 +262,10 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
   const app = createApp(services);
   // Set once the port is known, before any request is served.
   let url = "";
+  const instrumented = services.metrics.instrument(
+    async (request: Request) => markOwnAnswer(await (declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(request))),
+    (request, status) => access.answered(request, status),
+  );
   const server = Bun.serve({
     port: config.port,
     hostname: config.host,
@@ -255,13 +277,21 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     maxRequestBodySize: config.maxBodyBytes + bodyBackstopBytes,
     idleTimeout: Math.min(255, Math.ceil(config.requestTimeoutMs / 1000) + 10),
     // Every client request is counted and timed here, 404s and refusals included.
-    fetch: services.metrics.instrument((request: Request) => declaredTooLarge(request, config.maxBodyBytes) ?? app.handle(withRoutableUrl(request, url))),
+    // Every answer names who served it: an instance, or `none` for chroma-lb's own. The
+    // request is made routable first, so that the one counted (with its principal) is the
+    // one the app decided access for.
+    fetch: (incoming: Request) => instrumented(withRoutableUrl(incoming, url)),
   });
   url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),
   });
+  if (registry.all.length === 1) {
+    log.warn("only one Chroma instance is configured: there is no failover; while it is down reads fail and writes are only logged", {
+      instance: registry.all[0]!.name,
+    });
+  }
 
   let stopped = false;
   return {

@@ -3,6 +3,7 @@
  * (server.ts) and handed to the app, the schedules and the admin endpoints. Modules that
  * need only a few take a `Pick<Services, ...>`.
  */
+import type { AccessControl } from "./auth/access";
 import type { Adoption } from "./collections/adoption";
 import type { Mirror } from "./collections/mirror";
 import type { CollectionStore } from "./collections/store";
@@ -13,6 +14,7 @@ import type { RecentEvents } from "./observability/events";
 import type { Logger } from "./observability/log";
 import type { Metrics } from "./observability/metrics";
 import type { InflightBudget } from "./proxy/inflight";
+import type { InstanceAnswers } from "./proxy/instance-answers";
 import type { Replayer } from "./replay/replayer";
 import type { BatchSizer } from "./replay/sizing";
 import type { KeyedMutex } from "./util/mutex";
@@ -38,6 +40,8 @@ export interface Services {
   consistency: ConsistencyChecker;
   /** Rebuilds an instance's copy of a collection from a current one. */
   resyncer: Resyncer;
+  /** The instances' last answers to pre-flight checks, version and identity, served while none answers. */
+  instanceAnswers: InstanceAnswers;
   /** Bytes of request bodies held in memory at once (MAX_INFLIGHT_MB). */
   inflight: InflightBudget;
   /** Posts alerts and their resolutions to ALERT_WEBHOOK_URL, at most once per ALERT_MIN_INTERVAL each. */
@@ -46,6 +50,8 @@ export interface Services {
   events: RecentEvents;
   /** The Prometheus registry and the figures counted as they happen (GET /metrics). */
   metrics: Metrics;
+  /** Who may do what: tokens, roles, scopes, the open or closed data API, audit. */
+  access: AccessControl;
   startedAtMs: number;
   close(): Promise<void>;
 }

@@ -1,8 +1,8 @@
 /**
  * chroma-lb's own endpoints: health, status, the log, mappings and instance control, on
  * the paths and with the fields operators already use (see README "Endpoints").
- * Read-only figures are public; everything that changes state, and the mappings, needs
- * `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set.
+ * Read-only figures are public; everything that changes state, and the mappings, needs an
+ * admin credential (decided for every request in createApp, see auth/access.ts).
  */
 import { Elysia, t } from "elysia";
 import { Protection } from "../collections/protection";
@@ -11,19 +11,16 @@ import { conflict, forbidden, LbError, notFound } from "../errors";
 import type { Instance, InstanceState } from "../instances/registry";
 import { RecentEventsModel } from "../observability/events";
 import { ErrorModel } from "../proxy/models";
+import { adminDetail, AnyObject, SuccessModel } from "./docs";
 import type { Services } from "../services";
-import { adminRefusal } from "./auth";
 
 export type AdminDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access"
 >;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
-
-/** Paths of the endpoints that need the admin token. */
-const isAdminPath = (path: string) => path.startsWith("/admin/") || path === "/wal/cleanup" || path.startsWith("/collection/mappings");
 
 export function instanceState(instance: Instance, pendingEntries: number): InstanceState {
   if (instance.maintenance) return "maintenance";
@@ -35,8 +32,9 @@ export function adminRoutes(deps: AdminDeps) {
   const { config, wal, registry, collections, replayer, sizer } = deps;
   const protection = new Protection(deps);
 
-  // Checked when the request arrives, before its body is read or parsed.
-  const requireAdmin = ({ request }: { request: Request }) => adminRefusal(request, config.adminToken) ?? undefined;
+  // Decided when the request arrives (createApp's onRequest); checked again here so that no
+  // admin route can be reached by a path the rules would read otherwise.
+  const requireAdmin = ({ request }: { request: Request }) => deps.access.check(request, new URL(request.url).pathname) ?? undefined;
 
   const divergenceView = (d: ReturnType<typeof wal.divergences>[number]) => {
     const record = collections.get(d.partition);
@@ -51,6 +49,9 @@ export function adminRoutes(deps: AdminDeps) {
       error: d.error,
       refused_entries: d.refusedEntries,
       since: iso(d.atMs),
+      // A copy being rebuilt (a manual or automatic resync, or waiting for one) is kept out
+      // of use like a diverged one, but it is being repaired: operators see the difference.
+      state: wal.isUnderRepair(d.instance, d.partition) ? "under_repair" : "diverged",
     };
   };
 
@@ -73,7 +74,11 @@ export function adminRoutes(deps: AdminDeps) {
       last_health_check: iso(i.lastHealthCheckMs),
       last_error: i.lastError,
       last_error_at: iso(i.lastErrorAtMs),
-      simulated: i.simulated ? { healthy: i.simulated.healthy, until: iso(i.simulated.untilMs) } : null,
+      /** Since when probes have seen it up (null while down): a last error older than this is history. */
+      healthy_since: i.checkedHealthy ? iso(i.lastTransitionMs) : null,
+      simulated: i.simulated ? { healthy: false, until: iso(i.simulated.untilMs) } : null,
+      /** What probes see, whatever a simulation does to routing. */
+      probe_healthy: i.checkedHealthy,
       lag: { entries: lag.entries, seconds: Math.round(lag.oldestAgeMs / 100) / 10, failing_entries: lag.failing, last_replay_error: lag.lastError },
       diverged_collections: wal.divergences().filter((d) => d.instance === i.name).map(divergenceView),
     };
@@ -103,6 +108,9 @@ export function adminRoutes(deps: AdminDeps) {
       inflight_refused_requests: deps.inflight.refusedRequests,
       is_syncing: replayer.isReplaying(),
       sync_interval_seconds: config.walSyncIntervalMs / 1000,
+      // The old balancer's names for replayed batches applied and refused (or unanswered).
+      successful_syncs: replayer.stats.successfulSyncs,
+      failed_syncs: replayer.stats.failedSyncs,
       instances: registry.all.map((i) => {
         const l = wal.lag(i.name);
         return {
@@ -140,6 +148,45 @@ export function adminRoutes(deps: AdminDeps) {
     };
   };
 
+  /** The figures of GET /metrics as JSON, for the old balancer's scripts (memory in MB, as it gave). */
+  const metricsJson = async () => {
+    const cpu = process.cpuUsage();
+    const uptimeSeconds = (Date.now() - deps.startedAtMs) / 1000;
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    const counts = await wal.counts();
+    return {
+      service: "chroma-lb",
+      uptime_seconds: Math.round(uptimeSeconds),
+      memory_usage_mb: mb(sizer.lastSample.rssBytes),
+      peak_memory_mb: mb(sizer.peakRssBytes),
+      max_memory_mb: config.walMaxMemoryMb,
+      memory_percent: Math.round((sizer.lastSample.rssBytes / (config.walMaxMemoryMb * 1024 * 1024)) * 1000) / 10,
+      heap_used_mb: mb(sizer.lastSample.heapUsedBytes),
+      cpu_seconds: Math.round(cpuSeconds * 100) / 100,
+      /** Average since start: CPU time over wall time, one core = 100. */
+      cpu_percent: uptimeSeconds > 0 ? Math.round((cpuSeconds / uptimeSeconds) * 1000) / 10 : 0,
+      healthy_instances: healthyCount(),
+      total_instances: registry.all.length,
+      pending_writes: counts.pendingEntries,
+      total_entries: counts.total,
+      wal_disk_mb: mb(wal.diskBytes()),
+      successful_syncs: replayer.stats.successfulSyncs,
+      failed_syncs: replayer.stats.failedSyncs,
+      entries_replayed: replayer.stats.entriesApplied,
+      avg_sync_throughput: replayer.stats.avgThroughputEntriesPerSecond,
+      memory_pressure_events: sizer.memoryPressureEvents,
+      adaptive_batch_reductions: sizer.adaptiveBatchReductions,
+      current_batch_size: sizer.current,
+      instances: registry.all.map((i) => ({
+        name: i.name,
+        healthy: i.healthy,
+        total_requests: i.totalRequests,
+        successful_requests: i.successfulRequests,
+        pending_entries: wal.lag(i.name).entries,
+      })),
+    };
+  };
+
   const mappingView = (c: ReturnType<CollectionStore["list"]>[number]) => {
     const instances = Object.fromEntries(c.instanceUuids);
     const missing = registry.all.filter((i) => !c.instanceUuids.has(i.name)).map((i) => i.name);
@@ -164,14 +211,10 @@ export function adminRoutes(deps: AdminDeps) {
     return instance;
   };
 
-  const adminTag = { tags: ["chroma-lb admin"] };
-  const statusTag = { tags: ["chroma-lb status"] };
+  // Read-only figures are open to anyone, whether the data API needs a token or not.
+  const statusTag = { tags: ["chroma-lb status"], security: [] };
 
   return new Elysia({ name: "admin" })
-    // Elysia parses a body before beforeHandle runs: the token is checked as the request
-    // arrives, so an unauthenticated caller learns nothing from how its body is judged.
-    // (beforeHandle below checks again, for any admin route this prefix test misses.)
-    .onRequest(({ request }) => (isAdminPath(new URL(request.url).pathname) ? (adminRefusal(request, config.adminToken) ?? undefined) : undefined))
     .get(
       "/health",
       async ({ set }) => {
@@ -192,6 +235,8 @@ export function adminRoutes(deps: AdminDeps) {
       async () => ({
         service: "chroma-lb",
         architecture: "write-ahead log with ordered replay",
+        // `open`: the data API needs no token (AUTH_REQUIRED unset and no token made yet).
+        auth: deps.access.open ? "open" : "required",
         uptime_seconds: Math.round((Date.now() - deps.startedAtMs) / 1000),
         healthy_instances: healthyCount(),
         total_instances: registry.all.length,
@@ -222,6 +267,7 @@ export function adminRoutes(deps: AdminDeps) {
           failed_syncs: replayer.stats.failedSyncs,
           entries_replayed: replayer.stats.entriesApplied,
           sync_cycles: replayer.stats.syncCycles,
+          avg_sync_throughput: replayer.stats.avgThroughputEntriesPerSecond,
           replay_lag_ms: replayer.stats.lagPercentiles(),
         },
         mirror: deps.mirror ? deps.mirror.status : { configured: false },
@@ -242,10 +288,20 @@ export function adminRoutes(deps: AdminDeps) {
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )
-    .get("/metrics", ({ set }) => {
-      set.headers["content-type"] = deps.metrics.contentType;
-      return deps.metrics.render();
-    }, { detail: { summary: "Prometheus metrics (text format 0.0.4)", ...statusTag } })
+    .get(
+      "/metrics",
+      ({ set, request }) => {
+        // Prometheus asks for text (its Accept never names JSON); the old balancer's scripts ask for JSON.
+        // Other query parameters (a scraper's `params`) are ignored, as before.
+        const format = new URL(request.url).searchParams.get("format");
+        if (format === "json" || (request.headers.get("accept") ?? "").toLowerCase().includes("application/json")) return metricsJson();
+        set.headers["content-type"] = deps.metrics.contentType;
+        return deps.metrics.render();
+      },
+      {
+        detail: { summary: "Prometheus metrics (text format 0.0.4); with `Accept: application/json` (or `?format=json`), the main figures as JSON (memory in MB)", ...statusTag },
+      },
+    )
     .get("/events", () => ({ events: deps.events.list() }), {
       response: { 200: RecentEventsModel },
       detail: { summary: "Recent alerts, their resolutions and instance health transitions, newest last (at most 200)", ...statusTag },
@@ -262,11 +318,12 @@ export function adminRoutes(deps: AdminDeps) {
             deps.log.info("log cleanup", { deletedEntries: result.deletedEntries, maxAgeMs });
             // After a full file system, writes resume as soon as the room is back, not at the next check.
             if (wal.storageIsFull) await wal.recoverStorageOnce();
-            return { deleted_entries: result.deletedEntries, reset_entries: 0 };
+            // `cleaned` is the old balancer's name for the same count.
+            return { deleted_entries: result.deletedEntries, reset_entries: 0, cleaned: result.deletedEntries };
           },
           {
             body: t.Optional(t.Object({ max_age_hours: t.Optional(t.Number({ minimum: 0 })) })),
-            detail: { summary: "Remove entries applied everywhere and older than max_age_hours (default WAL_RETENTION_HOURS)", ...adminTag },
+            detail: adminDetail("Remove entries applied everywhere and older than max_age_hours (default WAL_RETENTION_HOURS)"),
           },
         )
         .post(
@@ -282,7 +339,7 @@ export function adminRoutes(deps: AdminDeps) {
           {
             params: t.Object({ seq: t.Numeric() }),
             body: t.Object({ instance: t.String() }),
-            detail: { summary: "Give up on one stuck entry for one instance (it will never be applied there)", ...adminTag },
+            detail: adminDetail("Give up on one stuck entry for one instance (it will never be applied there)", { ok: { 200: SuccessModel }, notFound: "No such instance, or it does not owe that entry" }),
           },
         )
         .get(
@@ -291,7 +348,26 @@ export function adminRoutes(deps: AdminDeps) {
             const mappings = collections.list().map(mappingView);
             return { mappings, count: mappings.length };
           },
-          { detail: { summary: "Collection ids and each instance's UUID", ...adminTag } },
+          { detail: adminDetail("Collection ids and each instance's UUID") },
+        )
+        .get(
+          "/admin/collection_mappings",
+          () => {
+            const primary = registry.all[0]?.name ?? "";
+            const replica = registry.all[1]?.name ?? "";
+            const list = collections.list().map((c) => ({
+              collection_name: c.name,
+              primary_uuid: c.instanceUuids.get(primary) ?? null,
+              replica_uuid: c.instanceUuids.get(replica) ?? null,
+              created_at: iso(c.createdAtMs),
+              updated_at: iso(c.updatedAtMs),
+              collection_id: c.id,
+              tenant: c.tenant,
+              database: c.database,
+            }));
+            return { collection_mappings: list, total_mappings: list.length };
+          },
+          { detail: adminDetail("The mappings in the old balancer's shape (full UUIDs); GET /collection/mappings has more") },
         )
         .delete(
           "/collection/mappings/:name",
@@ -309,7 +385,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
           {
             query: t.Object({ tenant: t.Optional(t.String()), database: t.Optional(t.String()) }),
-            detail: { summary: "Remove one mapping (the collection stays on the instances)", ...adminTag },
+            detail: adminDetail("Remove one mapping (the collection stays on the instances)", { ok: { 200: SuccessModel }, notFound: "No mapping of that name" }),
           },
         )
         .post(
@@ -350,16 +426,15 @@ export function adminRoutes(deps: AdminDeps) {
               tenant: t.Optional(t.String()),
               database: t.Optional(t.String()),
             }),
-            detail: { summary: "Create or repair a mapping; an omitted id keeps its old value", ...adminTag },
+            detail: adminDetail("Create or repair a mapping; an omitted id keeps its old value", { ok: { 200: SuccessModel } }),
           },
         )
-        .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: { summary: "Match collections on the instances to mappings now", ...adminTag } })
+        .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: adminDetail("Match collections on the instances to mappings now") })
         .get("/admin/consistency", ({ query }) => deps.consistency.checkOnce(query.collection), {
           query: t.Object({ collection: t.Optional(t.String({ description: "a collection name or id; all collections when absent" })) }),
-          detail: {
-            summary: "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
-            ...adminTag,
-          },
+          detail: adminDetail(
+            "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
+          ),
         })
         .post(
           "/admin/instances/:name/resync",
@@ -384,7 +459,7 @@ export function adminRoutes(deps: AdminDeps) {
                 wait: t.Optional(t.Boolean({ description: "false answers 202 at once; the default waits for the copy" })),
               }),
             ),
-            detail: { summary: "Rebuild an instance's copy of one or every collection from a current instance, while writes go on", ...adminTag },
+            detail: adminDetail("Rebuild an instance's copy of one or every collection from a current instance, while writes go on", { ok: { 200: AnyObject, 202: AnyObject }, notFound: "No such instance or collection" }),
           },
         )
         .get(
@@ -394,32 +469,52 @@ export function adminRoutes(deps: AdminDeps) {
             healthy_count: healthyCount(),
             total_count: registry.all.length,
           }),
-          { detail: { summary: "Every instance with health, role, state and lag", ...adminTag } },
+          { detail: adminDetail("Every instance with health, role, state and lag") },
         )
         .post(
           "/admin/instances/:name/health",
           ({ params, body }) => {
             const instance = findInstance(params.name);
             const original = instance.healthy;
+            // Only an outage can be simulated. `{"healthy": true}` (the old balancer's way to end
+            // a simulated outage, with or without a duration, or `clear`) ends any simulation
+            // and hands the instance back to the checker: what probes see is then its health,
+            // so no call can make a dead instance look alive.
+            if (body.healthy || body.clear) {
+              registry.clearSimulation(instance);
+              if (instance.healthy) void replayer.kick(instance);
+              return {
+                success: true,
+                instance: instance.name,
+                health_set_to: instance.healthy,
+                original_health: original,
+                permanent: true,
+                simulation_ended: true,
+                message: instance.healthy
+                  ? "No simulation holds the instance; its health is what the checker sees (healthy)"
+                  : "No simulation holds the instance; its health is what the checker sees (down: it does not answer its heartbeat)",
+              };
+            }
             const durationMs = body.duration_seconds === undefined || body.duration_seconds === null ? null : body.duration_seconds * 1000;
-            if (body.clear) registry.clearSimulation(instance);
-            else registry.simulate(instance, body.healthy, durationMs);
-            if (instance.healthy) void replayer.kick(instance);
+            registry.simulateOutage(instance, durationMs);
             return {
               success: true,
               instance: instance.name,
-              health_set_to: body.clear ? instance.healthy : body.healthy,
+              health_set_to: false,
               original_health: original,
-              ...(durationMs === null || body.clear ? { permanent: !body.clear } : { will_restore_in_seconds: body.duration_seconds }),
+              ...(durationMs === null ? { permanent: true } : { will_restore_in_seconds: body.duration_seconds }),
             };
           },
           {
             body: t.Object({
-              healthy: t.Boolean(),
-              duration_seconds: t.Optional(t.Union([t.Number({ minimum: 0 }), t.Null()])),
-              clear: t.Optional(t.Boolean({ description: "end a simulation now" })),
+              healthy: t.Boolean({ description: "false simulates an outage; true ends any simulation (the checker decides again)" }),
+              duration_seconds: t.Optional(t.Union([t.Number({ minimum: 0 }), t.Null()], { description: "how long a simulated outage holds; until ended when absent" })),
+              clear: t.Optional(t.Boolean({ description: "end a simulation now (as healthy: true does)" })),
             }),
-            detail: { summary: "Simulate an outage (or a recovery); it holds for its duration whatever the checker sees", ...adminTag },
+            detail: adminDetail(
+              "Simulate an outage for a while or until ended; {healthy: true} ends it and hands the instance back to the checker (nothing can make a dead instance look alive)",
+              { ok: { 200: SuccessModel }, notFound: "No such instance" },
+            ),
           },
         )
         .post(
@@ -441,7 +536,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
           {
             body: t.Object({ enabled: t.Boolean() }),
-            detail: { summary: "Drain an instance for maintenance (it still receives replayed writes), or return it", ...adminTag },
+            detail: adminDetail("Drain an instance for maintenance (it still receives replayed writes), or return it", { ok: { 200: SuccessModel }, notFound: "No such instance" }),
           },
         ),
     )

@@ -46,7 +46,27 @@ export class ChromaInstanceClient {
   /** Requests sent and not yet answered (maintenance waits for this to reach zero). */
   inFlight = 0;
 
-  constructor(readonly baseUrl: string) {}
+  constructor(
+    readonly baseUrl: string,
+    /**
+     * CHROMA_INSTANCE_HEADERS_<NAME>: added to every request this client sends, whoever
+     * sends it (client requests, replay, probes, adoption, repair all come through here),
+     * over any header of the same name.
+     */
+    private readonly instanceHeaders: Readonly<Record<string, string>> = {},
+  ) {
+    this.hasInstanceHeaders = Object.keys(instanceHeaders).length > 0;
+  }
+
+  private readonly hasInstanceHeaders: boolean;
+
+  /** The request's headers with the instance's own set over them. */
+  private headersFor(options: RequestOptions): RequestOptions["headers"] {
+    if (!this.hasInstanceHeaders) return options.headers;
+    const headers = new Headers(options.headers);
+    for (const [key, value] of Object.entries(this.instanceHeaders)) headers.set(key, value);
+    return headers;
+  }
 
   private signalFor(options: RequestOptions): AbortSignal {
     const timeout = AbortSignal.timeout(options.timeoutMs);
@@ -69,7 +89,7 @@ export class ChromaInstanceClient {
     try {
       const response = await fetch(this.baseUrl + options.path, {
         method: options.method,
-        headers: options.headers,
+        headers: this.headersFor(options),
         body: options.body ?? undefined,
         signal: this.signalFor(options),
         keepalive: true,
@@ -95,7 +115,7 @@ export class ChromaInstanceClient {
     try {
       const response = await fetch(this.baseUrl + options.path, {
         method: options.method,
-        headers: options.headers,
+        headers: this.headersFor(options),
         body: options.body ?? undefined,
         signal: this.signalFor(options),
         keepalive: true,

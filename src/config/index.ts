@@ -3,6 +3,9 @@
  * frozen Config that is passed to whoever needs it; nothing else reads process.env.
  * A bad value raises ConfigError, whose message names the variable and what it expects.
  */
+import { readFileSync } from "node:fs";
+
+import { hostname } from "node:os";
 
 export class ConfigError extends Error {
   constructor(
@@ -22,6 +25,23 @@ export interface InstanceConfig {
   name: string;
   /** Base URL of the Chroma server, without a trailing slash. */
   url: string;
+  /**
+   * CHROMA_INSTANCE_HEADERS_<NAME> (none): headers sent on every request chroma-lb makes to
+   * this instance (client requests, replay, probes, adoption, repair), for a Chroma behind an
+   * authenticating proxy. A JSON object of strings, `{"Authorization":"Bearer s3cret"}`;
+   * <NAME> is the instance name in capitals with `-` as `_` (PRIMARY, REPLICA, ...).
+   */
+  headers?: Readonly<Record<string, string>>;
+}
+
+/** One token declared in AUTH_TOKENS_FILE: its secret is known only by its SHA-256. */
+export interface DeclaredToken {
+  name: string;
+  role: "read" | "write" | "admin";
+  tenants: string[];
+  databases: string[];
+  /** Hex SHA-256 of the secret (`bun run token hash` prints one). */
+  sha256: string;
 }
 
 export interface Config {
@@ -40,8 +60,22 @@ export interface Config {
   databaseUrl: string | null;
   /** LOG_STORE (sqlite): where the log and the mappings live, `sqlite` (DATA_DIR) or `postgres` (DATABASE_URL). */
   logStore: "sqlite" | "postgres";
-  /** ADMIN_TOKEN (unset): when set, admin endpoints need `Authorization: Bearer <token>`. */
+  /**
+   * ADMIN_TOKEN (unset): an admin token of everything (`Authorization: Bearer <token>` or
+   * `X-Chroma-Token`). When set, admin endpoints need an admin credential; alone it leaves
+   * the data API open (see `authRequired`).
+   */
   adminToken: string | null;
+  /**
+   * AUTH_REQUIRED (false): the data API needs a token from the start. When false it is open
+   * until the first data token exists (created, or declared in AUTH_TOKENS_FILE). Refused
+   * without ADMIN_TOKEN or AUTH_TOKENS_FILE, since no token could then be made.
+   */
+  authRequired: boolean;
+  /** AUTH_TOKENS_FILE (unset): a JSON file of declared tokens (hashes only), read at start. */
+  authTokensFile: string | null;
+  /** The tokens of AUTH_TOKENS_FILE, parsed and checked at start; empty without the file. */
+  declaredTokens: DeclaredToken[];
   /** PROTECTED_COLLECTIONS (global): collection names that can never be deleted through chroma-lb. */
   protectedCollections: string[];
   /** ALLOW_RESET (false): allow POST /api/v2/reset, which wipes every instance and chroma-lb's state. */
@@ -104,6 +138,14 @@ export interface Config {
   /** INFLIGHT_WAIT_TIMEOUT (2 s): how long a request waits for room under MAX_INFLIGHT_MB before a 503. */
   inflightWaitMs: number;
   /**
+   * BODY_MIN_KIB_PER_SECOND (64): the slowest a request body may arrive, in KiB/s, measured
+   * over each BODY_RATE_WINDOW; a slower body is cut off (408) and its bytes released, so a
+   * stalled or trickling sender cannot hold MAX_INFLIGHT_MB. 0 disables the check.
+   */
+  bodyMinBytesPerS: number;
+  /** BODY_RATE_WINDOW (5 s): the window over which BODY_MIN_KIB_PER_SECOND is measured. */
+  bodyRateWindowMs: number;
+  /**
    * WAL_MAX_DISK_MB (10240): size of the log's SQLite files at which new writes are refused
    * (507), in MiB; 0 means no bound. Nothing already acknowledged is dropped.
    */
@@ -125,6 +167,23 @@ export interface Config {
   consistencyCheckIntervalMs: number;
   /** AUTO_REPAIR (true): resync a copy found diverged, lost or different without an operator. */
   autoRepair: boolean;
+  /**
+   * NODE_ID (host name and port, or host name and process id when PORT is 0): names this
+   * chroma-lb node among several sharing one Postgres. Two live nodes must never share one.
+   */
+  nodeId: string;
+  /**
+   * NODE_HEARTBEAT_INTERVAL (1 s): time between a node's heartbeats and lease renewals in
+   * Postgres. Whole seconds, because croner runs jobs on whole seconds.
+   */
+  nodeHeartbeatIntervalMs: number;
+  /**
+   * LEASE_TTL_SECONDS (6 s): how long a replay lease lives without renewal, and how long a
+   * node stays live without a heartbeat. At least three heartbeat intervals, so one slow
+   * renewal does not cost a lease; with the defaults a dead node's leases are taken over
+   * within TTL + one interval (7 s), inside the 10 s the cluster promises.
+   */
+  leaseTtlMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -200,7 +259,7 @@ function parseInstances(env: Env): InstanceConfig[] {
       if (!instanceNamePattern.test(name)) {
         throw new ConfigError("CHROMA_INSTANCES", "instance names of lowercase letters, digits, - and _", name);
       }
-      return { name, url: httpUrl("CHROMA_INSTANCES", item.slice(at + 1).trim()) };
+      return { name, url: httpUrl("CHROMA_INSTANCES", item.slice(at + 1).trim()), ...withHeaders(env, name) };
     });
     const names = new Set(instances.map((i) => i.name));
     if (names.size !== instances.length) throw new ConfigError("CHROMA_INSTANCES", "distinct instance names", list);
@@ -212,17 +271,133 @@ function parseInstances(env: Env): InstanceConfig[] {
   const instances: InstanceConfig[] = [];
   const primary = read(env, "CHROMA_PRIMARY_URL");
   const replica = read(env, "CHROMA_REPLICA_URL");
-  if (primary !== undefined) instances.push({ name: "primary", url: httpUrl("CHROMA_PRIMARY_URL", primary) });
+  if (primary !== undefined) instances.push({ name: "primary", url: httpUrl("CHROMA_PRIMARY_URL", primary), ...withHeaders(env, "primary") });
   if (replica !== undefined) {
     if (primary === undefined) throw new ConfigError("CHROMA_PRIMARY_URL", "a URL when CHROMA_REPLICA_URL is set", "");
-    instances.push({ name: "replica", url: httpUrl("CHROMA_REPLICA_URL", replica) });
+    instances.push({ name: "replica", url: httpUrl("CHROMA_REPLICA_URL", replica), ...withHeaders(env, "replica") });
   }
   return instances;
+}
+
+/** The variable holding an instance's extra headers. */
+export function instanceHeadersVariable(name: string): string {
+  return `CHROMA_INSTANCE_HEADERS_${name.toUpperCase().replace(/-/g, "_")}`;
+}
+
+/** Header names of RFC 9110 (a token); values without line breaks. */
+const headerNamePattern = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+/** Headers chroma-lb sets itself on each request. */
+const headersChromaLbSets = new Set(["host", "content-length", "content-type", "transfer-encoding", "connection"]);
+
+/**
+ * CHROMA_INSTANCE_HEADERS_<NAME>: a JSON object of header names to strings. JSON rather than
+ * `k=v;k=v` because header values (base64 tokens, cookies) hold `=` and `;` themselves.
+ * Values may hold secrets, so an error names the variable and the field, never the value.
+ */
+export function instanceHeaders(env: Env, name: string): Record<string, string> {
+  const variable = instanceHeadersVariable(name);
+  const raw = read(env, variable);
+  if (raw === undefined) return Object.freeze({});
+  const expected = 'a JSON object of header names to strings, such as {"Authorization":"Bearer s3cret"}';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw new ConfigError(variable, expected, "(hidden: not JSON)");
+  }
+  if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new ConfigError(variable, expected, "(hidden)");
+  const headers: Record<string, string> = {};
+  for (const [key, value] of Object.entries(parsed)) {
+    if (!headerNamePattern.test(key) || headersChromaLbSets.has(key.toLowerCase())) {
+      throw new ConfigError(variable, "header names other than Host, Content-Length, Content-Type, Transfer-Encoding and Connection", key);
+    }
+    if (typeof value !== "string" || /[\r\n\0]/.test(value)) throw new ConfigError(variable, `a string without line breaks for ${key}`, "(hidden)");
+    headers[key] = value;
+  }
+  return Object.freeze(headers);
+}
+
+/** `{ headers }` when the instance has CHROMA_INSTANCE_HEADERS_<NAME>, else nothing. */
+function withHeaders(env: Env, name: string): { headers?: Readonly<Record<string, string>> } {
+  const headers = instanceHeaders(env, name);
+  return Object.keys(headers).length ? { headers } : {};
+}
+
+const tokenNamePattern = /^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/;
+
+/**
+ * AUTH_TOKENS_FILE: `{"tokens": [{"name": "cms", "role": "write", "tenants": ["default_tenant"],
+ * "databases": ["*"], "sha256": "<hex>"}]}`; tenants and databases default to `["*"]`.
+ */
+export function parseDeclaredTokens(path: string, text: string): DeclaredToken[] {
+  const variable = "AUTH_TOKENS_FILE";
+  const fail = (what: string, got: string) => new ConfigError(variable, `${path} to hold ${what}`, got);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw fail('JSON such as {"tokens": [...]}', "(not JSON)");
+  }
+  const list = (parsed as { tokens?: unknown })?.tokens;
+  if (!Array.isArray(list)) throw fail('an object with a "tokens" array', typeof parsed);
+  const seen = new Set<string>();
+  return list.map((item, i) => {
+    const t = item as Record<string, unknown>;
+    if (typeof t?.name !== "string" || !tokenNamePattern.test(t.name)) throw fail(`a name (letters, digits, . _ @ -) at tokens[${i}]`, String(t?.name));
+    if (t.role !== "read" && t.role !== "write" && t.role !== "admin") throw fail(`role read, write or admin at tokens[${i}]`, String(t.role));
+    if (typeof t.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(t.sha256)) throw fail(`a lowercase hex sha256 at tokens[${i}]`, "(hidden)");
+    if (seen.has(t.sha256)) throw fail(`distinct hashes (tokens[${i}] repeats one)`, "(hidden)");
+    seen.add(t.sha256);
+    const names = (field: "tenants" | "databases"): string[] => {
+      const value = t[field];
+      if (value === undefined) return ["*"];
+      if (!Array.isArray(value) || value.length === 0 || value.some((v) => typeof v !== "string" || v === "")) {
+        throw fail(`${field} as a non-empty array of names (or "*") at tokens[${i}]`, JSON.stringify(value));
+      }
+      return value as string[];
+    };
+    return { name: t.name, role: t.role, tenants: names("tenants"), databases: names("databases"), sha256: t.sha256 };
+  });
+}
+
+function readDeclaredTokens(path: string | null): DeclaredToken[] {
+  if (path === null) return [];
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new ConfigError("AUTH_TOKENS_FILE", "a readable file", `${path} (${(error as NodeJS.ErrnoException).code ?? "unreadable"})`);
+  }
+  return parseDeclaredTokens(path, text);
 }
 
 export interface LoadOptions {
   /** The embedded default fills the instances itself, so an empty list is allowed there. */
   allowNoInstances?: boolean;
+  /** The machine's host name, for the default NODE_ID (default: os.hostname(); tests pass their own). */
+  hostname?: string;
+  /** This process's id, for the default NODE_ID when PORT is 0 (default: process.pid). */
+  pid?: number;
+}
+
+/** Letters, digits and `.`, `_`, `:`, `-`: safe in logs, metric labels and SQL text columns. */
+const nodeIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/**
+ * NODE_ID, or the host name with the port: unique per machine as long as each node listens
+ * on its own port. PORT=0 (a free port, picked only after the config is read) would give
+ * every node on a machine the same `host:0`, so the process id stands in for it then.
+ */
+function parseNodeId(env: Env, port: number, options: LoadOptions): string {
+  const raw = read(env, "NODE_ID");
+  if (raw !== undefined) {
+    if (!nodeIdPattern.test(raw)) {
+      throw new ConfigError("NODE_ID", "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit", raw);
+    }
+    return raw;
+  }
+  const host = (options.hostname ?? hostname()).replace(/[^A-Za-z0-9._-]/g, "-").slice(0, 100) || "node";
+  return port === 0 ? `${host}:pid${options.pid ?? process.pid}` : `${host}:${port}`;
 }
 
 /** Parses and validates the environment once; the result is frozen. */
@@ -259,6 +434,14 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     }
   }
 
+  const adminToken = read(env, "ADMIN_TOKEN") ?? null;
+  const authTokensFile = read(env, "AUTH_TOKENS_FILE") ?? null;
+  const authRequired = bool(env, "AUTH_REQUIRED", false);
+  if (authRequired && adminToken === null && authTokensFile === null) {
+    throw new ConfigError("AUTH_REQUIRED", "ADMIN_TOKEN or AUTH_TOKENS_FILE to be set as well (no token could be made otherwise)", "true");
+  }
+  const declaredTokens = readDeclaredTokens(authTokensFile);
+
   const walDefaultBatchSize = int(env, "WAL_DEFAULT_BATCH_SIZE", 50, 1, 5000);
   const walMaxBatchSize = int(env, "WAL_MAX_BATCH_SIZE", 200, 1, 5000);
   if (walDefaultBatchSize > walMaxBatchSize) {
@@ -274,14 +457,28 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     throw new ConfigError("MAX_INFLIGHT_MB", `at least MAX_BODY_MB (${maxBodyMb})`, String(maxInflightMb));
   }
 
+  const port = int(env, "PORT", 8000, 0, 65535);
+  const nodeHeartbeatIntervalMs = seconds(env, "NODE_HEARTBEAT_INTERVAL", 1, 1, 60);
+  const leaseTtlMs = seconds(env, "LEASE_TTL_SECONDS", 6, 3, 600);
+  if (leaseTtlMs < 3 * nodeHeartbeatIntervalMs) {
+    throw new ConfigError(
+      "LEASE_TTL_SECONDS",
+      `at least three NODE_HEARTBEAT_INTERVAL (${(3 * nodeHeartbeatIntervalMs) / 1000} s)`,
+      String(leaseTtlMs / 1000),
+    );
+  }
+
   return Object.freeze({
-    port: int(env, "PORT", 8000, 0, 65535),
+    port,
     host: read(env, "HOST") ?? "0.0.0.0",
     instances: Object.freeze(instances) as InstanceConfig[],
     dataDir: read(env, "DATA_DIR") ?? "./data",
     databaseUrl,
     logStore,
-    adminToken: read(env, "ADMIN_TOKEN") ?? null,
+    adminToken,
+    authRequired,
+    authTokensFile,
+    declaredTokens: Object.freeze(declaredTokens) as DeclaredToken[],
     protectedCollections: (read(env, "PROTECTED_COLLECTIONS") ?? "global")
       .split(",")
       .map((s) => s.trim())
@@ -311,11 +508,16 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     maxBodyBytes,
     maxInflightBytes: maxInflightMb * 1024 * 1024,
     inflightWaitMs: seconds(env, "INFLIGHT_WAIT_TIMEOUT", 2, 0, 60),
+    bodyMinBytesPerS: int(env, "BODY_MIN_KIB_PER_SECOND", 64, 0, 1_048_576) * 1024,
+    bodyRateWindowMs: seconds(env, "BODY_RATE_WINDOW", 5, 0.1, 3600),
     walMaxDiskBytes: int(env, "WAL_MAX_DISK_MB", 10_240, 0, 100_000_000) * 1024 * 1024,
     walDiskReserveBytes: int(env, "WAL_DISK_RESERVE_MB", 16, 0, 100_000) * 1024 * 1024,
     mirrorSyncIntervalMs: seconds(env, "MIRROR_SYNC_INTERVAL", 5, 1, 3600),
     memorySampleIntervalMs: seconds(env, "MEMORY_SAMPLE_INTERVAL", 1, 1, 3600),
     consistencyCheckIntervalMs: seconds(env, "CONSISTENCY_CHECK_INTERVAL", 3600, 0, 7 * 24 * 3600),
     autoRepair: bool(env, "AUTO_REPAIR", true),
+    nodeId: parseNodeId(env, port, options),
+    nodeHeartbeatIntervalMs,
+    leaseTtlMs,
   } satisfies Config);
 }

@@ -108,6 +108,7 @@
       renderSummary(statusBody, walBody);
       renderInstances(statusBody, walBody, derived, at);
       renderLog(statusBody, walBody);
+      renderWork(statusBody);
       renderCharts(at);
       previous = current;
     }
@@ -157,11 +158,14 @@
   }
 
   function renderSummary(status, wal) {
+    // Said plainly while anyone may use the data API (GET /status `auth: "open"`).
+    $("auth-open").hidden = status.auth !== "open";
     const entries = [
       ["healthy", `${status.healthy_instances}/${status.total_instances}`, "summary-healthy"],
       ["write target", status.write_target || "none", "summary-write-target"],
       ["pending", fmtInt(wal ? wal.pending_writes : (status.unified_wal || {}).pending_writes), "summary-pending"],
       ["uptime", fmtDuration(num(status.uptime_seconds)), "summary-uptime"],
+      ["data API", status.auth === "open" ? "open" : "token required", "summary-auth"],
     ];
     $("summary").replaceChildren(...entries.flatMap(([label, value, testid]) => [h("dt", {}, label), h("dd", { "data-testid": testid }, value)]));
   }
@@ -175,7 +179,12 @@
       const rates = derived.rates[instance.name] || {};
       const walInstance = wal && (wal.instances || []).find((i) => i.name === instance.name);
       const lag = instance.lag || {};
-      const diverged = (instance.diverged_collections || []).length;
+      const marked = instance.diverged_collections || [];
+      const underRepair = marked.filter((d) => d.state === "under_repair").length;
+      const diverged = marked.length - underRepair;
+      // An error from before the instance was last seen healthy is history: shown faded.
+      const errorIsPast =
+        instance.healthy && instance.last_error_at && instance.healthy_since && Date.parse(instance.last_error_at) <= Date.parse(instance.healthy_since);
       const testid = `instance-${instance.name}`;
       // data-value holds the number shown, for tests and scripts that should not parse text.
       const metric = (label, shown, value, suffix, key) =>
@@ -208,11 +217,20 @@
           metric("success", instance.total_requests ? `${instance.success_rate}%` : "–", instance.total_requests ? instance.success_rate : null, null, "success"),
         ),
         instance.last_error
-          ? h("div", { class: "last-error", "data-testid": `${testid}-last-error` }, h("span", { class: "label" }, "last error "), instance.last_error_at ? `(${ago(instance.last_error_at)}) ` : "", instance.last_error)
+          ? h(
+              "div",
+              { class: `last-error${errorIsPast ? " past" : ""}`, "data-testid": `${testid}-last-error`, "data-state": errorIsPast ? "past" : "current" },
+              h("span", { class: "label" }, errorIsPast ? "last error, before it recovered " : "last error "),
+              instance.last_error_at ? `(${ago(instance.last_error_at)}) ` : "",
+              instance.last_error,
+            )
           : null,
         lag.last_replay_error ? h("div", { class: "last-error" }, h("span", { class: "label" }, "replay "), lag.last_replay_error) : null,
-        diverged ? h("div", { class: "warning", "data-testid": `${testid}-diverged` }, `${diverged} diverged collection${diverged === 1 ? "" : "s"}`) : null,
-        instance.simulated ? h("div", { class: "warning" }, `simulated ${instance.simulated.healthy ? "recovery" : "outage"}${instance.simulated.until ? ` until ${clock(Date.parse(instance.simulated.until))}` : ""}`) : null,
+        diverged ? h("div", { class: "warning", "data-testid": `${testid}-diverged`, "data-value": diverged }, `${diverged} diverged collection${diverged === 1 ? "" : "s"}`) : null,
+        underRepair
+          ? h("div", { class: "repairing", "data-testid": `${testid}-under-repair`, "data-value": underRepair }, `${underRepair} collection${underRepair === 1 ? "" : "s"} under repair`)
+          : null,
+        instance.simulated ? h("div", { class: "warning" }, `simulated outage${instance.simulated.until ? ` until ${clock(Date.parse(instance.simulated.until))}` : ""}`) : null,
       );
     });
     $("instances").replaceChildren(...cards);
@@ -225,7 +243,8 @@
     const memory = (wal && wal.memory) || {};
     const batches = (wal && wal.batches) || {};
     const failed = (wal && wal.failed) || [];
-    const diverged = (wal && wal.diverged) || [];
+    const marked = (wal && wal.diverged) || [];
+    const diverged = marked.filter((d) => d.state !== "under_repair");
     const last = samples[samples.length - 1];
     const head = wal ? wal.head_position : unified.head_position;
     const pending = wal ? wal.pending_writes : unified.pending_writes;
@@ -260,13 +279,67 @@
         : h("p", { class: "muted" }, "none"),
     );
     $("log-diverged").replaceChildren(
-      diverged.length
+      marked.length
         ? table(
-            ["instance", "collection", "first refused", "entries", "since", "error"],
-            diverged.map((d) => [d.instance, d.collection_name || d.collection_id, d.first_refused_position, d.refused_entries, d.since ? ago(d.since) : "", d.error]),
+            ["instance", "collection", "state", "first refused", "entries", "since", "error"],
+            marked.map((d) => [
+              d.instance,
+              d.collection_name || d.collection_id,
+              h("span", { "data-testid": "diverged-state", "data-state": d.state || "diverged" }, d.state === "under_repair" ? "under repair" : "diverged"),
+              d.state === "under_repair" && d.op === "repair" ? "" : d.first_refused_position,
+              d.refused_entries,
+              d.since ? ago(d.since) : "",
+              d.error,
+            ]),
           )
         : h("p", { class: "muted" }, "none"),
     );
+  }
+
+  /**
+   * Long work in progress: each resync (records copied of how many, rate, time left) and a
+   * running consistency check (records read of how many, rate, time left). Hidden when idle.
+   */
+  function renderWork(status) {
+    const items = [];
+    for (const r of (status.resync && status.resync.active) || []) {
+      const total = r.records_total;
+      const copying = r.state === "copying";
+      items.push(
+        h(
+          "div",
+          { class: "work", "data-testid": "work-resync", "data-instance": r.instance, "data-collection": r.collection_name, "data-state": r.state, "data-value": r.records_copied, "data-total": total },
+          h("div", { class: "title" }, `Resync of ${r.collection_name} on ${r.instance} from ${r.source || "?"}: ${copying ? "copying" : "replaying later writes"}`),
+          h(
+            "div",
+            { class: "detail" },
+            `${fmtInt(r.records_copied)} of ${total === null || total === undefined ? "?" : fmtInt(total)} records copied · ${fmtRate(r.records_per_second)} records/s · ` +
+              (r.seconds_left === null || r.seconds_left === undefined ? "time left unknown" : `${fmtDuration(r.seconds_left)} left`),
+          ),
+          total ? h("progress", { max: total, value: r.records_copied }) : null,
+        ),
+      );
+    }
+    const check = status.consistency && status.consistency.progress;
+    if (check && check.running) {
+      const total = check.records_total;
+      items.push(
+        h(
+          "div",
+          { class: "work", "data-testid": "work-consistency", "data-value": check.records_read, "data-total": total },
+          h("div", { class: "title" }, `Consistency check: collection ${fmtInt(check.collections_done + 1)} of ${fmtInt(check.collections_total)}${check.current_collection ? ` (${check.current_collection})` : ""}`),
+          h(
+            "div",
+            { class: "detail" },
+            `${fmtInt(check.records_read)} of ${total === null || total === undefined ? "?" : fmtInt(total)} records read · ${fmtRate(check.records_per_second)} records/s · ` +
+              (check.seconds_left === null || check.seconds_left === undefined ? "time left unknown" : `${fmtDuration(check.seconds_left)} left`),
+          ),
+          total ? h("progress", { max: total, value: Math.min(total, check.records_read) }) : null,
+        ),
+      );
+    }
+    $("work-panel").hidden = items.length === 0;
+    $("work").replaceChildren(...items);
   }
 
   function table(headings, rows) {

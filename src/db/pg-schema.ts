@@ -2,7 +2,7 @@
  * The Postgres mirror of the mappings. It holds what a chroma-lb with an empty DATA_DIR
  * needs to restore its collection ids; the log itself stays local.
  */
-import { bigint, bigserial, customType, index, integer, pgTable, primaryKey, text } from "drizzle-orm/pg-core";
+import { bigint, bigserial, customType, index, integer, pgTable, primaryKey, text, uniqueIndex } from "drizzle-orm/pg-core";
 
 /** Raw bytes (a request body exactly as the client sent it). */
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
@@ -92,4 +92,23 @@ export const pgWalDiverged = pgTable(
     atMs: bigint("at_ms", { mode: "number" }).notNull(),
   },
   (table) => [primaryKey({ columns: [table.instance, table.partition] })],
+);
+
+/**
+ * Access tokens of the data API, for nodes that keep their state in Postgres: the same
+ * columns as SQLite's `access_tokens` (see sqlite-schema.ts), shared by every node.
+ */
+export const accessTokens = pgTable(
+  "chroma_lb_access_tokens",
+  {
+    id: text("id").primaryKey(),
+    name: text("name").notNull(),
+    role: text("role").notNull(),
+    tenants: text("tenants").notNull(),
+    databases: text("databases").notNull(),
+    hash: text("hash").notNull(),
+    createdAtMs: bigint("created_at_ms", { mode: "number" }).notNull(),
+    revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
+  },
+  (table) => [uniqueIndex("chroma_lb_access_tokens_hash").on(table.hash)],
 );

@@ -124,3 +124,28 @@ export const kv = sqliteTable("kv", {
   key: text("key").primaryKey(),
   value: text("value").notNull(),
 });
+
+/**
+ * Access tokens of the data API (src/auth). Only a SHA-256 hash of each secret is kept; a
+ * revoked token keeps its row (`revoked_at_ms` set) so that "who held it" stays answerable
+ * and so that the data API, once closed by a first token, never opens again by revoking.
+ */
+export const accessTokens = sqliteTable(
+  "access_tokens",
+  {
+    id: text("id").primaryKey(),
+    /** The principal: who holds the token (audit, metrics). */
+    name: text("name").notNull(),
+    /** `read`, `write` or `admin`. */
+    role: text("role").notNull(),
+    /** JSON array of tenant names, or `["*"]`. */
+    tenants: text("tenants").notNull(),
+    /** JSON array of database names, or `["*"]`. */
+    databases: text("databases").notNull(),
+    /** Hex SHA-256 of the secret. */
+    hash: text("hash").notNull(),
+    createdAtMs: integer("created_at_ms").notNull(),
+    revokedAtMs: integer("revoked_at_ms"),
+  },
+  (table) => [uniqueIndex("access_tokens_hash").on(table.hash)],
+);

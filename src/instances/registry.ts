@@ -27,9 +27,13 @@ import type { Logger } from "../observability/log";
 
 export type InstanceState = "healthy" | "down" | "catching_up" | "maintenance";
 
-export interface SimulatedHealth {
-  healthy: boolean;
-  /** When the simulation ends; null holds until changed. */
+/**
+ * A simulated outage. A simulation can only take an instance out, never keep a dead one in:
+ * a simulated recovery would hide a real outage from routing, /health, /status and the
+ * dashboard (the old balancer's `{"healthy": true}` pinned a killed instance "healthy").
+ */
+export interface SimulatedOutage {
+  /** When the simulation ends; null holds until ended. */
   untilMs: number | null;
 }
 
@@ -39,7 +43,7 @@ export class Instance {
   checkedHealthy = false;
   consecutiveFailures = 0;
   consecutivePasses = 0;
-  simulated: SimulatedHealth | null = null;
+  simulated: SimulatedOutage | null = null;
   maintenance = false;
   inFlight = 0;
   totalRequests = 0;
@@ -75,16 +79,21 @@ export class Instance {
     readonly url: string,
     /** 0 is the preferred write target. */
     readonly priority: number,
+    /** CHROMA_INSTANCE_HEADERS_<NAME>: sent on every request to this instance. */
+    headers: Readonly<Record<string, string>> = {},
   ) {
-    this.client = new ChromaInstanceClient(url);
+    this.client = new ChromaInstanceClient(url, headers);
   }
 
-  /** Healthy as far as routing is concerned: a simulated outage wins over what probes see. */
+  /**
+   * Healthy as far as routing is concerned: what probes see, unless a simulated outage
+   * takes the instance out. Nothing makes an instance healthy that probes see down.
+   */
   get healthy(): boolean {
-    // A simulation holds until the registry ends it (on time, see simulate), never silently
-    // here: its end must reach the listeners, which mark a returning instance as catching up
-    // before it takes writes again.
-    if (this.simulated) return this.simulated.healthy;
+    // A simulation holds until the registry ends it (on time, see simulateOutage), never
+    // silently here: its end must reach the listeners, which mark a returning instance as
+    // catching up before it takes writes again.
+    if (this.simulated) return false;
     return this.checkedHealthy;
   }
 
@@ -109,6 +118,8 @@ export class InstanceRegistry {
   private readonly everProbed = new Set<string>();
   /** The probe of each instance in flight: a second caller shares it, so one probe never counts twice. */
   private readonly probesInFlight = new Map<string, Promise<boolean>>();
+  /** Told of each instance's answer to its pre-flight checks (kept for outages); optional. */
+  onPreflight: ((body: Uint8Array, contentType: string | null) => void) | null = null;
   /** chroma-lb's own operations running now (see whileOwnOperation). */
   private ownOperationsRunning = 0;
   /** Own operations started so far: a probe during which this changed overlapped one. */
@@ -119,7 +130,7 @@ export class InstanceRegistry {
     private readonly config: Pick<Config, "healthFails" | "healthPasses" | "healthCheckTimeoutMs">,
     private readonly log: Logger,
   ) {
-    this.all = instances.map((c, i) => new Instance(c.name, c.url, i));
+    this.all = instances.map((c, i) => new Instance(c.name, c.url, i, c.headers));
   }
 
   get(name: string): Instance | undefined {
@@ -283,7 +294,10 @@ export class InstanceRegistry {
       this.config.healthCheckTimeoutMs * 2,
     );
     const size = result.json?.max_batch_size;
-    if (result.ok && typeof size === "number" && size > 0) instance.maxBatchSize = size;
+    if (result.ok && typeof size === "number" && size > 0) {
+      instance.maxBatchSize = size;
+      if (result.status === 200) this.onPreflight?.(result.body, result.headers.get("content-type"));
+    }
   }
 
   /** Probes every instance at once; a simulated outage is left alone (it wins until it ends). */
@@ -291,9 +305,13 @@ export class InstanceRegistry {
     await Promise.all(this.all.map((i) => this.probeOnce(i)));
   }
 
-  simulate(instance: Instance, healthy: boolean, durationMs: number | null) {
+  /**
+   * Takes the instance out as if it were down, for `durationMs` or until ended; probes go on
+   * meanwhile, and what they see decides its health once the simulation ends.
+   */
+  simulateOutage(instance: Instance, durationMs: number | null) {
     const before = instance.healthy;
-    const simulation = { healthy, untilMs: durationMs === null ? null : Date.now() + durationMs };
+    const simulation: SimulatedOutage = { untilMs: durationMs === null ? null : Date.now() + durationMs };
     instance.simulated = simulation;
     clearTimeout(this.simulationTimers.get(instance.name));
     if (durationMs !== null) {
@@ -304,7 +322,7 @@ export class InstanceRegistry {
       timer.unref?.();
       this.simulationTimers.set(instance.name, timer);
     }
-    this.log.warn("simulated health set", { instance: instance.name, healthy, durationMs });
+    this.log.warn("simulated outage", { instance: instance.name, durationMs });
     this.notifyIfChanged(instance, before);
   }
 
@@ -315,8 +333,10 @@ export class InstanceRegistry {
     this.notifyIfChanged(instance, before);
   }
 
+  /** Ends any simulated outage now and hands the instance back to the checker. */
   clearSimulation(instance: Instance) {
     clearTimeout(this.simulationTimers.get(instance.name));
-    this.endSimulation(instance);
+    this.simulationTimers.delete(instance.name);
+    if (instance.simulated) this.endSimulation(instance);
   }
 }

@@ -18,6 +18,10 @@ export interface RecentEvent {
   message: string;
   /** True on the message that says an alert's condition cleared. */
   resolved?: boolean;
+  /** Audit events: who made the call (a token's principal, `admin-token`, or `anonymous` while open). */
+  principal?: string;
+  /** Audit events: what the call was about (`tenant/database/collection (id)`, a token id). */
+  target?: string;
 }
 
 /** Events kept by default: enough for the dashboard's last minutes, small in memory. */
@@ -61,6 +65,8 @@ function withoutUndefined(event: Omit<RecentEvent, "at">): Omit<RecentEvent, "at
   if (event.instance !== undefined) out.instance = event.instance;
   if (event.collection !== undefined) out.collection = event.collection;
   if (event.resolved !== undefined) out.resolved = event.resolved;
+  if (event.principal !== undefined) out.principal = event.principal;
+  if (event.target !== undefined) out.target = event.target;
   return out;
 }
 
@@ -69,12 +75,17 @@ export const RecentEventsModel = t.Object({
   events: t.Array(
     t.Object({
       at: t.String({ format: "date-time", description: "when it happened" }),
-      event: t.String({ description: "an alert's event (instance_down, replication_lag, ...) or instance_health" }),
+      event: t.String({
+        description:
+          "an alert's event (instance_down, replication_lag, ...), instance_health, or an audited call (delete_collection, delete_database, delete_records, update_tenant, reset, token_created, token_revoked)",
+      }),
       level: t.Union([t.Literal("info"), t.Literal("warn"), t.Literal("error")]),
       instance: t.Optional(t.String()),
       collection: t.Optional(t.String()),
       message: t.String(),
       resolved: t.Optional(t.Boolean({ description: "true on the message that says an alert's condition cleared" })),
+      principal: t.Optional(t.String({ description: "audited calls: who made it" })),
+      target: t.Optional(t.String({ description: "audited calls: tenant/database/collection (id), or a token id" })),
     }),
     { description: "oldest first, newest last" },
   ),

@@ -72,8 +72,8 @@ function setCounter<T extends string>(counter: Counter<T>, samples: Array<[Parti
 
 export class Metrics {
   readonly registry = new Registry();
-  /** Client requests by route class, status and the instance that served them (`none`: chroma-lb answered). */
-  readonly requests: Counter<"route_class" | "status" | "instance">;
+  /** Client requests by route class, status, the instance that served them (`none`: chroma-lb answered) and principal. */
+  readonly requests: Counter<"route_class" | "status" | "instance" | "principal">;
   readonly requestDuration: Histogram<"route_class">;
   readonly instanceRequestDuration: Histogram<"instance" | "route_class" | "outcome">;
   readonly replayLag: Histogram<string>;
@@ -87,8 +87,9 @@ export class Metrics {
 
     this.requests = new Counter({
       name: `${prefix}requests_total`,
-      help: "Client requests answered, by route class, HTTP status and serving instance (none: answered by chroma-lb itself).",
-      labelNames: ["route_class", "status", "instance"],
+      help:
+        "Client requests answered, by route class, HTTP status, serving instance (none: answered by chroma-lb itself) and principal (a token's name; admin-token; anonymous while the data API is open; unauthenticated).",
+      labelNames: ["route_class", "status", "instance", "principal"],
       registers,
     });
     this.requestDuration = new Histogram({
@@ -238,8 +239,12 @@ export class Metrics {
   /**
    * Wraps the server's fetch: counts every client request and times it from arrival until
    * its answer is ready (the body of a streamed answer may still be on its way then).
+   * `answered` is told of each answer and names its principal (the access control's).
    */
-  instrument<A extends unknown[]>(handle: (request: Request, ...rest: A) => Response | Promise<Response>) {
+  instrument<A extends unknown[]>(
+    handle: (request: Request, ...rest: A) => Response | Promise<Response>,
+    answered: (request: Request, status: number) => string,
+  ) {
     return async (request: Request, ...rest: A): Promise<Response> => {
       const startedMs = performance.now();
       let status = 500;
@@ -251,7 +256,7 @@ export class Metrics {
         return response;
       } finally {
         const routeClass = routeClassOf(pathOfUrl(request.url));
-        this.requests.inc({ route_class: routeClass, status: String(status), instance });
+        this.requests.inc({ route_class: routeClass, status: String(status), instance, principal: answered(request, status) });
         this.requestDuration.observe({ route_class: routeClass }, (performance.now() - startedMs) / 1000);
       }
     };

@@ -4,7 +4,7 @@
  * path (writes/pipeline.ts). Routes (routes.ts) only parse paths and hand over here.
  */
 import { databasePath } from "../chroma/paths";
-import { isAdminAuthorization } from "../admin/auth";
+import { anonymous, scopeCovers, type Principal } from "../auth/tokens";
 import { Protection } from "../collections/protection";
 import type { CollectionRecord } from "../collections/store";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
@@ -14,15 +14,16 @@ import type { Services } from "../services";
 import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
-import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unauthorized, unavailable } from "../errors";
-import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutSecrets } from "./headers";
+import { StorageFullError } from "../wal/storage";
+import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
+import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutCredentials, withoutSecrets } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
 import { parsedView, rawView, validateRecordRead, validateRecordWrite, type BodyView } from "./validate";
 
 export type ApiDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "instanceAnswers" | "access"
 >;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
@@ -50,9 +51,11 @@ interface ReadPlan {
   path: (instance: Instance) => string | null;
   body?: Uint8Array | null;
   /** Rewrites a 200 answer (collection ids). */
-  rewrite?: (body: Uint8Array) => Uint8Array;
+  rewrite?: (body: Uint8Array, headers: Headers) => Uint8Array;
   /** Extra headers on the answer. */
   headers?: (instance: Instance) => Record<string, string>;
+  /** The answer when no instance could serve, instead of the 503; null keeps the 503. */
+  whenNone?: () => Response | null;
 }
 
 /**
@@ -111,10 +114,15 @@ export class ChromaApi {
 
   /**
    * The client's headers as an instance may see them: hop-by-hop ones removed, and any
-   * header that carries chroma-lb's admin token (in whatever spelling) kept for chroma-lb alone.
+   * header that carries chroma-lb's admin token (in whatever spelling) as well. Once the data
+   * API is closed, `Authorization` and `X-Chroma-Token` carry chroma-lb's own tokens and are
+   * kept for chroma-lb alone. While it is open (no data token exists), a client's credentials
+   * are not chroma-lb's and pass on as before, so a deployment whose instances sit behind an
+   * authenticating proxy keeps working (dropping them was the old balancer's defect 10).
    */
   private forwarded(request: Request): Headers {
-    return withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]);
+    const headers = withoutSecrets(forwardHeaders(request.headers), [this.config.adminToken]);
+    return this.deps.access.open ? headers : withoutCredentials(headers);
   }
 
   private droppedByInstance(instance: Instance, reason: string): Response {
@@ -159,19 +167,61 @@ export class ChromaApi {
         if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
         continue;
       }
-      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body) : result.body;
+      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body, result.headers) : result.body;
       return new Response(body, {
         status: result.status,
         headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name, ...plan.headers?.(instance) }),
       });
     }
-    return errorResponse(noInstanceFor(registry, plan.what));
+    return plan.whenNone?.() ?? errorResponse(noInstanceFor(registry, plan.what));
   }
 
-  /** Heartbeat, version, pre-flight and other instance-level reads: any serving instance answers. */
+  /**
+   * Heartbeat, version, pre-flight and other instance-level reads: any serving instance
+   * answers. Pre-flight checks, version and identity are kept as the instances answer them
+   * and, while no instance can serve, answered from what was kept (see instance-answers.ts).
+   */
   async passthrough(request: Request, path: string): Promise<Response> {
     const candidates = readCandidates(this.views(), () => true, this.config.readReplicaRatio);
-    return this.read(request, { what: "this request", candidates, path: () => path });
+    const answers = this.deps.instanceAnswers;
+    const key = answers.keyFor(path, request.headers);
+    if (!key) return this.read(request, { what: "this request", candidates, path: () => path });
+    return this.read(request, {
+      what: "this request",
+      candidates,
+      path: () => path,
+      rewrite: (body, headers) => {
+        answers.remember(key, body, headers.get("content-type"));
+        return body;
+      },
+      whenNone: () => answers.answer(key, { [INSTANCE_HEADER]: "none" }),
+    });
+  }
+
+  /**
+   * `GET /api/v2/auth/identity`. With a token, chroma-lb answers for it, in the shape Chroma
+   * answers (`{"user_id":"","tenant":"default_tenant","databases":["default_database"]}` from
+   * a lone Chroma 1.0.5): the official clients read it to pick their tenant and database when
+   * none is given (Python: a single tenant other than default_tenant, a single database other
+   * than `*`). While the data API is open and no token is sent, an instance answers as before.
+   */
+  async identity(request: Request): Promise<Response> {
+    const principal = this.deps.access.principalFor(request);
+    if (!principal || principal === anonymous) return this.passthrough(request, "/api/v2/auth/identity");
+    const body = { user_id: principal.name, tenant: identityTenant(principal), databases: principal.databases };
+    return new Response(JSON.stringify(body), { headers: { "content-type": "application/json" } });
+  }
+
+  /** `GET /api/v2/tenants/{tenant}/databases`: only the databases the caller's token may use. */
+  async listDatabases(request: Request, tenant: string): Promise<Response> {
+    const response = await this.catalogRead(request, () => `/api/v2/tenants/${encodeURIComponent(tenant)}/databases${new URL(request.url).search}`, null);
+    const databases = this.deps.access.principalFor(request)?.databases ?? ["*"];
+    if (response.status !== 200 || databases.includes("*")) return response;
+    // A small catalog answer (ids and names), so reading it whole to drop entries is cheap.
+    const list = decodeJsonArray(new Uint8Array(await response.arrayBuffer()));
+    if (!list) throw new LbError(502, "BadGateway", "An instance answered the database list with something other than a list");
+    const kept = list.filter((d) => typeof (d as { name?: unknown })?.name === "string" && scopeCovers(databases, (d as { name: string }).name));
+    return new Response(JSON.stringify(kept), { status: 200, headers: response.headers });
   }
 
   /**
@@ -209,14 +259,19 @@ export class ChromaApi {
     return Date.now() + this.config.requestTimeoutMs;
   }
 
-  /** Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass. */
-  async resolve(tenant: string, database: string, ref: string): Promise<CollectionRecord> {
+  /**
+   * Finds a collection by id, instance UUID or name; unknown names trigger one adoption pass.
+   * Chroma 1.0.5 words a missing collection two ways: "does not exists." (with a period) on
+   * the routes that take an id (records, modify), "does not exists" on the routes that take
+   * a name (get, delete); `byName` picks the latter.
+   */
+  async resolve(tenant: string, database: string, ref: string, byName = false): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
     await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
-    throw notFound(`Collection [${ref}] does not exists.`);
+    throw notFound(`Collection [${ref}] does not exists${byName ? "" : "."}`);
   }
 
   /**
@@ -331,8 +386,13 @@ export class ChromaApi {
   }
 
   async recordWrite(request: Request, tenant: string, database: string, ref: string, op: RecordWriteOp, body: Uint8Array): Promise<Response> {
-    validateRecordWrite(op, recordBody(body, request.headers.get("content-type")));
+    const view = recordBody(body, request.headers.get("content-type"));
+    validateRecordWrite(op, view);
     const record = await this.resolve(tenant, database, ref);
+    if (op === "delete" && (view.kind("where") !== "absent" || view.kind("where_document") !== "absent")) {
+      // A delete by filter may remove any number of records: recorded in /events once it succeeds.
+      this.deps.access.auditLater(request, { event: "delete_records", tenant, database, collection: record.name, collectionId: record.id });
+    }
     const result = await this.submit(request, {
       partition: record.id,
       kind: "records",
@@ -367,16 +427,28 @@ export class ChromaApi {
       }
       const id = crypto.randomUUID();
       const record = await this.deps.collections.create(id, tenant, database, name);
-      const result = await this.submit(request, {
-        partition: id,
-        kind: "collection",
-        op: "create_collection",
-        tenant,
-        database,
-        collectionId: id,
-        name,
-        body,
-      });
+      let result: WriteResult;
+      try {
+        result = await this.submit(request, {
+          partition: id,
+          kind: "collection",
+          op: "create_collection",
+          tenant,
+          database,
+          collectionId: id,
+          name,
+          body,
+        });
+      } catch (error) {
+        // Refused before it was logged (a full disk refused the append, or an earlier entry
+        // is unsettled): nothing will create it, so the name must stay free. Any other error
+        // came after logging, and the logged entry is replayed (WritePath.appendAndApply).
+        if (error instanceof StorageFullError || error instanceof LbError) {
+          // The mapping store may share the full disk; the client was told the create failed.
+          await this.deps.collections.markDeleted(record.id).catch(() => {});
+        }
+        throw error;
+      }
       if (result.kind === "applied") {
         const body = rewriteCollection(result.outcome.body, (uuid) => this.deps.collections.logicalIdFor(uuid));
         return this.writeResponse({ ...result, outcome: { ...result.outcome, body } });
@@ -416,7 +488,7 @@ export class ChromaApi {
 
   async deleteCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
     return this.changeCatalog(async () => {
-      const record = await this.resolve(tenant, database, ref);
+      const record = await this.resolve(tenant, database, ref, true);
       await this.protection.refuseChange(record, "deleted");
       const result = await this.submit(request, {
         partition: record.id,
@@ -481,16 +553,13 @@ export class ChromaApi {
 
   /**
    * Resets every instance, then chroma-lb's own log and mappings. Refused unless
-   * ALLOW_RESET=true, without the admin token when ADMIN_TOKEN is set, and while any
+   * ALLOW_RESET=true, without an admin credential (when ADMIN_TOKEN or a token exists), and while any
    * instance is not serving (it would come back with data). Writes are held and replay is
    * paused (waiting for batches in flight) before the first instance is cleared, so that
    * nothing written before the reset reaches an instance after it.
    */
   async reset(request: Request): Promise<Response> {
-    const token = this.config.adminToken;
-    if (token && !isAdminAuthorization(request.headers.get("authorization"), token)) {
-      throw unauthorized("Reset needs `Authorization: Bearer <ADMIN_TOKEN>` when ADMIN_TOKEN is set");
-    }
+    // Who may reset is decided before (auth/rules.ts): an admin credential for everything.
     if (!this.config.allowReset) throw forbidden("Reset is disabled by config");
     const { registry, replayer, writes, wal, collections, log } = this.deps;
     return this.ddl.run("ddl", () =>
@@ -544,6 +613,21 @@ function acceptedCollection(body: Uint8Array, known: { id: string; name: string;
     `"metadata":${raw("metadata", "null")},"dimension":null,"tenant":${JSON.stringify(known.tenant)},` +
     `"database":${JSON.stringify(known.database)},"log_position":0,"version":0}`;
   return encoder.encode(text);
+}
+
+/** The tenant an identity names: the token's only tenant, else default_tenant when it may use it. */
+function identityTenant(principal: Principal): string {
+  if (principal.tenants.length === 1 && principal.tenants[0] !== "*") return principal.tenants[0]!;
+  return scopeCovers(principal.tenants, "default_tenant") ? "default_tenant" : principal.tenants[0]!;
+}
+
+function decodeJsonArray(body: Uint8Array): unknown[] | null {
+  try {
+    const parsed = JSON.parse(decoder.decode(body)) as unknown;
+    return Array.isArray(parsed) ? parsed : null;
+  } catch {
+    return null;
+  }
 }
 
 function parseMinPosition(raw: string | null): number | undefined {

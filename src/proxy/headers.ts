@@ -69,3 +69,34 @@ export function responseHeaders(incoming: Headers | null, extra: Record<string, 
   for (const [key, value] of Object.entries(extra)) out.set(key, value);
   return out;
 }
+
+/**
+ * Headers that carry a caller's credentials for chroma-lb (access tokens, ADMIN_TOKEN):
+ * chroma-lb decides access itself, so they never reach an instance. An instance behind its
+ * own auth gets CHROMA_INSTANCE_HEADERS_<NAME> instead (chroma/client.ts).
+ */
+export const CREDENTIAL_HEADERS = ["authorization", "x-chroma-token"] as const;
+
+/** Removes the caller's credential headers (in place) and answers the same Headers. */
+export function withoutCredentials(headers: Headers): Headers {
+  for (const name of CREDENTIAL_HEADERS) headers.delete(name);
+  return headers;
+}
+
+/**
+ * Marks an answer chroma-lb wrote itself (its errors, 202s, status pages) with
+ * `X-Chroma-LB-Instance: none`, so that every answer says who served it. An answer an
+ * instance served already names it.
+ */
+export function markOwnAnswer(response: Response): Response {
+  if (response.headers.has(INSTANCE_HEADER)) return response;
+  try {
+    response.headers.set(INSTANCE_HEADER, "none");
+    return response;
+  } catch {
+    // Headers of a fetched response are immutable: copy it.
+    const copy = new Response(response.body, response);
+    copy.headers.set(INSTANCE_HEADER, "none");
+    return copy;
+  }
+}

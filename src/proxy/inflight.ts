@@ -2,11 +2,18 @@
  * Bounds on request bodies: none larger than MAX_BODY_MB, and no more than MAX_INFLIGHT_MB
  * of them held in memory at once.
  *
- * A request reserves its body's bytes before reading any of it (its Content-Length; a body
- * sent without one is counted as it arrives) and gives them back once it is answered. When
- * they do not fit, it waits in arrival order, woken as soon as bytes are released, for at
- * most INFLIGHT_WAIT_TIMEOUT; then it is answered 503 with `Retry-After`, its body unread.
- * Answers are in Chroma's error shape, so official clients raise their usual errors.
+ * A request is admitted once its declared size (its Content-Length; 0 when it has none)
+ * fits beside the bytes held now; then its bytes are counted as they arrive, and given back
+ * once it is answered. Bytes not yet sent are never reserved: a client that declares 40 MiB
+ * and sends one byte holds one byte, so slow senders cannot starve everyone else. Bodies
+ * admitted together may need more than the room left; a chunk that does not fit waits
+ * (reading stops, so TCP slows the sender) ahead of new requests, and when every body
+ * holding bytes waits, the newest gives up at once (503) so the others can finish.
+ * A request that finds no room waits in arrival order, woken as soon as bytes are
+ * released, for at most INFLIGHT_WAIT_TIMEOUT; then it is answered 503 with `Retry-After`.
+ * A body must also keep arriving: one that brings less than BODY_MIN_KIB_PER_SECOND over a
+ * BODY_RATE_WINDOW (time spent waiting for room aside) is cut off with 408 and its bytes
+ * released. Answers are in Chroma's error shape, so official clients raise their usual errors.
  *
  * Counting bytes bounds memory only if answered bodies are freed: JavaScriptCore does not
  * count ArrayBuffer memory toward its collection schedule promptly, so without a collection
@@ -15,7 +22,7 @@
  * time: four in a row peaked at 629 MB RSS, 389 MB with a collection after each (one alone:
  * 382 MB). So once `collectEveryBytes` of bodies have been released, a collection runs.
  */
-import { errorResponse, payloadTooLarge, unavailable } from "../errors";
+import { LbError, errorResponse, payloadTooLarge, unavailable } from "../errors";
 
 /** Requests waiting for room at most; beyond it a request is answered 503 at once. */
 const waitingMax = 1_000;
@@ -27,20 +34,34 @@ const collectEveryBytes = 32 * 1024 * 1024;
 /** Bytes one request holds; released once, when it is answered. */
 export interface BodyLease {
   readonly bytes: number;
-  /** Counts bytes that already arrived (a body without Content-Length is counted as it is read). */
+  /** Counts bytes that already arrived, whether or not they fit. */
   grow(bytes: number): void;
+  /**
+   * Counts `bytes` that arrived once they fit (waiting, ahead of new requests, for at most
+   * the wait bound); false when no room came, the client went away, or every body holding
+   * bytes was waiting and this one was the newest (it should then give up its bytes).
+   */
+  take(bytes: number, signal?: AbortSignal): Promise<boolean>;
   release(): void;
 }
 
 interface Waiter {
   bytes: number;
+  /** A body being read that already holds bytes. */
+  holding: boolean;
   admit: () => void;
+  /** Gives up at once (a body chosen to end a standstill); only growth waiters have it. */
+  refuse?: () => void;
 }
 
 export class InflightBudget {
   private usedBytes = 0;
-  /** Requests waiting for room, oldest first: none overtakes another. */
+  /** Requests waiting for room to start, oldest first: none overtakes another. */
   private readonly waiters: Waiter[] = [];
+  /** Bodies being read that wait for room for their next bytes, oldest first; served before `waiters`. */
+  private readonly growing: Waiter[] = [];
+  /** Leases that hold bytes now. */
+  private holders = 0;
   /** Requests answered 503 because no room came in time. */
   refusedRequests = 0;
   private releasedSinceCollectBytes = 0;
@@ -62,7 +83,7 @@ export class InflightBudget {
 
   /** Requests waiting for room now. */
   get waiting(): number {
-    return this.waiters.length;
+    return this.waiters.length + this.growing.length;
   }
 
   /**
@@ -71,34 +92,64 @@ export class InflightBudget {
    * within `waitMs` or the client went away while waiting.
    */
   acquire(bytes: number, signal?: AbortSignal): Promise<BodyLease | null> {
-    if (this.waiters.length === 0 && this.fits(bytes)) return Promise.resolve(this.lease(bytes));
-    if (this.waiters.length >= waitingMax || this.waitMs === 0 || signal?.aborted) {
+    return this.admitWhenFits(bytes, bytes, signal);
+  }
+
+  /**
+   * Admits a request once `declaredBytes` fit beside what is held now, reserving nothing:
+   * its bytes are counted as they arrive ({@link BodyLease.take}). Null as for {@link acquire}.
+   */
+  admit(declaredBytes: number, signal?: AbortSignal): Promise<BodyLease | null> {
+    return this.admitWhenFits(declaredBytes, 0, signal);
+  }
+
+  private admitWhenFits(fitBytes: number, reserveBytes: number, signal?: AbortSignal): Promise<BodyLease | null> {
+    if (this.waiting === 0 && this.fits(fitBytes)) return Promise.resolve(this.lease(reserveBytes));
+    let lease: BodyLease | null = null;
+    // The lease is made (its bytes counted) at admission, before the next waiter is considered.
+    return this.wait(this.waiters, fitBytes, () => (lease = this.lease(reserveBytes)), signal).then(() => lease);
+  }
+
+  /**
+   * Queues in `queue` until `bytes` fit, then runs `onAdmit` at once; false when no room
+   * came in time or the client left.
+   */
+  private wait(queue: Waiter[], bytes: number, onAdmit: () => void, signal?: AbortSignal, holding = false): Promise<boolean> {
+    if (this.waiting >= waitingMax || this.waitMs === 0 || signal?.aborted) {
       this.refusedRequests += 1;
-      return Promise.resolve(null);
+      return Promise.resolve(false);
     }
     return new Promise((resolve) => {
-      const giveUp = () => {
-        const at = this.waiters.indexOf(waiter);
-        if (at === -1) return;
-        this.waiters.splice(at, 1);
+      const leave = () => {
+        const at = queue.indexOf(waiter);
+        if (at === -1) return false;
+        queue.splice(at, 1);
         clearTimeout(timer);
         signal?.removeEventListener("abort", giveUp);
+        return true;
+      };
+      const giveUp = () => {
+        if (!leave()) return;
         this.refusedRequests += 1;
-        resolve(null);
+        resolve(false);
         // The head leaving may let the next ones in.
-        if (at === 0) this.admitWaiting();
+        this.admitWaiting();
       };
       const waiter: Waiter = {
         bytes,
+        holding,
         admit: () => {
           clearTimeout(timer);
           signal?.removeEventListener("abort", giveUp);
-          resolve(this.lease(bytes));
+          onAdmit();
+          resolve(true);
         },
+        refuse: queue === this.growing ? giveUp : undefined,
       };
       const timer = setTimeout(giveUp, this.waitMs);
       signal?.addEventListener("abort", giveUp, { once: true });
-      this.waiters.push(waiter);
+      queue.push(waiter);
+      this.endStandstill();
     });
   }
 
@@ -107,26 +158,50 @@ export class InflightBudget {
   }
 
   private lease(bytes: number): BodyLease {
-    this.usedBytes += bytes;
-    let held = bytes;
+    let held = 0;
     let released = false;
+    const add = (more: number) => {
+      if (released || more <= 0) return;
+      if (held === 0) this.holders += 1;
+      held += more;
+      this.usedBytes += more;
+    };
+    add(bytes);
     return {
       get bytes() {
         return held;
       },
-      grow: (more) => {
-        if (released) return;
-        held += more;
-        this.usedBytes += more;
+      grow: add,
+      take: async (more, signal) => {
+        if (released) return false;
+        if (this.growing.length === 0 && this.fits(more)) {
+          add(more);
+          return true;
+        }
+        const admitted = await this.wait(this.growing, more, () => add(more), signal, held > 0);
+        return admitted && !released;
       },
       release: () => {
         if (released) return;
         released = true;
+        if (held > 0) this.holders -= 1;
         this.usedBytes -= held;
         this.collectSoon(held);
         this.admitWaiting();
       },
     };
+  }
+
+  /**
+   * When every body that holds bytes waits for more room, none can finish and nothing will
+   * be released: the newest of them gives up (503), so that its bytes let the others on.
+   */
+  private endStandstill() {
+    while (this.growing.length > 0 && !this.fits(this.growing[0]!.bytes)) {
+      const holding = this.growing.filter((w) => w.holding);
+      if (holding.length === 0 || holding.length < this.holders) return;
+      holding[holding.length - 1]!.refuse!();
+    }
   }
 
   /**
@@ -144,8 +219,10 @@ export class InflightBudget {
     });
   }
 
-  /** Admits waiters in order while the oldest fits. */
+  /** Admits waiters in order while the oldest fits: bodies already being read first, then new requests. */
   private admitWaiting() {
+    while (this.growing.length > 0 && this.fits(this.growing[0]!.bytes)) this.growing.shift()!.admit();
+    if (this.growing.length > 0) return this.endStandstill();
     while (this.waiters.length > 0 && this.fits(this.waiters[0]!.bytes)) this.waiters.shift()!.admit();
   }
 }
@@ -154,6 +231,10 @@ export interface BodyLimits {
   budget: InflightBudget;
   /** MAX_BODY_MB in bytes. */
   maxBodyBytes: number;
+  /** BODY_MIN_KIB_PER_SECOND in bytes per second; 0 or absent: no minimum. */
+  minBytesPerS?: number;
+  /** BODY_RATE_WINDOW in milliseconds. */
+  rateWindowMs?: number;
 }
 
 /** The declared body size, or null when the request has none (chunked) or it is not a number. */
@@ -191,21 +272,57 @@ function busy(budget: InflightBudget): Response {
   );
 }
 
-/** Reads a body sent without Content-Length, counting it as it arrives; null past `maxBytes`. */
-async function readCounted(request: Request, maxBytes: number, lease: BodyLease): Promise<Uint8Array | null> {
+/** Why a body was not read whole. */
+type Unread = "tooLarge" | "busy" | "slow";
+
+/**
+ * Reads the body, counting each chunk as it arrives ({@link BodyLease.take}); stops at
+ * MAX_BODY_MB, when no room comes for a chunk, or when a BODY_RATE_WINDOW (not counting
+ * time spent waiting for room) brings less than the minimum rate.
+ */
+async function readCounted(request: Request, limits: BodyLimits, lease: BodyLease): Promise<Uint8Array | Unread> {
   if (!request.body) return new Uint8Array();
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
+  const windowMs = limits.rateWindowMs ?? 0;
+  const windowBytesMin = windowMs > 0 ? ((limits.minBytesPerS ?? 0) * windowMs) / 1000 : 0;
+  let windowEndMs = performance.now() + windowMs;
+  let windowBytes = 0;
   let total = 0;
+  type ReadResult = Awaited<ReturnType<typeof reader.read>>;
+  let pending: Promise<ReadResult> | null = null;
+  const stop = async (why: Unread) => {
+    await reader.cancel().catch(() => undefined);
+    return why;
+  };
   while (true) {
-    const { done, value } = await reader.read();
+    pending ??= reader.read();
+    let next: ReadResult | "windowEnd";
+    if (windowBytesMin > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const windowEnd = new Promise<"windowEnd">((resolve) => (timer = setTimeout(() => resolve("windowEnd"), Math.max(0, windowEndMs - performance.now()))));
+      next = await Promise.race([pending, windowEnd]);
+      clearTimeout(timer);
+    } else {
+      next = await pending;
+    }
+    if (next === "windowEnd") {
+      // The read stays pending: its chunk, when it comes, belongs to the next window.
+      if (windowBytes < windowBytesMin) return stop("slow");
+      windowBytes = 0;
+      windowEndMs = performance.now() + windowMs;
+      continue;
+    }
+    pending = null;
+    const { done, value } = next;
     if (done) break;
     total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel().catch(() => undefined);
-      return null;
-    }
-    lease.grow(value.byteLength);
+    if (total > limits.maxBodyBytes) return stop("tooLarge");
+    windowBytes += value.byteLength;
+    const waitStartMs = performance.now();
+    if (!(await lease.take(value.byteLength, request.signal))) return stop("busy");
+    // Time spent waiting for room is chroma-lb's, not the sender's.
+    windowEndMs += performance.now() - waitStartMs;
     chunks.push(value);
   }
   if (chunks.length === 1) return chunks[0]!;
@@ -218,20 +335,35 @@ async function readCounted(request: Request, maxBytes: number, lease: BodyLease)
   return body;
 }
 
+function tooSlow(limits: BodyLimits): Response {
+  const rate = (limits.minBytesPerS ?? 0) / 1024;
+  return errorResponse(
+    new LbError(
+      408,
+      "RequestTimeout",
+      `The request body arrived slower than ${rate} KiB/s over ${(limits.rateWindowMs ?? 0) / 1000} s (BODY_MIN_KIB_PER_SECOND, BODY_RATE_WINDOW), so chroma-lb stopped reading it; nothing was written`,
+    ),
+    { connection: "close" },
+  );
+}
+
 /**
  * Reads the request's body within the limits and answers with `handle(body)`; the body's
  * bytes stay counted until that answer is ready (or `handle` fails). A body over
- * MAX_BODY_MB is answered 413, and one that finds no room 503, before any of it is read
- * (a body without Content-Length is read until it passes MAX_BODY_MB).
+ * MAX_BODY_MB by its Content-Length is answered 413, and one that finds no room 503, before
+ * any of it is read; one without Content-Length is read until it passes MAX_BODY_MB. A body
+ * that arrives too slowly is answered 408.
  */
 export async function withBody(request: Request, limits: BodyLimits, handle: (body: Uint8Array) => Promise<Response>): Promise<Response> {
   const declared = contentLength(request);
   if (declared !== null && declared > limits.maxBodyBytes) return tooLarge(declared, limits.maxBodyBytes);
-  const lease = await limits.budget.acquire(declared ?? 0, request.signal);
+  const lease = await limits.budget.admit(declared ?? 0, request.signal);
   if (!lease) return busy(limits.budget);
   try {
-    const body = declared !== null ? new Uint8Array(await request.arrayBuffer()) : await readCounted(request, limits.maxBodyBytes, lease);
-    if (body === null) return tooLarge(null, limits.maxBodyBytes);
+    const body = await readCounted(request, limits, lease);
+    if (body === "tooLarge") return tooLarge(null, limits.maxBodyBytes);
+    if (body === "busy") return busy(limits.budget);
+    if (body === "slow") return tooSlow(limits);
     return await handle(body);
   } finally {
     lease.release();

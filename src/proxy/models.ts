@@ -27,32 +27,60 @@ export const CollectionModel = t.Object({
   version: t.Integer(),
 });
 
-export const CreateCollectionModel = t.Object({
-  name: t.String({ minLength: 3, maxLength: 512, pattern: "^[a-zA-Z0-9][a-zA-Z0-9._-]*[a-zA-Z0-9]$" }),
-  metadata: t.Optional(t.Union([Metadata, t.Null()])),
-  configuration: t.Optional(t.Union([t.Record(t.String(), t.Any()), t.Null()])),
-  get_or_create: t.Optional(t.Boolean()),
-});
+/**
+ * The collection the request examples use: "Try it out" on create (get_or_create, so it
+ * works twice), then add, then query, each unchanged, in the Swagger UI.
+ */
+export const exampleCollectionName = "swagger-demo";
 
-export const ModifyCollectionModel = t.Object({
-  new_name: t.Optional(t.String()),
-  new_metadata: t.Optional(Metadata),
-  new_configuration: t.Optional(t.Record(t.String(), t.Any())),
-});
+export const CreateCollectionModel = t.Object(
+  {
+    name: t.String({ minLength: 3, maxLength: 512, pattern: "^[a-zA-Z0-9][a-zA-Z0-9._-]*[a-zA-Z0-9]$" }),
+    metadata: t.Optional(t.Union([Metadata, t.Null()])),
+    configuration: t.Optional(t.Union([t.Record(t.String(), t.Any()), t.Null()])),
+    get_or_create: t.Optional(t.Boolean()),
+  },
+  { example: { name: exampleCollectionName, metadata: { source: "swagger" }, get_or_create: true } },
+);
 
-export const AddRecordsModel = t.Object({
-  ids: t.Array(t.String()),
-  embeddings: t.Optional(Embeddings),
-  documents: t.Optional(t.Array(t.Union([t.String(), t.Null()]))),
-  metadatas: t.Optional(t.Array(t.Union([Metadata, t.Null()]))),
-  uris: t.Optional(t.Array(t.Union([t.String(), t.Null()]))),
-});
+export const ModifyCollectionModel = t.Object(
+  {
+    new_name: t.Optional(t.String()),
+    new_metadata: t.Optional(Metadata),
+    new_configuration: t.Optional(t.Record(t.String(), t.Any())),
+  },
+  { example: { new_metadata: { source: "swagger", edited: true } } },
+);
 
-export const DeleteRecordsModel = t.Object({
-  ids: t.Optional(t.Array(t.String())),
-  where: t.Optional(Where),
-  where_document: t.Optional(Where),
-});
+const exampleRecords = {
+  ids: ["doc-1", "doc-2"],
+  embeddings: [
+    [0.1, 0.2, 0.3],
+    [0.3, 0.2, 0.1],
+  ],
+  documents: ["the first document", "the second document"],
+  metadatas: [{ source: "swagger" }, { source: "swagger" }],
+};
+
+export const AddRecordsModel = t.Object(
+  {
+    ids: t.Array(t.String()),
+    embeddings: t.Optional(Embeddings),
+    documents: t.Optional(t.Array(t.Union([t.String(), t.Null()]))),
+    metadatas: t.Optional(t.Array(t.Union([Metadata, t.Null()]))),
+    uris: t.Optional(t.Array(t.Union([t.String(), t.Null()]))),
+  },
+  { example: exampleRecords },
+);
+
+export const DeleteRecordsModel = t.Object(
+  {
+    ids: t.Optional(t.Array(t.String())),
+    where: t.Optional(Where),
+    where_document: t.Optional(Where),
+  },
+  { example: { ids: ["doc-2"] } },
+);
 
 export const GetRecordsModel = t.Object({
   ids: t.Optional(t.Array(t.String())),
@@ -61,7 +89,7 @@ export const GetRecordsModel = t.Object({
   limit: t.Optional(t.Integer({ minimum: 0 })),
   offset: t.Optional(t.Integer({ minimum: 0 })),
   include: t.Optional(Include),
-});
+}, { example: { limit: 10, include: ["documents", "metadatas"] } });
 
 export const QueryRecordsModel = t.Object({
   query_embeddings: Embeddings,
@@ -70,7 +98,7 @@ export const QueryRecordsModel = t.Object({
   where: t.Optional(Where),
   where_document: t.Optional(Where),
   include: t.Optional(Include),
-});
+}, { example: { query_embeddings: [[0.1, 0.2, 0.3]], n_results: 2, include: ["documents", "metadatas", "distances"] } });
 
 export const GetResultModel = t.Object({
   ids: t.Array(t.String()),
@@ -92,5 +120,5 @@ export const QueryResultModel = t.Object({
 
 export const TenantModel = t.Object({ name: t.String() });
 export const DatabaseModel = t.Object({ id: t.Optional(t.String()), name: t.String(), tenant: t.Optional(t.String()) });
-export const NameModel = t.Object({ name: t.String() });
+export const NameModel = t.Object({ name: t.String() }, { example: { name: "swagger_demo_db" } });
 export const EmptyModel = t.Object({}, { description: "an empty object" });

@@ -69,6 +69,15 @@ export interface ConsistencyProgress {
   collections_total: number;
   current_collection: string | null;
   records_read: number;
+  /**
+   * Records to read: every copy's count when the check started (each copy is read once;
+   * a pass made again because of writes reads more, so records_read may pass it).
+   */
+  records_total: number | null;
+  /** Records read per second so far. */
+  records_per_second: number;
+  /** Time left at that rate (null until known). */
+  seconds_left: number | null;
 }
 
 const recordHash = (text: string) => BigInt.asUintN(64, BigInt(Bun.hash.wyhash(text)));
@@ -85,7 +94,11 @@ export class ConsistencyChecker {
     collections_total: 0,
     current_collection: null,
     records_read: 0,
+    records_total: null,
+    records_per_second: 0,
+    seconds_left: null,
   };
+  private progressStartedMs = 0;
   /** Called with each collection found to differ (alerts, metrics, repair). */
   onDifference: ((verdict: CollectionVerdict) => void) | null = null;
 
@@ -117,9 +130,14 @@ export class ConsistencyChecker {
       collections_total: records.length,
       current_collection: null,
       records_read: 0,
+      records_total: null,
+      records_per_second: 0,
+      seconds_left: null,
     });
+    this.progressStartedMs = Date.now();
     const verdicts: CollectionVerdict[] = [];
     try {
+      this.progress.records_total = await this.countCopies(records);
       for (const record of records) {
         this.progress.current_collection = record.name;
         const verdict = await this.checkCollection(record);
@@ -197,6 +215,35 @@ export class ConsistencyChecker {
     return out;
   }
 
+  /** Counts records read for the progress: rate and time left. */
+  private countRead(records: number) {
+    const p = this.progress;
+    p.records_read += records;
+    if (!p.running) return;
+    const seconds = Math.max(0.001, (Date.now() - this.progressStartedMs) / 1000);
+    p.records_per_second = Math.round(p.records_read / seconds);
+    p.seconds_left = p.records_total !== null && p.records_per_second > 0 ? Math.ceil(Math.max(0, p.records_total - p.records_read) / p.records_per_second) : null;
+  }
+
+  /** Every serving copy's record count (`GET .../count`, fast in Chroma); an unanswered count adds nothing. */
+  private async countCopies(records: CollectionRecord[]): Promise<number> {
+    let total = 0;
+    for (const record of records) {
+      for (const instance of this.deps.registry.all) {
+        const uuid = record.instanceUuids.get(instance.name);
+        if (!uuid || !instance.serving) continue;
+        const result = await instance.client.json<number>(
+          "GET",
+          `${databasePath(record.tenant, record.database)}/collections/${uuid}/count`,
+          undefined,
+          this.deps.config.requestTimeoutMs,
+        );
+        if (result.ok && result.status === 200 && typeof result.json === "number") total += result.json;
+      }
+    }
+    return total;
+  }
+
   /** Reads one page of the instance's copy; null when the instance did not answer with one. */
   private async page(instance: Instance, record: CollectionRecord, body: string): Promise<RecordPage | null> {
     const uuid = record.instanceUuids.get(instance.name)!;
@@ -223,7 +270,7 @@ export class ConsistencyChecker {
         digest.counts[bucket]! += 1;
       }
       digest.count += page.ids.length;
-      this.progress.records_read += page.ids.length;
+      this.countRead(page.ids.length);
       if (page.ids.length < pageSize) return digest;
     }
   }

@@ -45,6 +45,8 @@ export interface ResyncProgress {
   records_copied: number;
   records_total: number | null;
   records_per_second: number;
+  /** Time left to copy the rest at the rate so far (null before the first page). */
+  seconds_left: number | null;
   started_at: string;
   finished_at: string | null;
   error: string | null;
@@ -147,6 +149,7 @@ export class Resyncer {
       records_copied: 0,
       records_total: null,
       records_per_second: 0,
+      seconds_left: null,
       started_at: new Date().toISOString(),
       finished_at: null,
       error: null,
@@ -172,10 +175,12 @@ export class Resyncer {
           await this.copyPage(source, target, targetUuid, record, ids.slice(k, k + pageSize));
           progress.records_copied = Math.min(ids.length, k + pageSize);
           progress.records_per_second = Math.round(progress.records_copied / Math.max(0.001, (Date.now() - startedMs) / 1000));
+          progress.seconds_left = progress.records_per_second > 0 ? Math.ceil((ids.length - progress.records_copied) / progress.records_per_second) : null;
         }
         await wal.markCopiedUpTo(target.name, record.id, position);
       });
       progress.state = "replaying";
+      progress.seconds_left = 0;
       const drained = await replayer.drain(target, record.id, { urgent: true, deadlineMs: Date.now() + this.deps.config.requestTimeoutMs });
       if (!drained.ok) log.warn("resync: replay after the copy is not done yet; it goes on in the background", { reason: drained.reason });
       await wal.clearDiverged(target.name, record.id);

@@ -40,6 +40,13 @@ export class ReplayStats {
   failedSyncs = 0;
   syncCycles = 0;
   lastCycleMs = 0;
+  /** Time spent sending batches that were applied: with entriesApplied, the average replay throughput. */
+  appliedBatchMsTotal = 0;
+
+  /** Entries replayed per second of time spent sending applied batches (0 before the first). */
+  get avgThroughputEntriesPerSecond(): number {
+    return this.appliedBatchMsTotal > 0 ? Math.round((this.entriesApplied / this.appliedBatchMsTotal) * 1000 * 10) / 10 : 0;
+  }
   /** Time from append to applied on a replayed instance, last samples (ring buffer). */
   private lagSamplesMs: number[] = [];
   private lagCursor = 0;
@@ -319,6 +326,7 @@ export class Replayer {
   private async applyPiece(instance: Instance, entries: Entry[], body: Uint8Array | null): Promise<PieceOutcome<PieceResult>> {
     const stop = (reason: string): PieceOutcome<PieceResult> => ({ kind: "stop", results: [{ applied: 0, reason }] });
     if (this.paused || this.stopped) return stop("replay is paused");
+    const startedMs = performance.now();
     const outcome = await applyEntries(instance, entries, body, this.collections, {
       timeoutMs: this.config.requestTimeoutMs,
       replay: true,
@@ -330,6 +338,7 @@ export class Replayer {
         this.stats.batches += 1;
         this.stats.successfulSyncs += 1;
         this.stats.entriesApplied += entries.length;
+        this.stats.appliedBatchMsTotal += performance.now() - startedMs;
         const now = Date.now();
         for (const entry of entries) this.stats.recordLag(now - entry.createdAtMs);
         return { kind: "done", results: [{ applied: entries.length }] };

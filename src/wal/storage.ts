@@ -67,6 +67,11 @@ export class StorageReserve {
    */
   restore(): boolean {
     if (this.bytes === 0 || this.present) return true;
+    // Left whole by an earlier run: kept as it is.
+    if (this.existingBytes() === this.bytes) {
+      this.present = true;
+      return true;
+    }
     try {
       // A spare file left by an earlier run is rewritten, so its own bytes count as room.
       const stats = statfsSync(join(this.path, ".."));

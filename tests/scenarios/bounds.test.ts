@@ -59,8 +59,8 @@ async function idsOnInstances(lbUrl: string, name: string, urls: Record<string, 
 }
 
 /**
- * A client that sends its headers (with Content-Length) and the first part of its body,
- * then waits for `finish()`: it holds its body's bytes in chroma-lb's budget meanwhile.
+ * A client that sends its headers (with Content-Length) and all of its body but the last
+ * KiB, then waits for `finish()`: the bytes sent are held in chroma-lb's budget meanwhile.
  */
 function slowAdd(lbUrl: string, path: string, body: Uint8Array) {
   const { hostname, port } = new URL(lbUrl);
@@ -69,7 +69,7 @@ function slowAdd(lbUrl: string, path: string, body: Uint8Array) {
     `POST ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\n` +
     `Content-Length: ${body.byteLength}\r\nConnection: close\r\n\r\n`;
   socket.write(head);
-  socket.write(body.subarray(0, 1024));
+  socket.write(body.subarray(0, body.byteLength - 1024));
   const chunks: Buffer[] = [];
   const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
     socket.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -80,7 +80,7 @@ function slowAdd(lbUrl: string, path: string, body: Uint8Array) {
       resolve({ status, text: raw.slice(raw.indexOf("\r\n\r\n") + 4) });
     });
   });
-  return { answer, finish: () => socket.write(body.subarray(1024)) };
+  return { answer, finish: () => socket.write(body.subarray(body.byteLength - 1024)) };
 }
 
 test("MAX_BODY_MB's default is what Chroma accepts: 40 MiB passes to both instances, one byte more is refused in Chroma's JSON shape and logs nothing", async () => {
@@ -165,18 +165,21 @@ test("past MAX_INFLIGHT_MB requests wait, then answer 503 with Retry-After and l
     MAX_BODY_MB: "1",
     MAX_INFLIGHT_MB: "1",
     INFLIGHT_WAIT_TIMEOUT: "0.3",
+    // The slow client pauses on purpose: no minimum rate here (the next test has one).
+    BODY_MIN_KIB_PER_SECOND: "0",
   });
   const id = await createCollection(lb.url, "inflight");
   const addPath = `${T}/collections/${id}/add`;
   const head = (await json(`${lb.url}/wal/status`)).head_position;
 
-  // A slow client holds 800 KB of the 1 MiB budget from the moment its headers arrive.
+  // A slow client holds the 800 KB it sent of the 1 MiB budget while its last KiB is missing.
   const slowBody = new TextEncoder().encode(addWithDocument("slow", 800 * 1024));
   const slow = slowAdd(lb.url, addPath, slowBody);
-  await waitFor(async () => (await json(`${lb.url}/wal/status`)).inflight_body_bytes > 0, { message: "the slow body is counted" });
+  const sentBytes = slowBody.byteLength - 1024;
+  await waitFor(async () => (await json(`${lb.url}/wal/status`)).inflight_body_bytes === sentBytes, { message: "the bytes sent are counted" });
   const held = await json(`${lb.url}/wal/status`);
-  expect({ bytes: held.inflight_body_bytes, max: held.inflight_body_max_bytes }).toEqual({ bytes: slowBody.byteLength, max: 1024 * 1024 });
-  expect(await (await fetch(`${lb.url}/metrics`)).text()).toContain(`chroma_lb_inflight_body_bytes ${slowBody.byteLength}`);
+  expect({ bytes: held.inflight_body_bytes, max: held.inflight_body_max_bytes }).toEqual({ bytes: sentBytes, max: 1024 * 1024 });
+  expect(await (await fetch(`${lb.url}/metrics`)).text()).toContain(`chroma_lb_inflight_body_bytes ${sentBytes}`);
 
   // None of these fits beside it: each waits 0.3 s, then is refused unread.
   const started = performance.now();
@@ -207,6 +210,63 @@ test("past MAX_INFLIGHT_MB requests wait, then answer 503 with Retry-After and l
   expect(await idsOnInstances(lb.url, "inflight", { primary: primary!.url, replica: replica!.url })).toEqual({ primary: ids, replica: ids });
 }, 60_000);
 
+/** A raw client that declares `declaredBytes` of body and sends `sentBytes` of it, then nothing; its answer, if any. */
+function stalledSender(lbUrl: string, path: string, declaredBytes: number, sentBytes: number) {
+  const { hostname, port } = new URL(lbUrl);
+  const socket = net.connect(Number(port), hostname);
+  socket.write(`POST ${path} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nContent-Type: application/json\r\nContent-Length: ${declaredBytes}\r\n\r\n`);
+  socket.write(new Uint8Array(sentBytes).fill(0x20));
+  let raw = "";
+  const answer = new Promise<number>((resolve) => {
+    socket.on("data", (chunk: Buffer) => {
+      raw += chunk.toString("utf8");
+      const status = /^HTTP\/1\.1 (\d+)/.exec(raw)?.[1];
+      if (status) resolve(Number(status));
+    });
+    socket.on("error", () => resolve(0));
+    socket.on("close", () => resolve(0));
+  });
+  return { answer, close: () => socket.destroy() };
+}
+
+test("slow senders that declare large bodies and trickle cannot starve other clients' writes, and a stalled body is cut off and its bytes released", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({
+    CHROMA_PRIMARY_URL: primary!.url,
+    CHROMA_REPLICA_URL: replica!.url,
+    // The defaults (MAX_BODY_MB 40, MAX_INFLIGHT_MB 128, INFLIGHT_WAIT_TIMEOUT 2 s), with a
+    // short rate window so that the test does not wait 5 s for the cut-off.
+    BODY_RATE_WINDOW: "1",
+  });
+  const id = await createCollection(lb.url, "slow_senders");
+  const addPath = `${T}/collections/${id}/add`;
+
+  // Four clients each declare almost 40 MiB (160 MiB together, past MAX_INFLIGHT_MB) and send one byte.
+  const declared = chromaBodyBytesMax - 1024;
+  const slow = Array.from({ length: 4 }, () => stalledSender(lb.url, addPath, declared, 1));
+  // A fifth sends 30 MiB at once, then stalls: those bytes are held until it is cut off.
+  const stalled = stalledSender(lb.url, addPath, declared, 30 * 1024 * 1024);
+  await waitFor(async () => (await json(`${lb.url}/wal/status`)).inflight_body_bytes >= 30 * 1024 * 1024, { message: "the stalled sender's bytes are counted" });
+
+  // Every other client's write is taken at once, none answered 503.
+  const started = performance.now();
+  const others = await Promise.all(Array.from({ length: 8 }, (_, i) => post(`${lb.url}${addPath}`, addWithDocument(`other-${i}`, 64 * 1024))));
+  expect({ statuses: others.map((a) => a.status), refused: (await json(`${lb.url}/wal/status`)).inflight_refused_requests }).toEqual({
+    statuses: Array(8).fill(201),
+    refused: 0,
+  });
+  expect(performance.now() - started).toBeLessThan(2_000);
+
+  // The senders that stopped are cut off (408) within a window or two; nothing of theirs stays held or logged.
+  expect(await Promise.all([stalled.answer, ...slow.map((s) => s.answer)])).toEqual([408, 408, 408, 408, 408]);
+  await waitFor(async () => (await json(`${lb.url}/wal/status`)).inflight_body_bytes === 0, { message: "every byte released" });
+  for (const s of [stalled, ...slow]) s.close();
+  await waitFor(async () => (await json(`${lb.url}/wal/status`)).pending_writes === 0, { message: "every write reached the replica" });
+  const ids = Array.from({ length: 8 }, (_, i) => `other-${i}`);
+  expect(await idsOnInstances(lb.url, "slow_senders", { primary: primary!.url, replica: replica!.url })).toEqual({ primary: ids, replica: ids });
+}, 60_000);
+
 test("at WAL_MAX_DISK_MB new writes answer 507 with one alert, and every write acknowledged before reaches both instances", async () => {
   using receiver = alertReceiver();
   const alerts = receiver.alerts;
@@ -230,6 +290,7 @@ test("at WAL_MAX_DISK_MB new writes answer 507 with one alert, and every write a
   expect(refused).not.toBeNull();
   expect(acknowledged.length).toBeGreaterThan(0);
   expect(refused!.headers.get("content-type")).toBe("application/json");
+  expect(refused!.headers.get("retry-after")).toBe("5");
   const error = JSON.parse(refused!.text) as { error: string; message: string };
   expect(error.error).toBe("InsufficientStorage");
   for (const hint of ["WAL_MAX_DISK_MB", "POST /wal/cleanup", "WAL_RETENTION_HOURS"]) expect(error.message).toContain(hint);

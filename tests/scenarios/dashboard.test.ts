@@ -171,6 +171,9 @@ test(
       const shownHealthyMs = Math.round(performance.now() - restartedAt);
       // Caught up: the page shows the replica owes nothing.
       await page.waitForSelector('[data-testid="instance-replica-lag"][data-value="0"]', { timeout: 30_000 });
+      // The error of the outage stays in view, faded: it is from before the replica recovered.
+      await page.waitForSelector('[data-testid="instance-replica-last-error"][data-state="past"]', { timeout: 5_000 });
+      expect(await page.textContent('[data-testid="instance-replica-last-error"]')).toContain("before it recovered");
       console.log(`healthy again: ${await screenshot(page, "3-healthy-again.png")}`);
 
       await load.stop();
@@ -187,6 +190,115 @@ test(
     }
   },
   120_000,
+);
+
+/**
+ * Runs `work` again and again until the page shows `selector`, and answers that element:
+ * the page polls once a second, and work on a fast machine may end between two polls.
+ */
+async function whileRepeating(page: Page, selector: string, work: () => Promise<unknown>, timeoutMs = 60_000) {
+  let shown = false;
+  let runs = 0;
+  const repeating = (async () => {
+    while (!shown) {
+      runs += 1;
+      await work();
+    }
+  })();
+  try {
+    return await page.waitForSelector(selector, { timeout: timeoutMs });
+  } finally {
+    shown = true;
+    await repeating;
+    console.log(`${selector}: shown after ${runs} run(s) of the work`);
+  }
+}
+
+test(
+  "a resync and a consistency check in progress show records done of how many, rate and time left; a copy under resync is under repair, not diverged",
+  async () => {
+    // Enough records that a piece of work spans one of the page's one-second polls or more.
+    const collectionsCount = 3;
+    const recordsEach = 3_000;
+    for (let c = 0; c < collectionsCount; c++) {
+      const created = await fetch(`${lb.url}${T}/collections`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: `bulk_${c}` }),
+      });
+      const { id } = (await created.json()) as { id: string };
+      const ids = Array.from({ length: recordsEach }, (_, i) => `r-${i}`);
+      const added = await fetch(`${lb.url}${T}/collections/${id}/add`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ ids, embeddings: ids.map((_, i) => Array.from({ length: dimensions }, (_, d) => ((i * (d + 1)) % 97) / 97)) }),
+      });
+      expect(added.status).toBe(201);
+    }
+    const settled = async () => ((await (await fetch(`${lb.url}/wal/status`)).json()) as { pending_writes: number }).pending_writes === 0;
+    const deadline = performance.now() + 60_000;
+    while (!(await settled())) {
+      if (performance.now() > deadline) throw new Error("the bulk load did not reach the replica");
+      await Bun.sleep(100);
+    }
+    // Every collection's record count (the first test's collection is there too).
+    const collections = (await (await fetch(`${lb.url}${T}/collections`)).json()) as Array<{ id: string; name: string }>;
+    const counts = new Map<string, number>();
+    for (const c of collections) counts.set(c.name, Number(await (await fetch(`${lb.url}${T}/collections/${c.id}/count`)).text()));
+    const recordsAll = [...counts.values()].reduce((a, b) => a + b, 0);
+    const fmt = (n: number) => n.toLocaleString("en-US");
+
+    const { context, external, pageErrors } = await localOnlyContext();
+    try {
+      const page = await context.newPage();
+      await page.goto(`${lb.url}/dashboard`);
+      await page.waitForSelector(instanceCard("replica", "healthy"), { timeout: 15_000 });
+      expect(await page.isHidden('[data-testid="work-panel"]')).toBe(true);
+
+      // A manual resync of bulk_0 on the replica, once its copy has started (total known).
+      const resync = { answer: null as { ok: boolean } | null };
+      const work = await whileRepeating(page, '[data-testid="work-resync"][data-instance="replica"][data-collection="bulk_0"][data-total]', async () => {
+        const res = await fetch(`${lb.url}/admin/instances/replica/resync`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ collection: "bulk_0" }),
+        });
+        resync.answer = (await res.json()) as { ok: boolean };
+      });
+      expect(await work.getAttribute("data-total")).toBe(String(recordsEach));
+      expect(await work.textContent()).toMatch(
+        new RegExp(`^Resync of bulk_0 on replica from primary: (copying|replaying later writes)[\\d,]+ of ${fmt(recordsEach)} records copied · [\\d.,]+ records/s · (.+ left|time left unknown)$`),
+      );
+      // The copy being rebuilt is under repair, never counted as diverged.
+      const repairing = await page.$$eval('[data-testid="diverged-state"]', (cells) => cells.map((c) => c.getAttribute("data-state")));
+      const repairCard = await page.locator('[data-testid="instance-replica-under-repair"]').count();
+      expect(await page.locator('[data-testid="instance-replica-diverged"]').count()).toBe(0);
+      expect(await page.getAttribute('[data-testid="log-diverged-count"]', "data-value")).toBe("0");
+      // Both views come from the same poll as the progress shown.
+      expect({ repairing, repairCard }).toEqual({ repairing: ["under_repair"], repairCard: 1 });
+      console.log(`resync: ${await screenshot(page, "6-resync.png")}`);
+      await page.waitForSelector('[data-testid="work-panel"]', { state: "hidden", timeout: 30_000 });
+      expect(resync.answer).toEqual(expect.objectContaining({ ok: true }));
+      expect(await page.locator('[data-testid="instance-replica-under-repair"]').count()).toBe(0);
+
+      // A consistency check of every collection: both copies of each are read.
+      const outcome = { differing: null as number | null };
+      const checking = await whileRepeating(page, '[data-testid="work-consistency"][data-total]', async () => {
+        outcome.differing = ((await (await fetch(`${lb.url}/admin/consistency`)).json()) as { collections_differing: number }).collections_differing;
+      });
+      expect(await checking.getAttribute("data-total")).toBe(String(2 * recordsAll));
+      expect(await checking.textContent()).toMatch(
+        new RegExp(`^Consistency check: collection \\d+ of ${counts.size} \\(.+\\)[\\d,]+ of ${fmt(2 * recordsAll)} records read · [\\d.,]+ records/s · (.+ left|time left unknown)$`),
+      );
+      console.log(`consistency check: ${await screenshot(page, "7-consistency.png")}`);
+      expect(outcome.differing).toBe(0);
+      await page.waitForSelector('[data-testid="work-panel"]', { state: "hidden", timeout: 10_000 });
+      expect({ external, pageErrors }).toEqual({ external: [], pageErrors: [] });
+    } finally {
+      await context.close();
+    }
+  },
+  180_000,
 );
 
 test(

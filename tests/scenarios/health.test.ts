@@ -189,7 +189,9 @@ test("/admin/instances and /status report each instance with health, counters, r
     last_health_check: isoTime,
     last_error: null,
     last_error_at: null,
+    healthy_since: isoTime,
     simulated: null,
+    probe_healthy: true,
     lag: { entries: 0, seconds: 0, failing_entries: 0, last_replay_error: null },
     diverged_collections: [],
   });
@@ -255,6 +257,8 @@ test("/admin/instances and /status report each instance with health, counters, r
     success_rate: 100,
     last_error: expect.stringMatching(/refused/),
     last_error_at: isoTime,
+    healthy_since: null,
+    probe_healthy: false,
   });
   expectIdle([dead]);
   expect(Date.parse(lastErrorAt)).toBeLessThanOrEqual(Date.now());

@@ -120,17 +120,26 @@ describe("admin", () => {
     expect(await res.json()).toEqual({ error: "Forbidden", message: "Reset is disabled by config" });
   });
 
-  test("with ADMIN_TOKEN set, mappings need `Authorization: Bearer <token>`", async () => {
+  test("with ADMIN_TOKEN set, mappings need it as `Authorization: Bearer <token>` or `X-Chroma-Token`", async () => {
     await using app = await buildApp({ ADMIN_TOKEN: "t0ken" });
-    const refused: Array<Record<string, string>> = [{}, { authorization: "Bearer wrong" }, { authorization: "t0ken" }, { authorization: "Basic t0ken" }];
-    for (const headers of refused) {
+    const needs = "This endpoint needs an admin token: ADMIN_TOKEN, or a token of role admin for every tenant and database";
+    const refused: Array<[Record<string, string>, string]> = [
+      [{}, needs],
+      [{ authorization: "t0ken" }, needs],
+      [{ authorization: "Basic t0ken" }, needs],
+      [{ authorization: "Bearer wrong" }, `The token is unknown or revoked. ${needs}`],
+      [{ "x-chroma-token": "t0ken2" }, `The token is unknown or revoked. ${needs}`],
+    ];
+    for (const [headers, message] of refused) {
       const res = await app.request("/collection/mappings", { headers });
-      expect(res.status).toBe(401);
-      expect(await res.json()).toEqual({ error: "Unauthorized", message: "This endpoint needs `Authorization: Bearer <ADMIN_TOKEN>`" });
+      expect({ status: res.status, body: await res.json() }).toEqual({ status: 401, body: { error: "Unauthorized", message } });
     }
-    const ok = await app.request("/collection/mappings", { headers: { authorization: "Bearer t0ken" } });
-    expect(ok.status).toBe(200);
-    expect(await ok.json()).toEqual({ mappings: [], count: 0 });
+    const accepted: Array<Record<string, string>> = [{ authorization: "Bearer t0ken" }, { authorization: "bearer  t0ken" }, { "x-chroma-token": "t0ken" }];
+    for (const headers of accepted) {
+      const ok = await app.request("/collection/mappings", { headers });
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ mappings: [], count: 0 });
+    }
     // State changes are guarded the same way; read-only figures are not.
     expect((await app.json("/wal/cleanup", "POST", {})).status).toBe(401);
     expect((await app.request("/wal/status")).status).toBe(200);

@@ -4,6 +4,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { ConfigError, loadConfig } from "../../src/config";
 
 const two = { CHROMA_PRIMARY_URL: "http://127.0.0.1:8001", CHROMA_REPLICA_URL: "http://127.0.0.1:8002" };
@@ -21,7 +23,7 @@ function configError(env: Record<string, string | undefined>): ConfigError {
 
 describe("loadConfig", () => {
   test("fills every default when only the two instance URLs are set", () => {
-    const config = loadConfig(two);
+    const config = loadConfig(two, { hostname: "lb-1" });
     expect({ ...config }).toEqual({
       port: 8000,
       host: "0.0.0.0",
@@ -33,6 +35,9 @@ describe("loadConfig", () => {
       databaseUrl: null,
       logStore: "sqlite",
       adminToken: null,
+      authRequired: false,
+      authTokensFile: null,
+      declaredTokens: [],
       protectedCollections: ["global"],
       allowReset: false,
       logLevel: "info",
@@ -55,6 +60,8 @@ describe("loadConfig", () => {
       maxBodyBytes: 40 * 1024 * 1024,
       maxInflightBytes: 128 * 1024 * 1024,
       inflightWaitMs: 2000,
+      bodyMinBytesPerS: 64 * 1024,
+      bodyRateWindowMs: 5000,
       walMaxDiskBytes: 10_240 * 1024 * 1024,
       walDiskReserveBytes: 16 * 1024 * 1024,
       mirrorSyncIntervalMs: 5000,
@@ -65,6 +72,9 @@ describe("loadConfig", () => {
       alertLagMs: 60_000,
       alertBacklogEntries: 10_000,
       alertCheckIntervalMs: 5000,
+      nodeId: "lb-1:8000",
+      nodeHeartbeatIntervalMs: 1000,
+      leaseTtlMs: 6000,
     });
     expect(Object.isFrozen(config)).toBe(true);
   });
@@ -126,6 +136,8 @@ describe("loadConfig", () => {
       MAX_BODY_MB: "1",
       MAX_INFLIGHT_MB: "3",
       INFLIGHT_WAIT_TIMEOUT: "0.5",
+      BODY_MIN_KIB_PER_SECOND: "8",
+      BODY_RATE_WINDOW: "1.5",
       WAL_MAX_DISK_MB: "0",
       WAL_DISK_RESERVE_MB: "3",
       READ_REPLICA_RATIO: "0",
@@ -145,6 +157,8 @@ describe("loadConfig", () => {
       maxBodyBytes: config.maxBodyBytes,
       maxInflightBytes: config.maxInflightBytes,
       inflightWaitMs: config.inflightWaitMs,
+      bodyMinBytesPerS: config.bodyMinBytesPerS,
+      bodyRateWindowMs: config.bodyRateWindowMs,
       walMaxDiskBytes: config.walMaxDiskBytes,
       walDiskReserveBytes: config.walDiskReserveBytes,
       readReplicaRatio: config.readReplicaRatio,
@@ -163,6 +177,8 @@ describe("loadConfig", () => {
       maxBodyBytes: 1024 * 1024,
       maxInflightBytes: 3 * 1024 * 1024,
       inflightWaitMs: 500,
+      bodyMinBytesPerS: 8 * 1024,
+      bodyRateWindowMs: 1500,
       walMaxDiskBytes: 0,
       walDiskReserveBytes: 3 * 1024 * 1024,
       readReplicaRatio: 0,
@@ -263,5 +279,47 @@ describe("bun run src/index.ts", () => {
     const lines = stderr.split("\n").filter((line) => line.trim() !== "");
     expect(lines).toEqual(['chroma-lb: bad configuration: PORT: expected an integer from 0 to 65535, got "abc"']);
     expect(stdout).toBe("");
+  });
+});
+
+describe("access control settings", () => {
+  test("AUTH_REQUIRED=true with neither ADMIN_TOKEN nor AUTH_TOKENS_FILE is refused", () => {
+    expect(configError({ ...two, AUTH_REQUIRED: "true" }).message).toBe(
+      'AUTH_REQUIRED: expected ADMIN_TOKEN or AUTH_TOKENS_FILE to be set as well (no token could be made otherwise), got "true"',
+    );
+    expect(loadConfig({ ...two, AUTH_REQUIRED: "true", ADMIN_TOKEN: "a" }).authRequired).toBe(true);
+  });
+
+  test("AUTH_TOKENS_FILE is read and checked at start; its hashes are never echoed", () => {
+    const dir = mkdtempSync(join(tmpdir(), "chroma-lb-tokens-"));
+    try {
+      const file = join(dir, "tokens.json");
+      const hash = "a".repeat(64);
+      writeFileSync(file, JSON.stringify({ tokens: [{ name: "cms", role: "write", tenants: ["acme"], sha256: hash }] }));
+      expect(loadConfig({ ...two, AUTH_TOKENS_FILE: file }).declaredTokens).toEqual([{ name: "cms", role: "write", tenants: ["acme"], databases: ["*"], sha256: hash }]);
+      writeFileSync(file, JSON.stringify({ tokens: [{ name: "cms", role: "owner", sha256: hash }] }));
+      expect(configError({ ...two, AUTH_TOKENS_FILE: file }).message).toBe(`AUTH_TOKENS_FILE: expected ${file} to hold role read, write or admin at tokens[0], got "owner"`);
+      writeFileSync(file, JSON.stringify({ tokens: [{ name: "cms", role: "read", sha256: "not-a-hash" }] }));
+      expect(configError({ ...two, AUTH_TOKENS_FILE: file }).message).toBe(`AUTH_TOKENS_FILE: expected ${file} to hold a lowercase hex sha256 at tokens[0], got "(hidden)"`);
+      expect(configError({ ...two, AUTH_TOKENS_FILE: join(dir, "missing.json") }).message).toContain("AUTH_TOKENS_FILE: expected a readable file");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("CHROMA_INSTANCE_HEADERS_<NAME> is a JSON object of header names to strings, per instance", () => {
+    const config = loadConfig({
+      CHROMA_INSTANCES: "east=http://a:8000,west-2=http://b:8000",
+      CHROMA_INSTANCE_HEADERS_WEST_2: '{"Authorization":"Bearer s3cret","X-Team":"a=b;c"}',
+    });
+    expect(config.instances).toEqual([
+      { name: "east", url: "http://a:8000" },
+      { name: "west-2", url: "http://b:8000", headers: { Authorization: "Bearer s3cret", "X-Team": "a=b;c" } },
+    ]);
+    expect(configError({ ...two, CHROMA_INSTANCE_HEADERS_PRIMARY: "Authorization=Bearer s3cret" }).message).toBe(
+      'CHROMA_INSTANCE_HEADERS_PRIMARY: expected a JSON object of header names to strings, such as {"Authorization":"Bearer s3cret"}, got "(hidden: not JSON)"',
+    );
+    expect(configError({ ...two, CHROMA_INSTANCE_HEADERS_REPLICA: '{"Host":"x"}' }).message).toContain("CHROMA_INSTANCE_HEADERS_REPLICA: expected header names other than Host");
+    expect(configError({ ...two, CHROMA_INSTANCE_HEADERS_REPLICA: '{"X-A":1}' }).message).toBe('CHROMA_INSTANCE_HEADERS_REPLICA: expected a string without line breaks for X-A, got "(hidden)"');
   });
 });

@@ -4,7 +4,7 @@
  * records every request it gets.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { startLbInProcess, type LbInProcess } from "../support";
+import { startLbInProcess, waitFor, type LbInProcess } from "../support";
 
 interface Seen {
   method: string;
@@ -76,7 +76,7 @@ function lastTo(fake: ReturnType<typeof fakeChroma>, suffix: string): Seen {
   return found;
 }
 
-test("a write reaches the instance with the client's auth headers and the body's exact bytes, without hop-by-hop headers", async () => {
+test("a write reaches the instance with the body's exact bytes and the client's own headers, without hop-by-hop headers", async () => {
   // Unusual spacing and key order: a re-encoded body would differ.
   const body = '{ "ids" : ["a"],\n  "embeddings": ["AACAPwAAAEA="], "documents":["x"] }';
   const res = await fetch(`${lb.url}${T}/collections/docs/add`, {
@@ -89,11 +89,12 @@ test("a write reaches the instance with the client's auth headers and the body's
   expect(seen.path).toBe(`${T}/collections/${collectionUuid}/add`);
   expect(seen.body).toBe(body);
   expect(seen.headers["content-type"]).toBe("application/json");
+  // Open data API: the client's credentials are not chroma-lb's, so they pass on.
   expect({
     authorization: seen.headers.authorization,
     token: seen.headers["x-chroma-token"],
     custom: seen.headers["x-custom"],
-  }).toEqual({ authorization: "Bearer client-token", token: "chroma-token", custom: "kept" });
+  }).toEqual({ authorization: clientHeaders.authorization, token: clientHeaders["x-chroma-token"], custom: "kept" });
   for (const dropped of ["keep-alive", "te", "proxy-authorization", "x-dropped-by-connection", "x-chroma-lb-min-position"]) {
     expect(seen.headers[dropped]).toBeUndefined();
   }
@@ -109,7 +110,8 @@ test("a read reaches the instance with its query string and headers", async () =
   expect(res.status).toBe(200);
   const seen = lastTo(primary, "/get");
   expect(seen.search).toBe("?limit=7&extra=1");
-  expect(seen.headers.authorization).toBe("Bearer client-token");
+  expect(seen.headers.authorization).toBe(clientHeaders.authorization);
+  expect(seen.headers["x-custom"]).toBe("kept");
   expect(seen.headers.te).toBeUndefined();
 });
 
@@ -121,14 +123,72 @@ test("catalog reads pass their query string on", async () => {
   expect(listings).toContain("?limit=5&offset=1");
 });
 
-test("an Authorization header carrying chroma-lb's admin token is never forwarded; any other is", async () => {
+test("the admin token never reaches an instance; other credentials pass while the data API is open and never once it is closed", async () => {
   await using guarded = await startLbInProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, READ_REPLICA_RATIO: "0", ADMIN_TOKEN: "s3cret" });
-  const get = (authorization: string) =>
-    fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", authorization }, body: "{}" });
-  expect((await get("Bearer s3cret")).status).toBe(200);
-  expect(lastTo(primary, "/get").headers.authorization).toBeUndefined();
-  expect((await get("Bearer client-token")).status).toBe(200);
-  expect(lastTo(primary, "/get").headers.authorization).toBe("Bearer client-token");
+  const get = (headers: Record<string, string>) =>
+    fetch(`${guarded.url}${T}/collections/docs/get`, { method: "POST", headers: { "content-type": "application/json", ...headers }, body: "{}" });
+  const seenFor = async (headers: Record<string, string>) => {
+    expect((await get(headers)).status).toBe(200);
+    const seen = lastTo(primary, "/get").headers;
+    return { authorization: seen.authorization, token: seen["x-chroma-token"] };
+  };
+  // Open: the admin token is chroma-lb's and stays; a client's own credentials pass on.
+  expect(await seenFor({ authorization: "Bearer s3cret" })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ "x-chroma-token": "s3cret" })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ authorization: "Bearer client-token", "x-chroma-token": "other" })).toEqual({ authorization: "Bearer client-token", token: "other" });
+  // The first data token closes the data API: from then on both headers carry chroma-lb's tokens.
+  const created = await fetch(`${guarded.url}/admin/tokens`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: "Bearer s3cret" },
+    body: JSON.stringify({ name: "reader", role: "read" }),
+  });
+  expect(created.status).toBe(201);
+  const { token } = (await created.json()) as { token: string };
+  expect(await seenFor({ authorization: `Bearer ${token}` })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ "x-chroma-token": token })).toEqual({ authorization: undefined, token: undefined });
+  expect(await seenFor({ authorization: `Bearer ${token}`, "x-chroma-token": token })).toEqual({ authorization: undefined, token: undefined });
+});
+
+test("CHROMA_INSTANCE_HEADERS_<NAME> reach that instance on client requests, probes, adoption and replay, over the client's own", async () => {
+  // Instances of its own: the file's other servers probe the shared ones all along.
+  const [own, ownReplica] = [fakeChroma(), fakeChroma()];
+  await using withHeaders = await startLbInProcess({
+    CHROMA_PRIMARY_URL: own.url,
+    CHROMA_REPLICA_URL: ownReplica.url,
+    READ_REPLICA_RATIO: "0",
+    CHROMA_INSTANCE_HEADERS_PRIMARY: '{"Authorization":"Bearer instance-secret","X-Custom":"from-config"}',
+    CHROMA_INSTANCE_HEADERS_REPLICA: '{"X-Replica-Key":"r-secret"}',
+  });
+  const send = (op: string, body: string) =>
+    fetch(`${withHeaders.url}${T}/collections/docs/${op}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: "Bearer client-token", "x-custom": "from-client" },
+      body,
+    });
+  expect((await send("get", "{}")).status).toBe(200);
+  const seen = lastTo(own, "/get").headers;
+  expect({ authorization: seen.authorization, custom: seen["x-custom"] }).toEqual({ authorization: "Bearer instance-secret", custom: "from-config" });
+  expect((await send("add", '{"ids":["h"],"embeddings":[[1,2]]}')).status).toBe(201);
+  // The add reaches the replica by replay, with the replica's own headers and nothing of the
+  // client's (the log keeps bodies, never headers).
+  const replayed = await waitFor(() => ownReplica.seen.find((s) => s.path.endsWith("/add")), { timeoutMs: 5000, message: "the add replayed to the replica" });
+  expect({ key: replayed.headers["x-replica-key"], authorization: replayed.headers.authorization, custom: replayed.headers["x-custom"] }).toEqual({
+    key: "r-secret",
+    authorization: undefined,
+    custom: undefined,
+  });
+  // Every request to each instance since this server started carried that instance's headers:
+  // probes (heartbeat), adoption (collection lists), pre-flight checks, client requests.
+  try {
+    expect(own.seen.some((s) => s.path === "/api/v2/heartbeat")).toBe(true);
+    expect(ownReplica.seen.some((s) => s.path === `${T}/collections`)).toBe(true);
+    expect(own.seen.filter((s) => s.headers.authorization !== "Bearer instance-secret")).toEqual([]);
+    expect(ownReplica.seen.filter((s) => s.headers["x-replica-key"] !== "r-secret")).toEqual([]);
+  } finally {
+    await withHeaders.stop();
+    own.server.stop(true);
+    ownReplica.server.stop(true);
+  }
 });
 
 test("the admin token never reaches an instance, whatever the spelling of its Authorization and whatever header carries it", async () => {
@@ -161,9 +221,10 @@ test("the admin token never reaches an instance, whatever the spelling of its Au
     }
   }
   expect(leaks).toEqual([]);
-  // Another client's own credentials still pass.
-  await requests[1]!.send({ authorization: "bearer client-token" });
-  expect(lastTo(primary, "/get").headers.authorization).toBe("bearer client-token");
+  // Any other credential is the client's own while the data API is open: it passes on.
+  await requests[1]!.send({ authorization: "bearer client-token", "x-chroma-token": "client-token" });
+  const seen = lastTo(primary, "/get").headers;
+  expect({ authorization: seen.authorization, token: seen["x-chroma-token"] }).toEqual({ authorization: "bearer client-token", token: "client-token" });
 });
 
 test("admin endpoints accept the token in any spelling of the Bearer scheme, and nothing else", async () => {
@@ -180,7 +241,7 @@ test("admin endpoints check the token before they read the body", async () => {
   const refused = await cleanup({}, "{not json");
   expect({ status: refused.status, body: await refused.json() }).toEqual({
     status: 401,
-    body: { error: "Unauthorized", message: "This endpoint needs `Authorization: Bearer <ADMIN_TOKEN>`" },
+    body: { error: "Unauthorized", message: "This endpoint needs an admin token: ADMIN_TOKEN, or a token of role admin for every tenant and database" },
   });
   expect((await cleanup({ authorization: "Bearer s3cre" }, '{"max_age_hours":"x"}')).status).toBe(401);
   expect((await cleanup({ authorization: "Bearer s3cret" }, '{"max_age_hours":1}')).status).toBe(200);

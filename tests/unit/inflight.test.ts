@@ -228,4 +228,93 @@ describe("withBody", () => {
     expect(((await over.json()) as { error: string }).error).toBe("ChromaError");
     expect(l.budget.bytes).toBe(0);
   });
+
+  /** A request that declares `declared` bytes and sends what the test tells it to, when it tells it. */
+  function fed(declared: number, sent = 0): { request: Request; send: (bytes: number) => void; end: () => void } {
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        controller = c;
+        if (sent > 0) c.enqueue(new Uint8Array(sent));
+      },
+    });
+    const request = new Request(url, { method: "POST", body, headers: { "content-type": "application/json", "content-length": String(declared) } });
+    return { request, send: (bytes) => controller.enqueue(new Uint8Array(bytes)), end: () => controller.close() };
+  }
+
+  test("a body that declares more than it sends holds only the bytes that arrived, so other requests are admitted", async () => {
+    const l = { ...limits(1_000, 50), minBytesPerS: 0 };
+    const slow = [fed(900, 1), fed(900, 1), fed(900, 1), fed(900, 1)];
+    const answers = slow.map(({ request }) => withBody(request, l, ok));
+    await Bun.sleep(5);
+    expect(l.budget.bytes).toBe(4);
+    expect((await withBody(post(500), l, ok)).status).toBe(200);
+    for (const { end } of slow) end();
+    await Promise.all(answers);
+    expect(l.budget.bytes).toBe(0);
+  });
+
+  test("a body that stops arriving is cut off with 408 after one rate window, its bytes released, and nothing handled", async () => {
+    const l = { ...limits(1_000, 50), minBytesPerS: 1_000, rateWindowMs: 100 };
+    const { request } = fed(900, 600);
+    let handled = false;
+    const startedAt = performance.now();
+    const answer = withBody(request, l, async () => {
+      handled = true;
+      return ok();
+    });
+    await Bun.sleep(20);
+    expect(l.budget.bytes).toBe(600);
+    const response = await answer;
+    expect(performance.now() - startedAt).toBeLessThan(1_000);
+    expect({ status: response.status, connection: response.headers.get("connection"), body: await response.json(), handled, bytes: l.budget.bytes }).toEqual({
+      status: 408,
+      connection: "close",
+      body: { error: "RequestTimeout", message: expect.stringContaining("BODY_MIN_KIB_PER_SECOND") },
+      handled: false,
+      bytes: 0,
+    });
+  });
+
+  test("a body that keeps the minimum rate is read whole, however long it takes", async () => {
+    const l = { ...limits(10_000, 50), minBytesPerS: 1_000, rateWindowMs: 50 };
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        await Bun.sleep(10);
+        if (sent++ === 20) controller.close();
+        else controller.enqueue(new Uint8Array(50));
+      },
+    });
+    const request = new Request(url, { method: "POST", body, headers: { "content-type": "application/json", "content-length": "1000" } });
+    let seen = -1;
+    const response = await withBody(request, l, async (bytes) => {
+      seen = bytes.byteLength;
+      return ok();
+    });
+    expect({ status: response.status, seen }).toEqual({ status: 200, seen: 1_000 });
+  });
+
+  test("bodies admitted together that need more than the room wait for it; when every one waits, the newest gives up (503) at once and the other finishes", async () => {
+    const l = { ...limits(1_000, 5_000), minBytesPerS: 0 };
+    // Both admitted while nothing is held; then each sends half, then the other half.
+    const a = fed(800);
+    const b = fed(800);
+    const answers = [withBody(a.request, l, ok), withBody(b.request, l, ok)];
+    a.send(400);
+    b.send(400);
+    await Bun.sleep(5);
+    expect(l.budget.bytes).toBe(800);
+    const startedAt = performance.now();
+    a.send(400);
+    await Bun.sleep(5);
+    expect(l.budget.waiting).toBe(1);
+    b.send(400);
+    a.end();
+    b.end();
+    const [first, second] = await Promise.all(answers);
+    // Not the wait bound (5 s): the standstill is ended as soon as it exists.
+    expect(performance.now() - startedAt).toBeLessThan(1_000);
+    expect([first!.status, second!.status, l.budget.bytes]).toEqual([200, 503, 0]);
+  });
 });

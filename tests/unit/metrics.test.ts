@@ -4,6 +4,7 @@
  * npm accept values and names Prometheus refuses), requests are counted by route class,
  * status and instance, and each server has its own registry. Also `GET /events`.
  */
+import type { Instance, InstanceRegistry } from "../../src/instances/registry";
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -30,7 +31,7 @@ async function buildServer(): Promise<TestServer> {
   const config = loadConfig({ CHROMA_PRIMARY_URL: "http://127.0.0.1:1", CHROMA_REPLICA_URL: "http://127.0.0.1:2", DATA_DIR: dataDir });
   const services = await buildServices(config, createLogger("error"));
   const app = createApp(services);
-  const handle = services.metrics.instrument((request: Request) => app.handle(request));
+  const handle = services.metrics.instrument((request: Request) => app.handle(request), (request, status) => services.access.answered(request, status));
   const request = (path: string, init?: RequestInit) => handle(new Request(`http://lb.test${path}`, init));
   return {
     services,
@@ -45,6 +46,14 @@ async function buildServer(): Promise<TestServer> {
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * What passing probes do to an instance (the fake URLs never answer one): no public call
+ * marks an instance up, since none may make a dead instance look alive.
+ */
+function markUpByProbes(registry: InstanceRegistry, instance: Instance) {
+  (registry as unknown as { setHealthy(i: Instance, healthy: boolean, reason: string): void }).setHealthy(instance, true, "probes passed");
 }
 
 /** The samples of one family as `name{labels} value` strings, for whole-array comparisons. */
@@ -218,8 +227,8 @@ describe("GET /metrics", () => {
     expect(families.get("chroma_lb_process_resident_memory_bytes")!.samples[0]!.value).toBeGreaterThan(1024 * 1024);
 
     expect(samples(families, "chroma_lb_requests_total")).toEqual([
-      'chroma_lb_requests_total{route_class="admin",status="503",instance="none"} 1',
-      'chroma_lb_requests_total{route_class="record_read",status="404",instance="none"} 1',
+      'chroma_lb_requests_total{route_class="admin",status="503",instance="none",principal="anonymous"} 1',
+      'chroma_lb_requests_total{route_class="record_read",status="404",instance="none",principal="anonymous"} 1',
     ]);
     expect(samples(families, "chroma_lb_request_duration_seconds", (l) => l.le === undefined).map((s) => s.replace(/_sum(\{[^}]*\}) [0-9.e-]+$/, "_sum$1 S"))).toEqual([
       'chroma_lb_request_duration_seconds_sum{route_class="admin"} S',
@@ -238,8 +247,8 @@ describe("GET /metrics", () => {
     await registry.checkAll();
     replayer.stats.recordLag(1_500);
     replayer.stats.recordLag(20);
-    registry.simulate(registry.get("replica")!, true, null);
-    registry.simulate(registry.get("replica")!, false, null);
+    markUpByProbes(registry, registry.get("replica")!);
+    registry.simulateOutage(registry.get("replica")!, null);
     const families = await server.metrics();
     expect(samples(families, "chroma_lb_instance_request_duration_seconds", (l) => l.le === undefined).filter((s) => s.includes("_count"))).toEqual([
       'chroma_lb_instance_request_duration_seconds_count{instance="primary",route_class="passthrough",outcome="unreachable"} 1',
@@ -266,8 +275,8 @@ describe("GET /metrics", () => {
     await a.request("/health");
     await a.request("/health");
     await b.request("/health");
-    expect(samples(await a.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none"} 2']);
-    expect(samples(await b.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none"} 1']);
+    expect(samples(await a.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none",principal="anonymous"} 2']);
+    expect(samples(await b.metrics(), "chroma_lb_requests_total")).toEqual(['chroma_lb_requests_total{route_class="admin",status="503",instance="none",principal="anonymous"} 1']);
   });
 });
 
@@ -276,8 +285,8 @@ describe("GET /events", () => {
     await using server = await buildServer();
     const { registry, alerter } = server.services;
     const replica = registry.get("replica")!;
-    registry.simulate(replica, true, null);
-    registry.simulate(replica, false, null);
+    markUpByProbes(registry, replica);
+    registry.simulateOutage(replica, null);
     alerter.send({ event: "instance_down", instance: "replica", message: "instance replica is down: simulated outage" });
     alerter.resolve({ event: "instance_down", instance: "replica", message: "instance replica is back" });
     const res = await server.request("/events");

@@ -10,10 +10,17 @@ import { renderOpenApi } from "../../src/openapi";
 const committedPath = join(import.meta.dir, "..", "..", "openapi", "openapi.json");
 
 interface Operation {
+  parameters?: Array<{ name: string; in: string; schema?: { default?: unknown } }>;
+  responses?: Record<string, { content?: Record<string, { schema?: unknown }> }>;
+  security?: unknown[];
   requestBody?: { required?: boolean; content?: Record<string, { schema?: { type?: string; properties?: Record<string, unknown>; required?: string[] } }> };
   tags?: string[];
 }
-type Document = { paths: Record<string, Record<string, Operation>> };
+type Document = {
+  paths: Record<string, Record<string, Operation>>;
+  security?: unknown[];
+  components?: { securitySchemes?: Record<string, unknown> };
+};
 
 let rendered: string;
 let document: Document;
@@ -28,6 +35,7 @@ const C = `${T}/collections/{collection}`;
 
 /** Every route of Chroma's v2 API, as "METHOD path". */
 const chromaRoutes = [
+  "GET /api/v2",
   "GET /api/v2/heartbeat",
   "GET /api/v2/version",
   "GET /api/v2/healthcheck",
@@ -64,6 +72,7 @@ const adminRoutes = [
   "POST /wal/cleanup",
   "POST /admin/wal/{seq}/skip",
   "GET /collection/mappings",
+  "GET /admin/collection_mappings",
   "DELETE /collection/mappings/{name}",
   "POST /admin/create_mapping",
   "POST /admin/adopt",
@@ -72,6 +81,9 @@ const adminRoutes = [
   "POST /admin/instances/{name}/maintenance",
   "GET /admin/consistency",
   "POST /admin/instances/{name}/resync",
+  "POST /admin/tokens",
+  "GET /admin/tokens",
+  "DELETE /admin/tokens/{id}",
 ];
 
 const operations = (doc: Document) =>
@@ -126,5 +138,40 @@ describe("openapi/openapi.json", () => {
       const schema = operation(route).requestBody?.content?.["application/json"]?.schema;
       expect({ route, type: schema?.type }).toEqual({ route, type: "object" });
     }
+  });
+
+  test("declares both token schemes, so the Swagger UI's Authorize works; only liveness and version are open", () => {
+    expect(document.components?.securitySchemes).toEqual({
+      bearer: { type: "http", scheme: "bearer", description: expect.any(String) },
+      chromaToken: { type: "apiKey", in: "header", name: "X-Chroma-Token", description: expect.any(String) },
+    });
+    expect(document.security).toEqual([{ bearer: [] }, { chromaToken: [] }]);
+    const open = [...chromaRoutes, ...statusRoutes, ...adminRoutes].filter((r) => operation(r).security?.length === 0);
+    expect(open).toEqual(["GET /api/v2", "GET /api/v2/heartbeat", "GET /api/v2/version", "GET /api/v2/healthcheck", "GET /api/v2/pre-flight-checks", ...statusRoutes]);
+  });
+
+  test("every admin operation documents its success, 401 and 403 with schemas, and 404 where it names something", () => {
+    for (const route of adminRoutes) {
+      const responses = operation(route).responses ?? {};
+      const schemaOf = (status: string) => responses[status]?.content?.["application/json"]?.schema;
+      const success = Object.keys(responses).filter((s) => /^20[0-2]$/.test(s));
+      expect({ route, success: success.length > 0, successSchemas: success.every((s) => schemaOf(s) !== undefined), e401: schemaOf("401") !== undefined, e403: schemaOf("403") !== undefined }).toEqual({
+        route,
+        success: true,
+        successSchemas: true,
+        e401: true,
+        e403: true,
+      });
+      if (route.includes("{name}") || route.includes("{id}") || route.includes("{seq}")) expect({ route, e404: schemaOf("404") !== undefined }).toEqual({ route, e404: true });
+    }
+  });
+
+  test("tenant and database path parameters default to Chroma's defaults, and the collection to the create example's name", () => {
+    const defaults = (route: string) => Object.fromEntries((operation(route).parameters ?? []).filter((p) => p.in === "path").map((p) => [p.name, p.schema?.default]));
+    const create = operation(`POST ${T}/collections`).requestBody?.content?.["application/json"]?.schema as { example?: { name?: string } };
+    for (const route of [`POST ${C}/add`, `POST ${C}/query`, `POST ${C}/get`]) {
+      expect(defaults(route)).toEqual({ tenant: "default_tenant", database: "default_database", collection: create.example!.name });
+    }
+    expect(defaults(`POST ${T}/collections`)).toEqual({ tenant: "default_tenant", database: "default_database" });
   });
 });

@@ -26,88 +26,109 @@ export class SqliteLogStore implements LogStore {
   }
 
   async appendGroup(entries: NewEntry[], nowMs: number) {
-    return appendGroup(this.ctx, entries, nowMs);
+    return this.clean(() => appendGroup(this.ctx, entries, nowMs));
   }
   async load() {
-    return positions.load(this.ctx);
+    return this.clean(() => positions.load(this.ctx));
   }
   async owed(instance: string, partition: string, query: OwedQuery) {
-    return positions.owed(this.ctx, instance, partition, query);
+    return this.clean(() => positions.owed(this.ctx, instance, partition, query));
   }
   async firstOwedBefore(instance: string, beforeSeq: number, kinds?: EntryKind[], exceptPartition?: string) {
-    return positions.firstOwedBefore(this.ctx, instance, beforeSeq, kinds, exceptPartition);
+    return this.clean(() => positions.firstOwedBefore(this.ctx, instance, beforeSeq, kinds, exceptPartition));
   }
   async owedPartitions(instance: string, limit: number) {
-    return positions.owedPartitions(this.ctx, instance, limit);
+    return this.clean(() => positions.owedPartitions(this.ctx, instance, limit));
   }
   async owesBefore(instance: string, partition: string, beforeSeq: number) {
-    return positions.owesBefore(this.ctx, instance, partition, beforeSeq);
+    return this.clean(() => positions.owesBefore(this.ctx, instance, partition, beforeSeq));
   }
   async owedBy(seq: number) {
-    return positions.owedBy(this.ctx, seq);
+    return this.clean(() => positions.owedBy(this.ctx, seq));
   }
   async recoverUnanswered() {
-    return outcomes.recoverUnanswered(this.ctx);
+    return this.clean(() => outcomes.recoverUnanswered(this.ctx));
   }
   async markReady(seqs: number[], appliedBy: string | null) {
-    outcomes.markReady(this.ctx, seqs, appliedBy);
+    return this.clean(() => outcomes.markReady(this.ctx, seqs, appliedBy));
   }
   async keepUnanswered(seqs: number[]) {
-    outcomes.keepUnanswered(this.ctx, seqs);
+    return this.clean(() => outcomes.keepUnanswered(this.ctx, seqs));
   }
   async completeOnTarget(instance: string, seqs: number[]) {
-    return outcomes.completeOnTarget(this.ctx, instance, seqs);
+    return this.clean(() => outcomes.completeOnTarget(this.ctx, instance, seqs));
   }
   async reject(seq: number) {
-    outcomes.reject(this.ctx, seq);
+    return this.clean(() => outcomes.reject(this.ctx, seq));
   }
   async markApplied(instance: string, seqs: number[]) {
-    return outcomes.markApplied(this.ctx, instance, seqs);
+    return this.clean(() => outcomes.markApplied(this.ctx, instance, seqs));
   }
   async recordFailure(instance: string, seq: number, error: string, refused: boolean) {
-    outcomes.recordFailure(this.ctx, instance, seq, error, refused);
+    return this.clean(() => outcomes.recordFailure(this.ctx, instance, seq, error, refused));
   }
   async skip(instance: string, seq: number) {
-    return outcomes.skip(this.ctx, instance, seq);
+    return this.clean(() => outcomes.skip(this.ctx, instance, seq));
   }
   async markCopiedUpTo(instance: string, partition: string, uptoSeq: number) {
-    return outcomes.markCopiedUpTo(this.ctx, instance, partition, uptoSeq);
+    return this.clean(() => outcomes.markCopiedUpTo(this.ctx, instance, partition, uptoSeq));
   }
   async markDiverged(instance: string, entry: Pick<Entry, "seq" | "partition" | "op">, error: string, atMs: number) {
-    return divergence.markDiverged(this.ctx, instance, entry, error, atMs);
+    return this.clean(() => divergence.markDiverged(this.ctx, instance, entry, error, atMs));
   }
   async markUnderRepair(instance: string, partition: string, reason: string, atMs: number) {
-    return divergence.markUnderRepair(this.ctx, instance, partition, reason, atMs);
+    return this.clean(() => divergence.markUnderRepair(this.ctx, instance, partition, reason, atMs));
   }
   async clearDiverged(instance: string, partition: string) {
-    return divergence.clearDiverged(this.ctx, instance, partition);
+    return this.clean(() => divergence.clearDiverged(this.ctx, instance, partition));
   }
   async cleanup(maxAgeMs: number) {
-    return retention.cleanup(this.ctx, maxAgeMs);
+    return this.clean(() => retention.cleanup(this.ctx, maxAgeMs));
   }
   async clear() {
-    retention.clear(this.ctx);
+    return this.clean(() => retention.clear(this.ctx));
   }
   async checkpoint() {
-    retention.checkpoint(this.ctx);
+    return this.clean(() => retention.checkpoint(this.ctx));
   }
   async partitionState(partition: string) {
-    return status.partitionState(this.ctx, partition);
+    return this.clean(() => status.partitionState(this.ctx, partition));
   }
   async counts() {
-    return status.counts(this.ctx);
+    return this.clean(() => status.counts(this.ctx));
   }
   async failedEntries(limit: number) {
-    return status.failedEntries(this.ctx, limit);
+    return this.clean(() => status.failedEntries(this.ctx, limit));
   }
   async size() {
-    return size(this.ctx);
+    return this.clean(() => size(this.ctx));
   }
   async ping() {}
   /** A local file is never "unreachable": its failures are errors (or a full disk, see ../storage.ts). */
   isUnreachableError() {
     return false;
   }
+  /**
+   * Runs one change. SQLite may keep a transaction open after a COMMIT that failed for lack
+   * of room; the next statement would then join it, so it is rolled back here and every
+   * change starts clean.
+   */
+  private clean<T>(change: () => T): T {
+    try {
+      return change();
+    } catch (error) {
+      const { sqlite } = this.ctx.local;
+      if (sqlite.inTransaction) {
+        try {
+          sqlite.run("ROLLBACK");
+        } catch {
+          // Already rolled back by SQLite.
+        }
+      }
+      throw error;
+    }
+  }
+
   async close() {
     if (this.closeWithStore) this.ctx.local.close();
   }
