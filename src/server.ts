@@ -52,7 +52,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
     if (key) instanceAnswers.remember(key, body, contentType);
   };
-  const logStore = pg ? new PostgresLogStore(pg.sql, instanceNames) : new SqliteLogStore(local, instanceNames);
+  const logStore = pg ? new PostgresLogStore({ durable: pg.sql, relaxed: pg.relaxed }, instanceNames) : new SqliteLogStore(local, instanceNames);
   const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
   const recovered = await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });

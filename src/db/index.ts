@@ -46,8 +46,14 @@ export function openLocalStore(dataDir: string): LocalStore {
 
 export interface MirrorStore {
   db: MirrorDb;
-  /** The driver itself, for the log's hot-path statements (wal/postgres). */
+  /** The driver itself, for the log's hot-path statements (wal/postgres): commits wait for the server's disk. */
   sql: postgres.Sql;
+  /**
+   * A second pool whose commits do not wait for the disk (synchronous_commit=off): for
+   * every change but appends, which replay redoes if a crash of the server loses it (as the
+   * SQLite log commits them with synchronous=NORMAL).
+   */
+  relaxed: postgres.Sql;
   close(): Promise<void>;
 }
 
@@ -56,17 +62,27 @@ export interface MirrorStore {
  * from the first query, so callers treat the mirror as optional and retry later.
  */
 export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
-  const client = postgres(databaseUrl, {
-    max: 4,
-    connect_timeout: connectTimeoutSeconds,
-    idle_timeout: 30,
-    onnotice: () => {},
-    // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
-    connection: { synchronous_commit: "on" },
-    // Positions and counts are bigint in Postgres, and well within 2^53 here.
-    types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
-  });
+  const pool = (synchronousCommit: "on" | "off") =>
+    postgres(databaseUrl, {
+      max: 4,
+      connect_timeout: connectTimeoutSeconds,
+      idle_timeout: 30,
+      onnotice: () => {},
+      connection: { synchronous_commit: synchronousCommit },
+      // Positions and counts are bigint in Postgres, and well within 2^53 here.
+      types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
+    });
+  // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
+  const client = pool("on");
+  const relaxed = pool("off");
   const db = drizzlePg({ client, schema: pgSchema });
   await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
-  return { db, sql: client, close: () => client.end({ timeout: 2 }) };
+  return {
+    db,
+    sql: client,
+    relaxed,
+    close: async () => {
+      await Promise.all([client.end({ timeout: 2 }), relaxed.end({ timeout: 2 })]);
+    },
+  };
 }

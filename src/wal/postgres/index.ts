@@ -37,11 +37,24 @@ const unreachableCodes = new Set([
 export class PostgresLogStore implements LogStore {
   readonly kind = "postgres";
 
+  /**
+   * `durable` commits wait for the server's disk: appends and every change of an entry's
+   * state (answered, ready, rejected), which ordering depends on. `sql` (relaxed) is the
+   * pool for the rest (what an instance applied, failures, marks, retention): a crash of
+   * the server may lose its last such commits, and replay then applies those entries again,
+   * as after a machine crash with the SQLite store.
+   */
   constructor(
-    private readonly sql: postgres.Sql,
+    pools: { durable: postgres.Sql; relaxed: postgres.Sql },
     private readonly instances: string[],
     private readonly onClose: () => Promise<void> = async () => {},
-  ) {}
+  ) {
+    this.durable = pools.durable;
+    this.sql = pools.relaxed;
+  }
+
+  private readonly durable: postgres.Sql;
+  private readonly sql: postgres.Sql;
 
   // Append.
 
@@ -53,7 +66,7 @@ export class PostgresLogStore implements LogStore {
    */
   async appendGroup(group: NewEntry[], nowMs: number): Promise<Entry[]> {
     const bodies = group.map((e) => (e.body ? Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength) : empty));
-    const rows = await this.sql<Array<{ seq: number }>>`
+    const rows = await this.durable<Array<{ seq: number }>>`
       WITH lock AS (SELECT pg_advisory_xact_lock(${appendLockKey})),
       src AS (
         SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq, s.*
@@ -61,7 +74,7 @@ export class PostgresLogStore implements LogStore {
                   ${group.map((e) => e.partition)}::text[], ${group.map((e) => e.kind)}::text[], ${group.map((e) => e.op)}::text[],
                   ${group.map((e) => e.tenant)}::text[], ${group.map((e) => e.database)}::text[], ${group.map((e) => e.collectionId)}::text[],
                   ${group.map((e) => e.name)}::text[], ${group.map((e) => e.body?.byteLength ?? 0)}::int[],
-                  ${this.sql.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
+                  ${this.durable.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
                 ) WITH ORDINALITY AS u(partition, kind, op, tenant, database, collection_id, name, body_bytes, body, has_body, ord)
                 ORDER BY u.ord) s
       ),
@@ -161,27 +174,27 @@ export class PostgresLogStore implements LogStore {
   // Outcomes.
 
   async recoverUnanswered() {
-    return (await this.sql`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
+    return (await this.durable`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
   }
 
   async markReady(seqs: number[], appliedBy: string | null) {
-    await this.sql`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
+    await this.durable`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
   }
 
   async keepUnanswered(seqs: number[]) {
-    await this.sql`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
+    await this.durable`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
   }
 
   async completeOnTarget(instance: string, seqs: number[]) {
     // One statement (one round trip, one transaction): ready for all, applied on the target.
-    const removed = await this.sql<Array<{ seq: number }>>`
+    const removed = await this.durable<Array<{ seq: number }>>`
       WITH ready AS (UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${instance} WHERE seq = ANY(${seqs}::bigint[]))
       DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}::bigint[]) RETURNING seq`;
     return removed.map((r) => r.seq);
   }
 
   async reject(seq: number) {
-    await this.sql`
+    await this.durable`
       WITH rejected AS (UPDATE chroma_lb_wal_entries SET state = 'rejected', applied_by = NULL WHERE seq = ${seq}),
            body AS (DELETE FROM chroma_lb_wal_bodies WHERE seq = ${seq})
       DELETE FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
