@@ -34,15 +34,22 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
   job("health-check", deps.config.healthCheckIntervalMs, () => deps.registry.checkAll());
   // Tokens made or revoked by another node or by `bun run token` hold here within two runs.
   job("token-refresh", tokenRefreshIntervalMs, () => deps.access.refreshOnce());
-  job("replay", deps.config.walSyncIntervalMs, () => {
+  job("replay", deps.config.walSyncIntervalMs, async () => {
     // State changes the log could not record (a full disk) hold back their collections: retry them first.
-    deps.wal.resolveOnce();
+    await deps.wal.resolveOnce();
     deps.replayer.kickAll();
+  });
+  // An unreachable log store is probed each second: writes resume at its first answer.
+  job("log-store-probe", 1_000, async () => {
+    if (deps.wal.storeUnreachable && (await deps.wal.probeOnce())) {
+      deps.log.warn("the log store answers again; writes are taken");
+      deps.replayer.kickAll();
+    }
   });
   job("memory-sample", deps.config.memorySampleIntervalMs, () => deps.sizer.observe(BatchSizer.sampleProcess()));
   job("adoption", 60_000, () => deps.adoption.adoptOnce());
-  job("wal-retention", 3600_000, () => {
-    const result = deps.wal.cleanup(deps.config.walRetentionMs);
+  job("wal-retention", 3600_000, async () => {
+    const result = await deps.wal.cleanup(deps.config.walRetentionMs);
     if (result.deletedEntries) deps.log.info("log retention", { deletedEntries: result.deletedEntries });
   });
   if (deps.config.autoRepair) job("repair", 5_000, () => deps.resyncer.repairOnce());

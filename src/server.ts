@@ -10,7 +10,9 @@ import { fillCollection } from "./collections/fill";
 import { Mirror } from "./collections/mirror";
 import { CollectionStore } from "./collections/store";
 import type { Config } from "./config";
-import { openLocalStore } from "./db";
+import { openLocalStore, openMirrorStore } from "./db";
+import { PostgresMappingStore } from "./collections/mappings-postgres";
+import { PostgresLogStore } from "./wal/postgres";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -26,6 +28,7 @@ import { startSchedules } from "./schedules";
 import { KeyedMutex } from "./util/mutex";
 import type { Services } from "./services";
 import { WriteAheadLog } from "./wal/log";
+import { SqliteLogStore } from "./wal/sqlite";
 import { StorageReserve } from "./wal/storage";
 import { ConsistencyChecker } from "./repair/consistency";
 import { Resyncer } from "./repair/resync";
@@ -35,10 +38,13 @@ export type { Services };
 
 /** Opens the stores and builds every service; starts nothing in the background. */
 export async function buildServices(config: Config, log: Logger = createLogger(config.logLevel)): Promise<Services> {
+  // DATA_DIR is opened with either store: it also holds the mirror's watermark and the spare file.
   const local = openLocalStore(config.dataDir);
-  const collections = new CollectionStore(local);
+  const instanceNames = config.instances.map((i) => i.name);
+  const pg = config.logStore === "postgres" ? await openMirrorStore(config.databaseUrl!) : null;
+  const collections = await CollectionStore.open(pg ? new PostgresMappingStore(pg.db) : local);
   const registry = new InstanceRegistry(config.instances, config, log);
-  const reserve = new StorageReserve(config.dataDir, config.walDiskReserveBytes);
+  const reserve = pg ? null : new StorageReserve(config.dataDir, config.walDiskReserveBytes);
   const instanceAnswers = new InstanceAnswers(local);
   // The pre-flight checks each instance answers when it comes up are kept too, so a client
   // started during a later outage of every instance can write even if none asked before.
@@ -46,14 +52,16 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
     if (key) instanceAnswers.remember(key, body, contentType);
   };
-  const wal = new WriteAheadLog(local, config.instances.map((i) => i.name), undefined, reserve);
-  const recovered = wal.recoverUnanswered();
+  const logStore = pg ? new PostgresLogStore(pg.sql, instanceNames) : new SqliteLogStore(local, instanceNames);
+  const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
+  const recovered = await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
   sizer.observe(BatchSizer.sampleProcess());
   const replayer = new Replayer(wal, collections, registry, sizer, config, log);
   const adoption = new Adoption(collections, registry, wal, config, log);
-  const mirror = config.databaseUrl ? new Mirror(config.databaseUrl, local, collections, log) : null;
+  // With the Postgres store the mappings are in Postgres already: no mirror.
+  const mirror = config.databaseUrl && !pg ? new Mirror(config.databaseUrl, local, collections, log) : null;
   const writeLocks = new KeyedMutex();
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
@@ -108,6 +116,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await wal.close();
+      await pg?.close();
       local.close();
     },
   };
@@ -167,7 +177,9 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     if (!services.resyncer.sourceFor(instance, record)) {
       // Nothing to copy from yet: the mark keeps the copy out of use, and the repair schedule
       // starts the resync once a source serves.
-      wal.markUnderRepair(instance.name, record.id, `${why}; waiting for a source to resync from`);
+      void wal.markUnderRepair(instance.name, record.id, `${why}; waiting for a source to resync from`).catch((error) =>
+        log.error("could not mark a copy for repair", { instance: instance.name, collection: record.name, error: String(error) }),
+      );
       return;
     }
     log.warn("repair scheduled", { instance: instance.name, collection: record.name, why });

@@ -86,8 +86,8 @@ export function adminRoutes(deps: AdminDeps) {
 
   const healthyCount = () => registry.all.filter((i) => i.healthy).length;
 
-  const walStatus = () => {
-    const counts = wal.counts();
+  const walStatus = async () => {
+    const counts = await wal.counts();
     const lag = replayer.stats.lagPercentiles();
     return {
       head_position: wal.headSeq(),
@@ -142,18 +142,18 @@ export function adminRoutes(deps: AdminDeps) {
         adaptive_batch_reductions: sizer.adaptiveBatchReductions,
       },
       replay_lag_ms: lag,
-      failed: wal.failedEntries(20),
+      failed: await wal.failedEntries(20),
       diverged: wal.divergences().map(divergenceView),
       resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
     };
   };
 
   /** The figures of GET /metrics as JSON, for the old balancer's scripts (memory in MB, as it gave). */
-  const metricsJson = () => {
+  const metricsJson = async () => {
     const cpu = process.cpuUsage();
     const uptimeSeconds = (Date.now() - deps.startedAtMs) / 1000;
     const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-    const counts = wal.counts();
+    const counts = await wal.counts();
     return {
       service: "chroma-lb",
       uptime_seconds: Math.round(uptimeSeconds),
@@ -217,7 +217,7 @@ export function adminRoutes(deps: AdminDeps) {
   return new Elysia({ name: "admin" })
     .get(
       "/health",
-      ({ set }) => {
+      async ({ set }) => {
         const healthy = healthyCount();
         set.status = healthy > 0 ? 200 : 503;
         return {
@@ -225,14 +225,14 @@ export function adminRoutes(deps: AdminDeps) {
           healthy_instances: `${healthy}/${registry.all.length}`,
           service: "chroma-lb",
           architecture: "write-ahead log with ordered replay",
-          pending_writes: wal.counts().pendingEntries,
+          pending_writes: (await wal.counts()).pendingEntries,
         };
       },
       { detail: { summary: "200 while any instance answers, else 503", ...statusTag } },
     )
     .get(
       "/status",
-      () => ({
+      async () => ({
         service: "chroma-lb",
         architecture: "write-ahead log with ordered replay",
         // `open`: the data API needs no token (AUTH_REQUIRED unset and no token made yet).
@@ -250,7 +250,7 @@ export function adminRoutes(deps: AdminDeps) {
           peak_memory_mb: mb(sizer.peakRssBytes),
         },
         unified_wal: {
-          pending_writes: wal.counts().pendingEntries,
+          pending_writes: (await wal.counts()).pendingEntries,
           is_syncing: replayer.isReplaying(),
           sync_interval_seconds: config.walSyncIntervalMs / 1000,
           head_position: wal.headSeq(),
@@ -312,12 +312,12 @@ export function adminRoutes(deps: AdminDeps) {
         .onBeforeHandle(requireAdmin)
         .post(
           "/wal/cleanup",
-          ({ body }) => {
+          async ({ body }) => {
             const maxAgeMs = body?.max_age_hours !== undefined ? body.max_age_hours * 3600 * 1000 : config.walRetentionMs;
-            const result = wal.cleanup(maxAgeMs);
+            const result = await wal.cleanup(maxAgeMs);
             deps.log.info("log cleanup", { deletedEntries: result.deletedEntries, maxAgeMs });
             // After a full file system, writes resume as soon as the room is back, not at the next check.
-            if (wal.storageIsFull) wal.recoverStorageOnce();
+            if (wal.storageIsFull) await wal.recoverStorageOnce();
             // `cleaned` is the old balancer's name for the same count.
             return { deleted_entries: result.deletedEntries, reset_entries: 0, cleaned: result.deletedEntries };
           },
@@ -328,9 +328,9 @@ export function adminRoutes(deps: AdminDeps) {
         )
         .post(
           "/admin/wal/:seq/skip",
-          ({ params, body }) => {
+          async ({ params, body }) => {
             const instance = findInstance(body.instance);
-            const skipped = wal.skip(instance.name, params.seq);
+            const skipped = await wal.skip(instance.name, params.seq);
             if (!skipped) throw notFound(`Instance ${instance.name} does not owe entry ${params.seq}`);
             deps.log.warn("operator skipped a log entry", { instance: instance.name, seq: params.seq });
             void replayer.kick(instance);
@@ -371,7 +371,7 @@ export function adminRoutes(deps: AdminDeps) {
         )
         .delete(
           "/collection/mappings/:name",
-          ({ params, query }) => {
+          async ({ params, query }) => {
             const tenant = query.tenant ?? "default_tenant";
             const database = query.database ?? "default_database";
             if (config.protectedCollections.includes(params.name)) {
@@ -379,7 +379,7 @@ export function adminRoutes(deps: AdminDeps) {
             }
             const record = collections.byName(tenant, database, params.name);
             if (!record) throw notFound(`No mapping for collection ${params.name} in ${tenant}/${database}`);
-            collections.markDeleted(record.id);
+            await collections.markDeleted(record.id);
             deps.log.warn("mapping removed by operator", { collection: params.name, id: record.id });
             return { success: true, collection_name: params.name, collection_id: record.id, message: "Mapping removed; the collection itself is untouched on every instance" };
           },
@@ -404,10 +404,10 @@ export function adminRoutes(deps: AdminDeps) {
             if (!record) {
               const id = body.primary_id ?? body.replica_id!;
               if (collections.get(id)?.status === "active") throw conflict(`Id ${id} already belongs to another collection`);
-              record = collections.create(id, tenant, database, body.collection_name);
+              record = await collections.create(id, tenant, database, body.collection_name);
             }
-            if (body.primary_id) collections.setInstanceUuid(record.id, primary.name, body.primary_id);
-            if (body.replica_id && replica) collections.setInstanceUuid(record.id, replica.name, body.replica_id);
+            if (body.primary_id) await collections.setInstanceUuid(record.id, primary.name, body.primary_id);
+            if (body.replica_id && replica) await collections.setInstanceUuid(record.id, replica.name, body.replica_id);
             deps.log.warn("mapping set by operator", { collection: body.collection_name, id: record.id });
             return {
               success: true,

@@ -150,7 +150,7 @@ export class Adoption {
           (a, b) => this.registry.get(a.instance)!.priority - this.registry.get(b.instance)!.priority,
         )[0]!;
         if (this.collections.get(preferred.found.uuid)) continue;
-        record = this.collections.create(preferred.found.uuid, sample.tenant, sample.database, sample.name);
+        record = await this.collections.create(preferred.found.uuid, sample.tenant, sample.database, sample.name);
         report.adopted.push(`${sample.tenant}/${sample.database}/${sample.name}`);
         this.log.info("collection adopted", { collection: sample.name, tenant: sample.tenant, database: sample.database, id: record.id });
       }
@@ -159,7 +159,7 @@ export class Adoption {
         const owner = this.collections.byUuid(found.uuid);
         if (owner && owner !== record) continue;
         if (record.instanceUuids.get(instance) !== found.uuid) {
-          this.collections.setInstanceUuid(record.id, instance, found.uuid);
+          await this.collections.setInstanceUuid(record.id, instance, found.uuid);
           report.linked += 1;
         }
       }

@@ -113,7 +113,7 @@ export async function fillCollection(
       result.skipped.push({ instance: target.name, reason: `copy stopped after ${copied} records: ${failure}; the next adoption pass retries` });
       continue;
     }
-    deps.collections.setInstanceUuid(record.id, target.name, targetUuid);
+    await deps.collections.setInstanceUuid(record.id, target.name, targetUuid);
     result.filled.push({ instance: target.name, records: copied });
     deps.log.info("collection filled", { collection: record.name, from: source.name, to: target.name, records: copied });
   }

@@ -79,7 +79,7 @@ export class Mirror {
       const rows = await store.db.select().from(mirrorCollections);
       if (rows.length === 0) return 0;
       const instanceRows = await store.db.select().from(mirrorCollectionInstances);
-      this.collections.restore(
+      await this.collections.restore(
         rows.map((r) => ({ ...r, status: r.status as "active" | "deleted" })),
         instanceRows,
       );

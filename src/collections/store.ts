@@ -1,10 +1,32 @@
 /**
- * Logical collection ids and the UUID each instance knows them under. Kept in SQLite and
- * cached in memory (the hot path resolves a collection on every request).
+ * Logical collection ids and the UUID each instance knows them under: kept by a
+ * MappingStore (SQLite here, see mappings-sqlite.ts) and held in memory by CollectionStore,
+ * which the hot path reads synchronously (it resolves a collection on every request). A
+ * change updates memory at once and resolves once the store has it.
  */
-import { eq } from "drizzle-orm";
 import type { LocalStore } from "../db";
-import { collectionInstances, collections } from "../db/sqlite-schema";
+import { SqliteMappingStore } from "./mappings-sqlite";
+
+/** One logical collection as a store keeps it. */
+export type CollectionRow = Omit<CollectionRecord, "instanceUuids">;
+/** The UUID one instance knows a collection under. */
+export interface InstanceUuidRow {
+  collectionId: string;
+  instance: string;
+  instanceUuid: string;
+  updatedAtMs: number;
+}
+
+/** Where the mappings live. Every call is one transaction. */
+export interface MappingStore {
+  load(): Promise<{ collections: CollectionRow[]; instanceUuids: InstanceUuidRow[] }>;
+  /** Inserts the collection, or makes the existing row with its id active under these names. */
+  upsertCollection(row: CollectionRow): Promise<void>;
+  updateCollection(id: string, change: Partial<Pick<CollectionRow, "name" | "status">> & { updatedAtMs: number }): Promise<void>;
+  setInstanceUuid(row: InstanceUuidRow): Promise<void>;
+  /** Replaces every mapping (restore from the mirror). */
+  replaceAll(collections: CollectionRow[], instanceUuids: InstanceUuidRow[]): Promise<void>;
+}
 
 export interface CollectionRecord {
   id: string;
@@ -24,30 +46,40 @@ export function isUuid(value: string): boolean {
   return uuidPattern.test(value);
 }
 
+const uuidKey = (id: string, instance: string) => `${id}\u0000${instance}`;
+const done = Promise.resolve();
 const nameKey = (tenant: string, database: string, name: string) => `${tenant}\u0000${database}\u0000${name}`;
 
 export class CollectionStore {
   private readonly byId = new Map<string, CollectionRecord>();
   private readonly activeByName = new Map<string, CollectionRecord>();
   private readonly byInstanceUuid = new Map<string, CollectionRecord>();
+  /** When each (collection, instance) UUID last changed, for the mirror. */
+  private readonly uuidUpdatedAtMs = new Map<string, number>();
 
-  constructor(private readonly store: LocalStore) {
-    this.reload();
+  private constructor(readonly store: MappingStore) {}
+
+  /** Opens the mappings kept by `store` (or, given the local SQLite store, by its tables). */
+  static async open(store: MappingStore | LocalStore): Promise<CollectionStore> {
+    const collections = new CollectionStore("sqlite" in store ? new SqliteMappingStore(store) : store);
+    await collections.reload();
+    return collections;
   }
 
-  /** Reads every mapping from SQLite into memory. */
-  reload() {
+  /** Reads every mapping from the store into memory. */
+  async reload() {
+    const { collections, instanceUuids } = await this.store.load();
     this.byId.clear();
     this.activeByName.clear();
     this.byInstanceUuid.clear();
-    for (const row of this.store.db.select().from(collections).all()) {
-      this.index({ ...row, status: row.status as CollectionRecord["status"], instanceUuids: new Map() });
-    }
-    for (const row of this.store.db.select().from(collectionInstances).all()) {
+    this.uuidUpdatedAtMs.clear();
+    for (const row of collections) this.index({ ...row, instanceUuids: new Map() });
+    for (const row of instanceUuids) {
       const record = this.byId.get(row.collectionId);
       if (!record) continue;
       record.instanceUuids.set(row.instance, row.instanceUuid);
       this.byInstanceUuid.set(row.instanceUuid, record);
+      this.uuidUpdatedAtMs.set(uuidKey(row.collectionId, row.instance), row.updatedAtMs);
     }
   }
 
@@ -83,7 +115,8 @@ export class CollectionStore {
     return this.byInstanceUuid.get(instanceUuid)?.id ?? instanceUuid;
   }
 
-  create(id: string, tenant: string, database: string, name: string): CollectionRecord {
+  /** The record is in memory at once (before this yields); resolves once the store has it. */
+  async create(id: string, tenant: string, database: string, name: string): Promise<CollectionRecord> {
     const now = Date.now();
     const record: CollectionRecord = {
       id,
@@ -95,54 +128,48 @@ export class CollectionStore {
       updatedAtMs: now,
       instanceUuids: new Map(),
     };
-    this.store.db
-      .insert(collections)
-      .values({ id, tenant, database, name, status: "active", createdAtMs: now, updatedAtMs: now })
-      .onConflictDoUpdate({ target: collections.id, set: { tenant, database, name, status: "active", updatedAtMs: now } })
-      .run();
+    const persisted = this.store.upsertCollection({ id, tenant, database, name, status: "active", createdAtMs: now, updatedAtMs: now });
     this.index(record);
+    await persisted;
     return record;
   }
 
-  setInstanceUuid(id: string, instance: string, instanceUuid: string) {
+  setInstanceUuid(id: string, instance: string, instanceUuid: string): Promise<void> {
     const record = this.byId.get(id);
-    if (!record) return;
-    if (record.instanceUuids.get(instance) === instanceUuid) return;
+    if (!record) return done;
+    if (record.instanceUuids.get(instance) === instanceUuid) return done;
     const now = Date.now();
-    this.store.db
-      .insert(collectionInstances)
-      .values({ collectionId: id, instance, instanceUuid, updatedAtMs: now })
-      .onConflictDoUpdate({
-        target: [collectionInstances.collectionId, collectionInstances.instance],
-        set: { instanceUuid, updatedAtMs: now },
-      })
-      .run();
+    const persisted = this.store.setInstanceUuid({ collectionId: id, instance, instanceUuid, updatedAtMs: now });
+    this.uuidUpdatedAtMs.set(uuidKey(id, instance), now);
     const previous = record.instanceUuids.get(instance);
     if (previous && this.byInstanceUuid.get(previous) === record) this.byInstanceUuid.delete(previous);
     record.instanceUuids.set(instance, instanceUuid);
     this.byInstanceUuid.set(instanceUuid, record);
+    return persisted;
   }
 
-  rename(id: string, newName: string) {
+  rename(id: string, newName: string): Promise<void> {
     const record = this.byId.get(id);
-    if (!record) return;
+    if (!record) return done;
     const now = Date.now();
-    this.store.db.update(collections).set({ name: newName, updatedAtMs: now }).where(eq(collections.id, id)).run();
+    const persisted = this.store.updateCollection(id, { name: newName, updatedAtMs: now });
     if (record.status === "active") this.activeByName.delete(nameKey(record.tenant, record.database, record.name));
     record.name = newName;
     record.updatedAtMs = now;
     this.index(record);
+    return persisted;
   }
 
   /** Marks a collection deleted. The row stays as a tombstone so the mirror and replay still know it. */
-  markDeleted(id: string) {
+  markDeleted(id: string): Promise<void> {
     const record = this.byId.get(id);
-    if (!record || record.status === "deleted") return;
+    if (!record || record.status === "deleted") return done;
     const now = Date.now();
-    this.store.db.update(collections).set({ status: "deleted", updatedAtMs: now }).where(eq(collections.id, id)).run();
+    const persisted = this.store.updateCollection(id, { status: "deleted", updatedAtMs: now });
     this.activeByName.delete(nameKey(record.tenant, record.database, record.name));
     record.status = "deleted";
     record.updatedAtMs = now;
+    return persisted;
   }
 
   list(options: { includeDeleted?: boolean } = {}): CollectionRecord[] {
@@ -150,28 +177,26 @@ export class CollectionStore {
   }
 
   /** Replaces everything with rows restored from the mirror. */
-  restore(
-    rows: Array<Omit<CollectionRecord, "instanceUuids">>,
-    instanceRows: Array<{ collectionId: string; instance: string; instanceUuid: string; updatedAtMs: number }>,
-  ) {
-    this.store.db.transaction((tx) => {
-      tx.delete(collectionInstances).run();
-      tx.delete(collections).run();
-      for (const row of rows) tx.insert(collections).values(row).run();
-      for (const row of instanceRows) tx.insert(collectionInstances).values(row).run();
-    });
-    this.reload();
+  async restore(rows: CollectionRow[], instanceRows: InstanceUuidRow[]) {
+    await this.store.replaceAll(rows, instanceRows);
+    await this.reload();
   }
 
   /** Rows changed since `sinceMs`, for the mirror. */
   changedSince(sinceMs: number) {
     const records = this.list({ includeDeleted: true }).filter((r) => r.updatedAtMs >= sinceMs);
-    const instanceRows = this.store.db.select().from(collectionInstances).all().filter((r) => r.updatedAtMs >= sinceMs);
+    const instanceRows: InstanceUuidRow[] = [];
+    for (const record of this.byId.values()) {
+      for (const [instance, instanceUuid] of record.instanceUuids) {
+        const updatedAtMs = this.uuidUpdatedAtMs.get(uuidKey(record.id, instance)) ?? 0;
+        if (updatedAtMs >= sinceMs) instanceRows.push({ collectionId: record.id, instance, instanceUuid, updatedAtMs });
+      }
+    }
     return { records, instanceRows };
   }
 
   /** Marks every collection deleted (reset). */
-  markAllDeleted() {
-    for (const record of this.byId.values()) this.markDeleted(record.id);
+  async markAllDeleted() {
+    await Promise.all([...this.byId.values()].map((record) => this.markDeleted(record.id)));
   }
 }

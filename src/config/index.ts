@@ -56,8 +56,10 @@ export interface Config {
   instances: InstanceConfig[];
   /** DATA_DIR (./data): holds the SQLite files (log and mappings). */
   dataDir: string;
-  /** DATABASE_URL (unset): optional Postgres mirror of the mappings. */
+  /** DATABASE_URL (unset): Postgres; with LOG_STORE=sqlite an optional mirror of the mappings, with postgres the store. */
   databaseUrl: string | null;
+  /** LOG_STORE (sqlite): where the log and the mappings live, `sqlite` (DATA_DIR) or `postgres` (DATABASE_URL). */
+  logStore: "sqlite" | "postgres";
   /**
    * ADMIN_TOKEN (unset): an admin token of everything (`Authorization: Bearer <token>` or
    * `X-Chroma-Token`). When set, admin endpoints need an admin credential; alone it leaves
@@ -104,6 +106,8 @@ export interface Config {
   walMaxMemoryMb: number;
   /** WAL_MAX_WORKERS (3): collections replayed in parallel per instance. */
   walMaxWorkers: number;
+  /** REPLAY_STEP_ENTRIES_MAX (10000): log entries one replay step (`replayOnce`) applies to one instance at most. */
+  replayStepEntriesMax: number;
   /** WAL_DEFAULT_BATCH_SIZE (50): operations per replay request when memory is low. */
   walDefaultBatchSize: number;
   /** WAL_MAX_BATCH_SIZE (200): upper bound on operations per replay request. */
@@ -411,6 +415,9 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     throw new ConfigError("LOG_LEVEL", "one of debug, info, warn, error", logLevel);
   }
   const databaseUrl = read(env, "DATABASE_URL") ?? null;
+  const logStore = (read(env, "LOG_STORE") ?? "sqlite").toLowerCase();
+  if (logStore !== "sqlite" && logStore !== "postgres") throw new ConfigError("LOG_STORE", "sqlite or postgres", logStore);
+  if (logStore === "postgres" && !databaseUrl) throw new ConfigError("DATABASE_URL", "a postgres:// URL when LOG_STORE=postgres", "");
   if (databaseUrl !== null && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
     // The value itself may hold a password, so it is never echoed.
     throw new ConfigError("DATABASE_URL", "a postgres:// URL", "(hidden)");
@@ -467,6 +474,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     instances: Object.freeze(instances) as InstanceConfig[],
     dataDir: read(env, "DATA_DIR") ?? "./data",
     databaseUrl,
+    logStore,
     adminToken,
     authRequired,
     authTokensFile,
@@ -489,6 +497,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     requestTimeoutMs: seconds(env, "REQUEST_TIMEOUT", 30, 0.1, 3600),
     walMaxMemoryMb: int(env, "WAL_MAX_MEMORY_MB", 400, 32, 1_000_000),
     walMaxWorkers: int(env, "WAL_MAX_WORKERS", 3, 1, 64),
+    replayStepEntriesMax: int(env, "REPLAY_STEP_ENTRIES_MAX", 10_000, 1, 10_000_000),
     walDefaultBatchSize,
     walMaxBatchSize,
     walMaxBatchBytes: int(env, "WAL_MAX_BATCH_MB", 30, 1, 1024) * 1024 * 1024,

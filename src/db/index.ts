@@ -46,6 +46,8 @@ export function openLocalStore(dataDir: string): LocalStore {
 
 export interface MirrorStore {
   db: MirrorDb;
+  /** The driver itself, for the log's hot-path statements (wal/postgres). */
+  sql: postgres.Sql;
   close(): Promise<void>;
 }
 
@@ -59,8 +61,12 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
     connect_timeout: connectTimeoutSeconds,
     idle_timeout: 30,
     onnotice: () => {},
+    // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
+    connection: { synchronous_commit: "on" },
+    // Positions and counts are bigint in Postgres, and well within 2^53 here.
+    types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
   });
   const db = drizzlePg({ client, schema: pgSchema });
   await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
-  return { db, close: () => client.end({ timeout: 2 }) };
+  return { db, sql: client, close: () => client.end({ timeout: 2 }) };
 }

@@ -35,6 +35,7 @@ export type AlertEvent =
   | "log_backlog"
   | "wal_disk_full"
   | "mirror_unreachable"
+  | "log_store_unreachable"
   | "collection_diverged"
   /** The consistency check found copies of a collection that differ (a notice: repair follows). */
   | "consistency_difference"
@@ -121,6 +122,7 @@ const levels: Record<AlertEvent, EventLevel> = {
   log_backlog: "warn",
   wal_disk_full: "error",
   mirror_unreachable: "warn",
+  log_store_unreachable: "error",
   collection_diverged: "warn",
   consistency_difference: "warn",
   repair_finished: "info",
@@ -369,6 +371,18 @@ export function alertsOnce(deps: AlertCheckDeps): void {
     const full = wal.diskFull(config.walMaxDiskBytes);
     const messages = diskFullMessages({ bytes: wal.diskBytes(), bytesMax: config.walMaxDiskBytes, filesystem: wal.storageIsFull });
     condition(full, { event: "wal_disk_full", message: messages.full }, messages.resolved);
+  }
+
+  {
+    const unreachable = wal.storeUnreachable;
+    condition(
+      unreachable !== null,
+      {
+        event: "log_store_unreachable",
+        message: `chroma-lb's log store cannot be reached since ${new Date(unreachable?.sinceMs ?? 0).toISOString()} (${(unreachable?.error ?? "").slice(0, 300)}): writes are answered 503 with Retry-After and nothing is kept; reads go on from the instances`,
+      },
+      "the log store answers again; writes are taken",
+    );
   }
 
   if (mirror) {

@@ -138,15 +138,17 @@ export class Metrics {
       for (const direction of ["down", "up"]) this.healthTransitions.inc({ instance: instance.name, direction }, 0);
     }
 
-    const gauge = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, value: number) => void) => void) =>
+    const gauge = (name: string, help: string, labelNames: string[], read: (set: (labels: Record<string, string>, value: number) => void) => void | Promise<void>) =>
       new Gauge({
         name: prefix + name,
         help,
         labelNames,
         registers,
-        collect() {
+        async collect() {
+          const values: Array<[Record<string, string>, number]> = [];
+          await read((labels, value) => values.push([labels, Number.isFinite(value) ? value : 0]));
           this.reset();
-          read((labels, value) => this.set(labels, Number.isFinite(value) ? value : 0));
+          for (const [labels, value] of values) this.set(labels, value);
         },
       });
     const counter = (name: string, help: string, read: () => number) =>
@@ -194,9 +196,9 @@ export class Metrics {
 
     // The log.
     gauge("wal_head_position", "Position of the newest log entry.", [], (set) => set({}, wal.headSeq()));
-    gauge("wal_entries", "Entries in the log (applied ones stay until WAL_RETENTION_HOURS).", [], (set) => set({}, wal.counts().total));
-    gauge("wal_pending_entries", "Entries that at least one instance has yet to apply.", [], (set) => set({}, wal.counts().pendingEntries));
-    gauge("wal_rejected_entries", "Entries every instance refused, kept (without body) until retention removes them.", [], (set) => set({}, wal.counts().rejected));
+    gauge("wal_entries", "Entries in the log (applied ones stay until WAL_RETENTION_HOURS).", [], async (set) => set({}, (await wal.counts()).total));
+    gauge("wal_pending_entries", "Entries that at least one instance has yet to apply.", [], async (set) => set({}, (await wal.counts()).pendingEntries));
+    gauge("wal_rejected_entries", "Entries every instance refused, kept (without body) until retention removes them.", [], async (set) => set({}, (await wal.counts()).rejected));
     gauge("wal_disk_bytes", "Size of the log on disk: SQLite pages in use, those still in its -wal file included (WAL_MAX_DISK_MB is compared with it).", [], (set) => set({}, wal.diskBytes()));
     gauge("wal_disk_max_bytes", "WAL_MAX_DISK_MB in bytes: at this size new writes are refused (0: no bound).", [], (set) => set({}, config.walMaxDiskBytes));
     counter("wal_group_commits_total", "Transactions that appended log entries.", () => wal.commitStats.transactions);

@@ -240,7 +240,7 @@ export class ChromaApi {
     return this.read(request, {
       what: "this read",
       candidates,
-      catchUp: async (instance) => (await replayer.drainCatalog(instance, { deadlineMs: this.deadline(), urgent: true })).ok,
+      catchUp: async (instance) => (await replayer.drainCatalog(instance, { deadlineMs: this.deadline(), urgent: true }).catch(() => ({ ok: false }))).ok,
       path: pathFor,
       body,
       rewrite:
@@ -297,7 +297,10 @@ export class ChromaApi {
       what: `collection ${record.name}`,
       candidates,
       catchUp: async (instance) => {
-        const caughtUp = await replayer.drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true });
+        // A log store that cannot be reached cannot bring it up to date: another instance serves.
+        const caughtUp = await replayer
+          .drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true })
+          .catch((error) => ({ ok: false as const, applied: 0, reason: String(error) }));
         return caughtUp.ok && wal.isCaughtUp(instance.name, record.id, minPosition);
       },
       path: (instance) => {
@@ -423,7 +426,7 @@ export class ChromaApi {
         throw new LbError(409, "ChromaError", `Collection [${name}] already exists`);
       }
       const id = crypto.randomUUID();
-      const record = this.deps.collections.create(id, tenant, database, name);
+      const record = await this.deps.collections.create(id, tenant, database, name);
       let result: WriteResult;
       try {
         result = await this.submit(request, {
@@ -441,11 +444,8 @@ export class ChromaApi {
         // is unsettled): nothing will create it, so the name must stay free. Any other error
         // came after logging, and the logged entry is replayed (WritePath.appendAndApply).
         if (error instanceof StorageFullError || error instanceof LbError) {
-          try {
-            this.deps.collections.markDeleted(record.id);
-          } catch {
-            // The mapping store shares the full disk; the client was told the create failed.
-          }
+          // The mapping store may share the full disk; the client was told the create failed.
+          await this.deps.collections.markDeleted(record.id).catch(() => {});
         }
         throw error;
       }
@@ -454,7 +454,7 @@ export class ChromaApi {
         return this.writeResponse({ ...result, outcome: { ...result.outcome, body } });
       }
       if (result.kind === "accepted") return this.writeResponse(result, acceptedCollection(body, { id, name, tenant, database }));
-      this.deps.collections.markDeleted(record.id);
+      await this.deps.collections.markDeleted(record.id);
       return this.writeResponse(result);
     });
   }
@@ -481,7 +481,7 @@ export class ChromaApi {
         name: record.name,
         body,
       });
-      if ((result.kind === "applied" || result.kind === "accepted") && newName !== null) this.deps.collections.rename(record.id, newName);
+      if ((result.kind === "applied" || result.kind === "accepted") && newName !== null) await this.deps.collections.rename(record.id, newName);
       return this.writeResponse(result);
     });
   }
@@ -500,7 +500,7 @@ export class ChromaApi {
         name: record.name,
         body: null,
       });
-      if (result.kind === "applied" || result.kind === "accepted") this.deps.collections.markDeleted(record.id);
+      if (result.kind === "applied" || result.kind === "accepted") await this.deps.collections.markDeleted(record.id);
       return this.writeResponse(result);
     });
   }
@@ -528,7 +528,7 @@ export class ChromaApi {
       });
       if (op === "delete_database" && (result.kind === "applied" || result.kind === "accepted")) {
         for (const record of this.deps.collections.list()) {
-          if (record.tenant === tenant && record.database === database) this.deps.collections.markDeleted(record.id);
+          if (record.tenant === tenant && record.database === database) await this.deps.collections.markDeleted(record.id);
         }
       }
       return this.writeResponse(result);
@@ -585,8 +585,8 @@ export class ChromaApi {
               }
               last = new Response(result.body, { status: result.status, headers: responseHeaders(result.headers) });
             }
-            wal.clear();
-            collections.markAllDeleted();
+            await wal.clear();
+            await collections.markAllDeleted();
             log.warn("reset: every instance and chroma-lb's log and mappings were cleared");
             return last ?? new Response("true", { headers: { "content-type": "application/json" } });
           } finally {

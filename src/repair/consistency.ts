@@ -170,10 +170,10 @@ export class ConsistencyChecker {
       const compare = async () => {
         const instances = await this.currentInstances(record);
         if (instances.length < 2) return this.skipped(record, "fewer than two instances hold the collection and are current");
-        const before = wal.partitionState(record.id);
+        const before = await wal.partitionState(record.id);
         if (before.unanswered > 0) return null;
         const digests = await Promise.all(instances.map((i) => this.digest(i, record)));
-        const after = wal.partitionState(record.id);
+        const after = await wal.partitionState(record.id);
         const stillCurrent = instances.every((i) => wal.isCaughtUp(i.name, record.id));
         if (after.headSeq !== before.headSeq || after.unanswered > 0 || !stillCurrent || digests.some((d) => d === null)) return null;
         return this.verdict(record, before.headSeq, instances, digests as Digest[]);
@@ -185,13 +185,13 @@ export class ConsistencyChecker {
     return this.skipped(record, "the collection changed during every attempt");
   }
 
-  private skipped(record: CollectionRecord, reason: string): CollectionVerdict {
+  private async skipped(record: CollectionRecord, reason: string): Promise<CollectionVerdict> {
     return {
       collection_id: record.id,
       collection_name: record.name,
       tenant: record.tenant,
       database: record.database,
-      position: this.deps.wal.partitionState(record.id).headSeq,
+      position: (await this.deps.wal.partitionState(record.id)).headSeq,
       consistent: true,
       instances: [],
       differences: [],

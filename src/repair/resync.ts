@@ -87,7 +87,7 @@ export class Resyncer {
       const key = `${mark.instance}\u0000${mark.partition}`;
       const record = collections.get(mark.partition);
       if (!record || record.status !== "active") {
-        wal.clearDiverged(mark.instance, mark.partition);
+        await wal.clearDiverged(mark.instance, mark.partition);
         continue;
       }
       const instance = registry.get(mark.instance);
@@ -161,7 +161,7 @@ export class Resyncer {
     try {
       // Marked first: until a resync succeeds, reads avoid the copy and the repair schedule
       // tries again, also when it cannot start yet.
-      wal.markUnderRepair(target.name, record.id, source ? `resync from ${source.name}` : "waiting for a source to resync from");
+      await wal.markUnderRepair(target.name, record.id, source ? `resync from ${source.name}` : "waiting for a source to resync from");
       if (!source) throw new ResyncError(`no serving instance other than ${target.name} holds ${record.name} whole; resync it once one does`);
       if (!target.healthy) throw new ResyncError(`instance ${target.name} is down; resync it once it answers`);
       log.warn("resync started", { instance: target.name, source: source.name, collection: record.name });
@@ -177,13 +177,13 @@ export class Resyncer {
           progress.records_per_second = Math.round(progress.records_copied / Math.max(0.001, (Date.now() - startedMs) / 1000));
           progress.seconds_left = progress.records_per_second > 0 ? Math.ceil((ids.length - progress.records_copied) / progress.records_per_second) : null;
         }
-        wal.markCopiedUpTo(target.name, record.id, position);
+        await wal.markCopiedUpTo(target.name, record.id, position);
       });
       progress.state = "replaying";
       progress.seconds_left = 0;
       const drained = await replayer.drain(target, record.id, { urgent: true, deadlineMs: Date.now() + this.deps.config.requestTimeoutMs });
       if (!drained.ok) log.warn("resync: replay after the copy is not done yet; it goes on in the background", { reason: drained.reason });
-      wal.clearDiverged(target.name, record.id);
+      await wal.clearDiverged(target.name, record.id);
       const verdict: CollectionVerdict = await this.checker.checkCollection(record);
       progress.verified = verdict.skipped ? null : verdict.consistent;
       progress.state = "done";
@@ -225,7 +225,7 @@ export class Resyncer {
     return writeLocks.run(record.id, async () => {
       const drained = await replayer.drain(source, record.id, { urgent: true, deadlineMs: Date.now() + config.requestTimeoutMs });
       if (!drained.ok || !wal.isCaughtUp(source.name, record.id)) throw new ResyncError(`source ${source.name} could not catch up: ${drained.ok ? "entries still owed" : drained.reason}`);
-      const position = wal.partitionState(record.id).headSeq;
+      const position = (await wal.partitionState(record.id)).headSeq;
       const uuid = record.instanceUuids.get(source.name)!;
       const ids: string[] = [];
       for (let offset = 0; ; offset += idPageSize) {
@@ -245,7 +245,7 @@ export class Resyncer {
     const existing = await this.call(target, "GET", path);
     if (existing.status === 200) {
       const id = (JSON.parse(decoder.decode(existing.body)) as { id: string }).id;
-      if (id !== known) this.deps.collections.setInstanceUuid(record.id, target.name, id);
+      if (id !== known) await this.deps.collections.setInstanceUuid(record.id, target.name, id);
       return id;
     }
     const model = await this.call(source, "GET", path);
@@ -263,7 +263,7 @@ export class Resyncer {
     );
     if (created.status !== 200) throw new ResyncError(`instance ${target.name} refused to create ${record.name} (${created.status}: ${decoder.decode(created.body).slice(0, 200)})`);
     const id = (JSON.parse(decoder.decode(created.body)) as { id: string }).id;
-    this.deps.collections.setInstanceUuid(record.id, target.name, id);
+    await this.deps.collections.setInstanceUuid(record.id, target.name, id);
     this.deps.log.warn("resync: created a missing collection", { instance: target.name, collection: record.name });
     return id;
   }

@@ -100,7 +100,7 @@ export async function applyEntries(
   if (first.op === "create_collection" && (status < 300 || alreadyThere)) {
     const uuid = await createdUuid(instance, first, result.body, status, options.timeoutMs);
     if (!uuid) return { kind: "failed", status, headers: result.headers, body: result.body, reason: "create answered without an id" };
-    if (first.collectionId) collections.setInstanceUuid(first.collectionId, instance.name, uuid);
+    if (first.collectionId) await collections.setInstanceUuid(first.collectionId, instance.name, uuid);
   }
   if (status < 300 || alreadyThere) return { kind: "applied", status, headers: result.headers, body: result.body };
   const reason = `${target.method} ${target.path} answered ${status}: ${new TextDecoder().decode(result.body).slice(0, 300)}`;

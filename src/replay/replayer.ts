@@ -13,9 +13,10 @@ import type { Instance, InstanceRegistry } from "../instances/registry";
 import { blameTransportFailure } from "../instances/views";
 import type { Logger } from "../observability/log";
 import { KeyedMutex } from "../util/mutex";
-import type { Entry, EntryKind, WriteAheadLog } from "../wal/log";
+import type { Entry, WriteAheadLog } from "../wal/log";
 import { applyEntries, type ApplyOutcome } from "./apply";
 import { takeBatch, type BatchLimits } from "./batch";
+import { applyBisecting, barrierKinds, blockerOf, nextStep, type PieceOutcome } from "./order";
 import type { BatchSizer } from "./sizing";
 
 export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
@@ -27,6 +28,8 @@ export interface DrainOptions {
   deadlineMs?: number;
   /** Ignore retry backoff (a client is waiting). */
   urgent?: boolean;
+  /** Apply at most this many entries of the partition (replayOnce's bound). */
+  entriesMax?: number;
 }
 
 /** Latency figures of replay, for /wal/status and the benchmark. */
@@ -81,7 +84,8 @@ export interface DivergedEvent {
 /** What the write path gets back from {@link Replayer.applyAsWriteTarget}. */
 export type TargetOutcome = ApplyOutcome | { kind: "not_ready"; reason: string };
 
-type StepResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
+/** What one piece of a batch did: entries applied, or why replay stops there. */
+type PieceResult = { applied: number; reason?: string };
 
 interface Backoff {
   untilMs: number;
@@ -104,7 +108,7 @@ export class Replayer {
     private readonly collections: CollectionStore,
     private readonly registry: InstanceRegistry,
     private readonly sizer: BatchSizer,
-    private readonly config: Pick<Config, "walMaxWorkers" | "walMaxBatchBytes" | "requestTimeoutMs" | "healthCheckTimeoutMs">,
+    private readonly config: Pick<Config, "walMaxWorkers" | "walMaxBatchBytes" | "replayStepEntriesMax" | "requestTimeoutMs" | "healthCheckTimeoutMs">,
     private readonly log: Logger,
   ) {}
 
@@ -183,9 +187,10 @@ export class Replayer {
       if (outcome.kind === "applied") {
         // The entries are durable in the log and applied here, so the client is answered
         // with the instance's success even when their state cannot be recorded now (a full
-        // disk): the log keeps that change and records it later (WriteAheadLog.settle),
-        // holding back the partition until then; after a crash they are replayed everywhere.
-        const recorded = this.wal.completeOnTarget(
+        // disk, an unreachable store): the log keeps that change and records it later
+        // (WriteAheadLog.settle), holding back the partition until then; after a crash they
+        // are replayed everywhere.
+        const recorded = await this.wal.completeOnTarget(
           instance.name,
           first.partition,
           entries.map((e) => e.seq),
@@ -202,49 +207,36 @@ export class Replayer {
   }
 
   /**
-   * Applies what `instance` owes in `partition`, in order, up to `uptoSeq`. Before each
-   * entry, the entries of other partitions it must follow are applied (see barrierKinds).
+   * Applies what `instance` owes in `partition`, in order, up to `uptoSeq` (at most
+   * `entriesMax` entries). Before each entry, the entries of other partitions it must follow
+   * are applied (see order.ts), outside this partition's lock.
    */
   async drain(instance: Instance, partition: string, options: DrainOptions = {}): Promise<DrainResult> {
     let applied = 0;
+    let previousBlocker = -1;
     for (let guard = 0; guard < 10_000; guard++) {
-      const barrier = await this.resolveBarrier(instance, partition, options);
-      if (barrier) return { ok: false, applied, reason: barrier };
-      const step = await this.locks.run(Replayer.lockKey(instance.name, partition), () => this.drainLocked(instance, partition, options));
+      const step = await this.locks.run(Replayer.lockKey(instance.name, partition), () => this.drainLocked(instance, partition, { ...options, entriesMax: (options.entriesMax ?? Number.MAX_SAFE_INTEGER) - applied }));
       applied += step.applied;
       if (!step.ok) return { ok: false, applied, reason: step.reason };
-      if (step.done) return { ok: true, applied };
+      if (!step.blockedBy) return { ok: true, applied };
+      const { seq, partition: other } = step.blockedBy;
+      // An earlier entry still being applied by its write target: give it a moment.
+      if (seq === previousBlocker) await Bun.sleep(5);
+      previousBlocker = seq;
+      const result = await this.drain(instance, other, { ...options, uptoSeq: seq, entriesMax: undefined });
+      if (!result.ok) return { ok: false, applied, reason: `waiting for entry ${seq}: ${result.reason}` };
     }
     return { ok: false, applied, reason: "drain made no progress" };
   }
 
-  /**
-   * Which earlier entries (of other partitions) must be applied before this one:
-   * - a tenant/database entry waits for everything before it (deleting a database comes
-   *   after its collections' writes);
-   * - creating or renaming a collection waits for earlier collection changes, since names
-   *   are unique per database (a delete then re-create of one name must keep its order);
-   * - every other entry waits for earlier tenant/database entries (its database exists).
-   */
-  static barrierKinds(entry: Pick<Entry, "kind" | "op">): EntryKind[] {
-    if (entry.kind === "meta") return ["records", "collection", "meta"];
-    if (entry.op === "create_collection" || entry.op === "modify_collection") return ["collection", "meta"];
-    return ["meta"];
-  }
+  /** Ordering rules across partitions (kept here for callers of the old name; see order.ts). */
+  static barrierKinds = barrierKinds;
 
-  /** Brings the ordering barrier of the partition's next entry up to date; returns a reason when it cannot. */
-  private async resolveBarrier(instance: Instance, partition: string, options: DrainOptions): Promise<string | null> {
-    const next = this.wal.nextPending(instance.name, partition, 1, options.uptoSeq)[0];
-    if (!next) return null;
-    return this.satisfyBarrier(instance, next, options);
-  }
-
-  /** Applies every entry of other partitions that `entry` must follow (see barrierKinds). */
+  /** Applies every entry of other partitions that `entry` must follow (see order.ts). */
   private async satisfyBarrier(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<string | null> {
-    const kinds = Replayer.barrierKinds(entry);
     let previous = -1;
     for (let guard = 0; guard < 1000; guard++) {
-      const earlier = this.wal.firstPendingBefore(instance.name, entry.seq, kinds, entry.partition);
+      const earlier = await blockerOf(this.wal, instance.name, entry);
       if (!earlier) return null;
       // An earlier entry still being applied by its write target: give it a moment.
       if (earlier.seq === previous) await Bun.sleep(5);
@@ -269,7 +261,7 @@ export class Replayer {
     // reach this instance before it, and replay would later apply the older entry over the
     // newer (issue 14: a delete replayed after the upsert that followed it). So the
     // instance must owe nothing earlier of the partition, in any state.
-    const owed = this.wal.owesBefore(instance.name, entry.partition, entry.seq);
+    const owed = await this.wal.owesBefore(instance.name, entry.partition, entry.seq);
     if (owed) return { ok: false, applied: result.applied, reason: `entry ${owed.seq} of the same collection is not settled yet` };
     return result;
   }
@@ -278,7 +270,7 @@ export class Replayer {
   async drainCatalog(instance: Instance, options: DrainOptions): Promise<DrainResult> {
     let applied = 0;
     for (let guard = 0; guard < 1000; guard++) {
-      const next = this.wal.firstPendingBefore(instance.name, Number.MAX_SAFE_INTEGER, ["collection", "meta"]);
+      const next = await this.wal.firstPendingBefore(instance.name, Number.MAX_SAFE_INTEGER, ["collection", "meta"]);
       if (!next) return { ok: true, applied };
       const result = await this.drain(instance, next.partition, { ...options, uptoSeq: next.seq });
       applied += result.applied;
@@ -292,65 +284,34 @@ export class Replayer {
     instance: Instance,
     partition: string,
     options: DrainOptions,
-  ): Promise<{ ok: true; applied: number; done: boolean } | { ok: false; applied: number; reason: string }> {
+  ): Promise<{ ok: true; applied: number; blockedBy?: { seq: number; partition: string } } | { ok: false; applied: number; reason: string }> {
     let applied = 0;
     const key = Replayer.lockKey(instance.name, partition);
+    const entriesMax = options.entriesMax ?? Number.MAX_SAFE_INTEGER;
     while (!this.stopped) {
+      if (applied >= entriesMax) return { ok: true, applied };
       if (!instance.healthy) return { ok: false, applied, reason: `instance ${instance.name} is down` };
       if (options.deadlineMs !== undefined && Date.now() > options.deadlineMs) return { ok: false, applied, reason: "deadline passed" };
       const wait = this.backoff.get(key);
       if (wait && wait.untilMs > Date.now() && !options.urgent) {
         return { ok: false, applied, reason: `retrying after backoff (${wait.delayMs} ms)` };
       }
-      const owed = this.wal.nextPending(
-        instance.name,
-        partition,
-        Math.max(1, this.sizer.current),
-        options.uptoSeq,
-        this.config.walMaxBatchBytes,
-      );
-      if (owed.length === 0) return { ok: true, applied, done: true };
-      // An entry behind an unmet barrier must wait: hand back to drain() to resolve it.
-      if (this.wal.firstPendingBefore(instance.name, owed[0]!.seq, Replayer.barrierKinds(owed[0]!), partition)) {
-        return { ok: true, applied, done: false };
-      }
-      // Later entries may not be merged past a tenant/database entry they must follow. (Only
-      // record writes merge, and their barrier is tenant/database entries alone.)
-      const meta = this.wal.firstPendingBefore(instance.name, owed.at(-1)!.seq, ["meta"], partition);
-      const entries = meta ? owed.filter((e) => e.seq < meta.seq) : owed;
-      const batch = takeBatch(entries, this.limitsFor(instance));
-      const step = await this.applyBisecting(instance, batch.entries, batch.body);
-      applied += step.applied;
-      if (!step.ok) return this.fail(key, applied, step.reason);
+      const next = await nextStep(this.wal, instance.name, partition, {
+        limit: Math.min(Math.max(1, this.sizer.current), entriesMax - applied),
+        uptoSeq: options.uptoSeq,
+        bytesMax: this.config.walMaxBatchBytes,
+      });
+      if (next.kind === "none") return { ok: true, applied };
+      // An entry behind an unmet barrier must wait: drain() applies the blocker first.
+      if (next.kind === "blocked") return { ok: true, applied, blockedBy: next.by };
+      const batch = takeBatch(next.entries, this.limitsFor(instance));
+      const step = await applyBisecting(batch.entries, batch.body, (entries, body) => this.applyPiece(instance, entries, body));
+      const stop = step.results.find((r) => r.reason !== undefined);
+      applied += step.results.reduce((n, r) => n + r.applied, 0);
+      if (stop) return this.fail(key, applied, stop.reason!);
       this.backoff.delete(key);
     }
     return { ok: false, applied, reason: "stopped" };
-  }
-
-  /**
-   * Applies a batch; when the instance refuses a merged batch, applies each half on its
-   * own (bisection), so that a refused entry ends up refused alone and every other entry is
-   * applied, in order, with about log2(n) extra requests per refused entry.
-   */
-  private async applyBisecting(instance: Instance, entries: Entry[], body: Uint8Array | null): Promise<StepResult> {
-    if (this.paused || this.stopped) return { ok: false, applied: 0, reason: "replay is paused" };
-    const result = await this.applyBatch(instance, entries, body);
-    if (result.ok) return { ok: true, applied: entries.length };
-    if (entries.length === 1 || !result.splittable) return { ok: false, applied: 0, reason: result.reason };
-    let applied = 0;
-    const middle = Math.ceil(entries.length / 2);
-    for (const half of [entries.slice(0, middle), entries.slice(middle)]) {
-      // A half of a merged run merges whole again; takeBatch is asked anyway, so a half that
-      // does not is sent in the pieces it allows.
-      for (let rest = half; rest.length > 0; ) {
-        const piece = takeBatch(rest, { entriesMax: rest.length, recordsMax: Number.MAX_SAFE_INTEGER, bytesMax: Number.MAX_SAFE_INTEGER });
-        const step = await this.applyBisecting(instance, piece.entries, piece.body);
-        applied += step.applied;
-        if (!step.ok) return { ok: false, applied, reason: step.reason };
-        rest = rest.slice(piece.entries.length);
-      }
-    }
-    return { ok: true, applied };
   }
 
   private fail(key: string, applied: number, reason: string) {
@@ -361,21 +322,18 @@ export class Replayer {
     return { ok: false as const, applied, reason };
   }
 
-  /** Applies one batch and records the outcome in the log. */
-  private async applyBatch(
-    instance: Instance,
-    entries: Entry[],
-    body: Uint8Array | null,
-  ): Promise<{ ok: true } | { ok: false; reason: string; splittable: boolean }> {
+  /** Applies one piece of a batch (see order.ts's applyBisecting) and records the outcome in the log. */
+  private async applyPiece(instance: Instance, entries: Entry[], body: Uint8Array | null): Promise<PieceOutcome<PieceResult>> {
+    const stop = (reason: string): PieceOutcome<PieceResult> => ({ kind: "stop", results: [{ applied: 0, reason }] });
+    if (this.paused || this.stopped) return stop("replay is paused");
     const startedMs = performance.now();
     const outcome = await applyEntries(instance, entries, body, this.collections, {
       timeoutMs: this.config.requestTimeoutMs,
       replay: true,
     });
-    const seqs = entries.map((e) => e.seq);
     switch (outcome.kind) {
       case "applied": {
-        this.wal.markApplied(instance.name, seqs);
+        await this.wal.markApplied(instance.name, entries);
         this.registry.reportSuccess(instance);
         this.stats.batches += 1;
         this.stats.successfulSyncs += 1;
@@ -383,29 +341,29 @@ export class Replayer {
         this.stats.appliedBatchMsTotal += performance.now() - startedMs;
         const now = Date.now();
         for (const entry of entries) this.stats.recordLag(now - entry.createdAtMs);
-        return { ok: true };
+        return { kind: "done", results: [{ applied: entries.length }] };
       }
       case "transport":
         // A batch that timed out under heavy load is not an outage while the heartbeat answers.
         await blameTransportFailure(this.registry, this.log, instance, outcome.failure, outcome.reason, this.config.healthCheckTimeoutMs);
-        return { ok: false, reason: outcome.reason, splittable: false };
+        return stop(outcome.reason);
       case "refused": {
         this.registry.reportSuccess(instance);
-        if (entries.length > 1) return { ok: false, reason: outcome.reason, splittable: true };
+        if (entries.length > 1) return { kind: "split" };
         const entry = entries[0]!;
-        if (this.wal.appliedNowhere(entry.seq)) {
+        if (await this.wal.appliedNowhere(entry.seq)) {
           // No instance applied this entry (it was logged while every instance was down, or
           // left unanswered by a crash). It is dropped only once every instance has refused
           // it: this one may be the one that lost its copy, and another may apply it.
-          this.wal.recordRefusal(instance.name, entry.seq, outcome.reason);
-          if (!this.wal.refusedEverywhere(entry.seq)) return { ok: false, reason: `refused; waiting for the other instances: ${outcome.reason}`, splittable: false };
+          await this.wal.recordRefusal(instance.name, entry, outcome.reason);
+          if (!(await this.wal.refusedEverywhere(entry.seq))) return stop(`refused; waiting for the other instances: ${outcome.reason}`);
           this.log.warn("log entry refused by every instance; rejected", { seq: entry.seq, reason: outcome.reason });
-          this.wal.reject(entry.seq);
-          return { ok: true };
+          await this.wal.reject(entry);
+          return { kind: "done", results: [{ applied: 1 }] };
         }
         // Another instance applied what this one refuses: this copy of the collection is no
         // longer the same. It is marked, reads avoid it, and replay goes on past the entry.
-        const { first } = this.wal.markDiverged(instance.name, entry, outcome.reason);
+        const { first } = await this.wal.markDiverged(instance.name, entry, outcome.reason);
         this.log.error("instance refused an entry another instance applied; collection marked diverged", {
           instance: instance.name,
           seq: entry.seq,
@@ -413,47 +371,51 @@ export class Replayer {
           reason: outcome.reason,
         });
         for (const listener of this.divergedListeners) listener({ instance, entry, error: outcome.reason, first });
-        return { ok: true };
+        return { kind: "done", results: [{ applied: 1 }] };
       }
       case "failed":
-        this.wal.recordFailure(instance.name, entries[0]!.seq, outcome.reason);
+        if (entries.length > 1) return { kind: "split" };
+        await this.wal.recordFailure(instance.name, entries[0]!, outcome.reason);
         this.log.warn("replay failed", { instance: instance.name, seq: entries[0]!.seq, reason: outcome.reason });
-        return { ok: false, reason: outcome.reason, splittable: entries.length > 1 };
+        return stop(outcome.reason);
     }
   }
 
   /**
-   * One replay pass for one instance: drains up to WAL_MAX_WORKERS partitions at a time,
-   * oldest first, until nothing is owed, the instance goes down, or every remaining
-   * partition is waiting for a retry.
+   * One bounded replay step for one instance: drains up to WAL_MAX_WORKERS partitions at a
+   * time, oldest first, and applies at most REPLAY_STEP_ENTRIES_MAX entries in all. `more`
+   * says the bound was reached with entries still owed (the caller steps again).
    */
-  async replayOnce(instance: Instance): Promise<{ applied: number; blocked: number }> {
+  async replayOnce(instance: Instance): Promise<{ applied: number; blocked: number; more: boolean }> {
     let applied = 0;
     let blocked = 0;
-    if (!instance.healthy || this.paused) return { applied, blocked };
+    if (!instance.healthy || this.paused) return { applied, blocked, more: false };
     this.stats.syncCycles += 1;
     const started = Date.now();
-    const partitions = this.wal.pendingPartitions(instance.name, 1000);
+    const budget = this.config.replayStepEntriesMax;
+    const partitions = await this.wal.pendingPartitions(instance.name, 1000);
     let next = 0;
     const worker = async () => {
-      while (next < partitions.length && instance.healthy && !this.stopped) {
+      while (next < partitions.length && applied < budget && instance.healthy && !this.stopped) {
         const { partition } = partitions[next++]!;
-        const result = await this.drain(instance, partition);
+        const result = await this.drain(instance, partition, { entriesMax: budget - applied });
         applied += result.applied;
         if (!result.ok) blocked += 1;
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.config.walMaxWorkers, partitions.length) }, worker));
     this.stats.lastCycleMs = Date.now() - started;
-    return { applied, blocked };
+    return { applied, blocked, more: applied >= budget || partitions.length >= 1000 };
   }
 
   /**
-   * Starts a replay pass for the instance unless one is running; a kick during a pass
-   * makes it run once more, so no kick is lost.
+   * Steps replay for the instance until nothing is owed (or everything left waits for a
+   * retry), unless it is stepping already: a kick meanwhile makes it step once more, so no
+   * kick is lost.
    */
   kick(instance: Instance): Promise<void> {
-    if (this.stopped || this.paused) return Promise.resolve();
+    // While the log store cannot be reached nothing can be read or recorded; its probe kicks again.
+    if (this.stopped || this.paused || this.wal.storeUnreachable) return Promise.resolve();
     const current = this.running.get(instance.name);
     if (current) {
       this.again.add(instance.name);
@@ -461,12 +423,13 @@ export class Replayer {
     }
     const run = (async () => {
       try {
-        do {
+        for (;;) {
           this.again.delete(instance.name);
           const result = await this.replayOnce(instance);
           this.registry.updateCatchingUp(instance, this.wal.pendingCount(instance.name));
           if (result.applied === 0 && result.blocked > 0) break;
-        } while (this.again.has(instance.name) && !this.stopped);
+          if (this.stopped || !(this.again.has(instance.name) || (result.more && result.applied > 0))) break;
+        }
       } catch (error) {
         this.log.error("replay pass failed", { instance: instance.name, error: String(error) });
       } finally {

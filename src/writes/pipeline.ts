@@ -19,10 +19,13 @@ import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import type { ApplyOutcome } from "../replay/apply";
 import { takeBatch } from "../replay/batch";
+import { applyBisecting } from "../replay/order";
 import type { Replayer } from "../replay/replayer";
 import { writeCandidates } from "../routing/select";
 import type { KeyedMutex } from "../util/mutex";
+import { AppendQueueFullError } from "../wal/group-commit";
 import type { Entry, NewEntry, WriteAheadLog } from "../wal/log";
+import { StorageFullError } from "../wal/storage";
 
 export interface WritePathDeps {
   config: Config;
@@ -113,7 +116,7 @@ export class WritePath {
     try {
       while (queue.length > 0) {
         const { group, body } = this.takeGroup(queue);
-        const held = this.heldBack(partition);
+        const held = await this.heldBack(partition);
         if (held) {
           for (const item of group) item.reject(held);
           continue;
@@ -163,10 +166,10 @@ export class WritePath {
    * a later entry must not overtake it on any instance, so the write is refused (507 or 503
    * with Retry-After) before it is logged, and the client retries.
    */
-  private heldBack(partition: string): LbError | null {
+  private async heldBack(partition: string): Promise<LbError | null> {
     const { wal } = this.deps;
     if (!wal.hasUnresolved(partition)) return null;
-    wal.resolveOnce();
+    await wal.resolveOnce();
     if (!wal.hasUnresolved(partition)) return null;
     if (wal.storageIsFull) return fileSystemFull();
     return new LbError(
@@ -185,8 +188,15 @@ export class WritePath {
     if (failed) {
       // Appends of one group share a commit, so this is not expected; if some made it
       // anyway, nothing applied them and their clients are refused: no instance gets them.
-      for (const a of appended) if (a.status === "fulfilled") wal.reject(a.value.seq, a.value.partition);
-      throw failed.reason;
+      for (const a of appended) if (a.status === "fulfilled") await wal.reject(a.value);
+      // Not durable, so not acknowledged: the client retries (a store that cannot be reached,
+      // Postgres restarting). A full disk and a full queue keep their own answers.
+      const reason = failed.reason as unknown;
+      if (reason instanceof LbError || reason instanceof StorageFullError || reason instanceof AppendQueueFullError) throw reason;
+      this.deps.log.error("a write could not be appended to the log; answered 503", { error: String((reason as Error)?.message ?? reason).slice(0, 300) });
+      throw new LbError(503, "ServiceUnavailable", "chroma-lb's log store cannot take the write now (nothing was kept); retry shortly", {
+        "retry-after": String(storageRetryAfterSeconds),
+      });
     }
     const entries = appended.map((a) => (a as PromiseFulfilledResult<Entry>).value);
     try {
@@ -199,27 +209,21 @@ export class WritePath {
         positions: entries.map((e) => e.seq),
         error: String((error as Error)?.message ?? error),
       });
-      wal.keepUnanswered(entries[0]!.partition, entries.map((e) => e.seq));
+      await wal.keepUnanswered(entries[0]!.partition, entries.map((e) => e.seq));
       throw error;
     }
   }
 
   /**
    * Applies logged entries; when the write target refuses them merged, applies each half on
-   * its own, down to single entries, so only a refused entry is refused. One result per entry.
+   * its own, down to single entries, so only a refused entry is refused (order.ts). One
+   * result per entry.
    */
   private async applyBisecting(entries: Entry[], body: Uint8Array | null, headers: Headers): Promise<WriteResult[]> {
-    const merged = await this.applyLogged(entries, body, headers);
-    if (merged !== "split") return merged;
-    const results: WriteResult[] = [];
-    const middle = Math.ceil(entries.length / 2);
-    for (const half of [entries.slice(0, middle), entries.slice(middle)]) {
-      for (let rest = half; rest.length > 0; ) {
-        const piece = takeBatch(rest, { entriesMax: rest.length, recordsMax: Number.MAX_SAFE_INTEGER, bytesMax: Number.MAX_SAFE_INTEGER });
-        results.push(...(await this.applyBisecting(piece.entries, piece.body, headers)));
-        rest = rest.slice(piece.entries.length);
-      }
-    }
+    const { results } = await applyBisecting(entries, body, async (piece, pieceBody) => {
+      const merged = await this.applyLogged(piece, pieceBody, headers);
+      return merged === "split" ? { kind: "split" } : { kind: "done", results: merged };
+    });
     return results;
   }
 
@@ -265,7 +269,7 @@ export class WritePath {
         if (blame === "instance") continue;
         if (entries.length > 1) return "split";
         // The instance is alive but dropped this write: it is most likely malformed for Chroma.
-        if (wal.appliedNowhere(first.seq)) wal.reject(first.seq, first.partition);
+        if (await wal.appliedNowhere(first.seq)) await wal.reject(first);
         const message = `Instance ${instance.name} dropped the connection for this write (${outcome.reason}); check the request's parameters`;
         return [{ kind: "answered", seq: first.seq, instance, status: 502, headers: null, body: encoder.encode(JSON.stringify({ error: "BadGateway", message })) }];
       }
@@ -280,21 +284,21 @@ export class WritePath {
         // chroma-lb resolved the collection before logging the write, so an instance that
         // does not know it has lost it (a wiped disk): another instance takes the write, and
         // this copy is marked for repair (reads avoid it meanwhile).
-        if (first.collectionId) wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
+        if (first.collectionId) await wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
         log.warn("write target does not hold the collection; trying the next", { instance: instance.name, reason: outcome.reason });
         continue;
       }
       if (entries.length > 1) return "split";
       // Refused or failed on the write target: nothing was acknowledged, so no instance gets it.
-      wal.reject(first.seq, first.partition);
+      await wal.reject(first);
       return [{ kind: "answered", seq: first.seq, instance, status: outcome.status, headers: outcome.headers, body: outcome.body }];
     }
     if (config.acceptWritesWhenAllDown) {
-      for (const seq of seqs) wal.markReady(seq, null, first.partition);
+      await wal.markReady(entries, null);
       log.warn("no instance could take a write; kept in the log", { positions: seqs, partition: first.partition });
       return entries.map((entry) => ({ kind: "accepted", seq: entry.seq }));
     }
-    for (const seq of seqs) wal.reject(seq, first.partition);
+    for (const entry of entries) await wal.reject(entry);
     const reason = noInstanceFor(registry, "writes").message;
     return entries.map(() => ({ kind: "unavailable", reason }));
   }

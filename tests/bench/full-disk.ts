@@ -14,6 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openLocalStore } from "../../src/db";
 import { WriteAheadLog } from "../../src/wal/log";
+import { SqliteLogStore } from "../../src/wal/sqlite";
 import { StorageReserve } from "../../src/wal/storage";
 
 const fsSizesMb = (process.env.FS_MB ?? "8,64").split(",").map(Number);
@@ -28,7 +29,7 @@ async function run(fsMb: number, reserveMb: number) {
   if (spawnSync("mount", ["-t", "tmpfs", "-o", `size=${fsMb}m`, "tmpfs", dir]).status !== 0) throw new Error("mount failed (run as root)");
   try {
     const store = openLocalStore(dir);
-    const wal = new WriteAheadLog(store, ["primary", "replica"], undefined, new StorageReserve(dir, Math.round(reserveMb * 1024 * 1024)));
+    const wal = await WriteAheadLog.open(new SqliteLogStore(store, ["primary", "replica"]), ["primary", "replica"], undefined, new StorageReserve(dir, Math.round(reserveMb * 1024 * 1024)));
     const entry = { partition: "c", kind: "records" as const, op: "add" as const, tenant: "t", database: "d", collectionId: "c", name: null, body };
     const seqs: number[] = [];
     while (!wal.storageIsFull) {
@@ -40,8 +41,8 @@ async function run(fsMb: number, reserveMb: number) {
     let bookkeeping = "ok";
     try {
       for (let i = 0; i < seqs.length; i += 500) {
-        wal.completeOnTarget("primary", "c", seqs.slice(i, i + 500));
-        wal.markApplied("replica", seqs.slice(i, i + 500));
+        await wal.completeOnTarget("primary", "c", seqs.slice(i, i + 500));
+        await wal.markApplied("replica", seqs.slice(i, i + 500).map((seq) => ({ seq, partition: "c" })));
       }
     } catch (error) {
       bookkeeping = (error as Error).message;
@@ -49,12 +50,12 @@ async function run(fsMb: number, reserveMb: number) {
     const unresolved = wal.unresolvedChanges().length;
     let cleanup: string;
     try {
-      cleanup = `${wal.cleanup(0).deletedEntries} removed`;
+      cleanup = `${(await wal.cleanup(0)).deletedEntries} removed`;
     } catch (error) {
       cleanup = `failed: ${(error as Error).message}`;
     }
     const s = statfsSync(dir);
-    const recovered = wal.recoverStorageOnce();
+    const recovered = await wal.recoverStorageOnce();
     console.log(
       [
         `fs ${fsMb} MiB`,

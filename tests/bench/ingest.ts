@@ -2,7 +2,8 @@
  * Ingest figures: what keeping a second copy through chroma-lb costs, against a client
  * that writes every batch to both instances itself (the physical limit of two copies).
  *
- *   bun run bench            (BENCH_DOCS=20000 BENCH_WRITERS=4 BENCH_BATCH=100 BENCH_DIM=384 by default;
+ *   bun run bench            (LOG_STORE=sqlite,postgres: the stores measured, each in turn;
+ *                             BENCH_DOCS=20000 BENCH_WRITERS=4 BENCH_BATCH=100 BENCH_DIM=384 by default;
  *                             BENCH_LB_ONLY=1 stops after the chroma-lb phase, for quick comparisons;
  *                             BENCH_SKIP_LATENCY=1 leaves out the per-request latency table)
  *
@@ -16,12 +17,16 @@
  * carries and the replica's position in /wal/status; and the time from the end of ingest
  * until nothing is pending), and chroma-lb's peak RSS (VmRSS of its process, every 100 ms).
  * Targets: ratio >= 0.9, lag p99 < 1 s, RSS < 150 MB. Everything is stopped at the end,
- * also on error.
+ * also on error. With several stores, a last table puts them side by side: ingest against the
+ * client writing both instances, one-record add latency added over direct (p50/p99), replica
+ * lag p50/p99 and peak RSS. The Postgres store gets a fresh database on BENCH_POSTGRES_URL
+ * (postgres://postgres@127.0.0.1:5432), dropped at the end.
  */
 import fs from "node:fs";
 import { ChromaClient } from "chromadb";
+import postgres from "postgres";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer } from "../support";
-import { latencyTable, measureLatency } from "./latency";
+import { latencyTable, measureLatency, type LatencyRow } from "./latency";
 import { cpuSeconds, vmRssBytes } from "./proc";
 
 const docs = Number(process.env.BENCH_DOCS ?? 20_000);
@@ -95,8 +100,8 @@ async function onFreshServers<T>(phase: (primary: ChromaServer, replica: ChromaS
 }
 
 /** The same ingest through chroma-lb (a child process), with lag and memory figures. */
-async function throughChromaLb(primary: ChromaServer, replica: ChromaServer) {
-  await using lb = await startLbProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn" });
+async function throughChromaLb(primary: ChromaServer, replica: ChromaServer, lbEnv: Record<string, string>) {
+  await using lb = await startLbProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, LOG_LEVEL: process.env.LOG_LEVEL ?? "warn", ...lbEnv });
   // The harness may start it under `setpriv`, which execs: the pid must be chroma-lb's own.
   const cmdline = fs.readFileSync(`/proc/${lb.pid}/cmdline`, "utf8").replaceAll("\0", " ");
   if (!cmdline.includes("src/index.ts")) throw new Error(`pid ${lb.pid} is not chroma-lb: ${cmdline}`);
@@ -185,13 +190,72 @@ async function clientWritesBoth(primary: ChromaServer, replica: ChromaServer, mo
   return { ...result, cpu, addLatencyMs: { p50: at(0.5), p99: at(0.99), max: Math.round(latenciesMs.at(-1) ?? 0) } };
 }
 
-const throughLb = await onFreshServers(throughChromaLb);
+const stores = (process.env.LOG_STORE ?? "sqlite,postgres").split(",").map((name) => name.trim()).filter(Boolean);
+const postgresBase = process.env.BENCH_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432";
+
+/** chroma-lb's variables for one store; the Postgres one gets a fresh database, dropped by `drop`. */
+async function storeEnv(store: string): Promise<{ env: Record<string, string>; drop: () => Promise<void> }> {
+  if (store === "sqlite") return { env: { LOG_STORE: "sqlite", DATABASE_URL: "" }, drop: async () => {} };
+  if (store !== "postgres") throw new Error(`LOG_STORE: expected sqlite or postgres, got ${store}`);
+  const name = `bench_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const admin = postgres(`${postgresBase}/postgres`, { max: 1, onnotice: () => {} });
+  await admin.unsafe(`CREATE DATABASE ${name}`);
+  return {
+    env: { LOG_STORE: "postgres", DATABASE_URL: `${postgresBase}/${name}` },
+    drop: async () => {
+      await admin.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await admin.end({ timeout: 2 });
+    },
+  };
+}
+
+const perStore: Array<{ store: string; throughLb: Awaited<ReturnType<typeof throughChromaLb>>; latency: LatencyRow[] | null }> = [];
+for (const store of stores) {
+  const { env, drop } = await storeEnv(store);
+  try {
+    console.log(`--- LOG_STORE=${store}`);
+    const throughLb = await onFreshServers((p, r) => throughChromaLb(p, r, env));
+    const latency = process.env.BENCH_SKIP_LATENCY ? null : await measureLatency(undefined, env);
+    perStore.push({ store, throughLb, latency });
+  } finally {
+    await drop();
+  }
+}
 if (process.env.BENCH_LB_ONLY) {
-  console.log(`chroma-lb peak RSS: ${mb(throughLb.peakRss)}`);
+  for (const { store, throughLb: t } of perStore) console.log(`LOG_STORE=${store}: ${rate(t.docsPerSecond)}, chroma-lb peak RSS: ${mb(t.peakRss)}`);
   process.exit(0);
 }
 const baselineParallel = await onFreshServers((p, r) => clientWritesBoth(p, r, "parallel"));
 const baselineSequential = await onFreshServers((p, r) => clientWritesBoth(p, r, "sequential"));
+
+for (const { store, throughLb, latency } of perStore) {
+  console.log("");
+  console.log(`LOG_STORE=${store}`);
+  printDetail(throughLb);
+  if (latency) {
+    console.log("");
+    console.log(latencyTable(latency));
+  }
+}
+
+// The stores side by side.
+const compare: string[][] = [["LOG_STORE", "ingest", "vs client writing both", "add 1 record added p50 / p99", "replica lag p50 / p99", "peak RSS"]];
+for (const { store, throughLb: t, latency } of perStore) {
+  const lag = t.walStatus.replay_lag_ms as { p50: number; p99: number };
+  const at = (path: string) => latency?.find((r) => r.kind === "add 1 record" && r.path === path);
+  const added = at("chroma-lb") && at("direct") ? `${(at("chroma-lb")!.p50 - at("direct")!.p50).toFixed(2)} / ${(at("chroma-lb")!.p99 - at("direct")!.p99).toFixed(2)} ms` : "-";
+  compare.push([store, rate(t.docsPerSecond), (t.docsPerSecond / baselineParallel.docsPerSecond).toFixed(2), added, `${lag.p50} / ${lag.p99} ms`, mb(t.peakRss)]);
+}
+if (perStore.length > 1) compare.push(["postgres / sqlite ingest", (perStore[1]!.throughLb.docsPerSecond / perStore[0]!.throughLb.docsPerSecond).toFixed(2), "", "", "", ""]);
+console.log("");
+console.log(`client writing both instances itself (parallel): ${rate(baselineParallel.docsPerSecond)}`);
+const cw = compare[0]!.map((_, i) => Math.max(...compare.map((r) => r[i]!.length)));
+for (const [k, row] of compare.entries()) {
+  console.log(`| ${row.map((c, i) => c.padEnd(cw[i]!)).join(" | ")} |`);
+  if (k === 0) console.log(`|${cw.map((w) => "-".repeat(w + 2)).join("|")}|`);
+}
+
+function printDetail(throughLb: Awaited<ReturnType<typeof throughChromaLb>>) {
 const { drainMs, walStatus, ackLagsMs, peakRss } = throughLb;
 const quantile = (q: number) => Math.round(ackLagsMs[Math.min(ackLagsMs.length - 1, Math.floor(q * ackLagsMs.length))] ?? 0);
 
@@ -225,8 +289,4 @@ console.log(line(["measure", "value", "target"]));
 console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
 for (const row of rows) console.log(line(row));
 
-// Per-request latency, one request at a time, on fresh servers (see latency.ts).
-if (!process.env.BENCH_SKIP_LATENCY) {
-  console.log("");
-  console.log(latencyTable(await measureLatency()));
 }

@@ -48,13 +48,13 @@ export interface LatencyRow {
 }
 
 /** Measures every kind on every path; servers are started and stopped here. */
-export async function measureLatency(n = Number(process.env.BENCH_LATENCY_N ?? 400)): Promise<LatencyRow[]> {
+export async function measureLatency(n = Number(process.env.BENCH_LATENCY_N ?? 400), lbEnv: Record<string, string> = {}): Promise<LatencyRow[]> {
   await using servers = await startChromaServers(2);
   const primary = servers[0]!;
   const replica = servers[1]!;
   // Reads stay on the primary, as they do direct and through the passthrough: the figures compare
   // proxies, not instances (a replica still indexing what it replayed answers slower).
-  await using lb = await startLbProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, LOG_LEVEL: "warn", READ_REPLICA_RATIO: "0" });
+  await using lb = await startLbProcess({ CHROMA_PRIMARY_URL: primary.url, CHROMA_REPLICA_URL: replica.url, LOG_LEVEL: "warn", READ_REPLICA_RATIO: "0", ...lbEnv });
   const proxy = passthroughProxy(primary.url);
   try {
     const post = (base: string, path: string, body: unknown) =>

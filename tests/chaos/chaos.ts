@@ -26,6 +26,8 @@ export interface ChaosOptions {
   churnCollections?: number;
   /** Each of these kinds exactly once (the short run); default: kinds, moments and durations drawn from the seed. */
   faultKinds?: readonly FaultKind[];
+  /** `postgres`: chroma-lb keeps its log in a Postgres server of the run's own, which `kill-postgres` SIGKILLs. */
+  logStore?: "sqlite" | "postgres";
   /** After an instance fault, how long the next one waits for the victim to catch up once it is up. Default 10 000 ms. */
   catchUpWaitMs?: number;
   /** Bound on the wait for the log to drain after the last fault. Default 120 000 ms. */
@@ -105,7 +107,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const churnCollections = Array.from({ length: opts.churnCollections ?? 2 }, (_, i) => `churn_${String.fromCharCode(97 + i)}`);
   const ids = Array.from({ length: clients }, (_, c) => Array.from({ length: idsPerClient }, (_, n) => idOf(c, n))).flat();
   const fixed = opts.faultKinds !== undefined;
-  const plan = planFaults(opts.seed, opts.durationMs, opts.faultKinds);
+  const plan = planFaults(opts.seed, opts.durationMs, opts.faultKinds, opts.logStore);
 
   log(
     `seed ${opts.seed} (replay with SEED=${opts.seed}), ${opts.durationMs / 1000} s, ${clients} clients on ${collections.length} collections (${idsPerClient} ids per client each)` +
@@ -114,7 +116,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const planned = [...plan.instances, ...plan.lb, ...plan.postgres].sort((a, b) => a.atMs - b.atMs);
   log(`planned faults: ${planned.map((f) => `${f.kind}@${f.atMs}/${f.downMs}ms`).join(", ") || "none"}`);
 
-  const cluster: Cluster = await startCluster();
+  const cluster: Cluster = await startCluster({ logStore: opts.logStore });
   const result: ChaosResult = {
     seed: opts.seed,
     durationMs: opts.durationMs,

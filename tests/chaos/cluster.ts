@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import postgres from "postgres";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer, type ChromaServers, type LbProcess } from "../support";
+import { startPostgresServer, type PostgresServer } from "../support/postgres-server";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy";
 
 export type InstanceName = "primary" | "replica";
@@ -21,8 +22,10 @@ export interface Cluster {
   readonly lb: LbProcess;
   /** The proxy in front of Postgres that chroma-lb's DATABASE_URL points at. */
   readonly postgresProxy: TcpProxy;
-  /** The mirror database's name. */
+  /** The mirror database's name (or, with LOG_STORE=postgres, the store's). */
   readonly database: string;
+  /** With LOG_STORE=postgres: the run's own Postgres server (SIGKILLed by `kill-postgres`), which holds the log. */
+  readonly postgres: PostgresServer | null;
   /** Copies every process log into `dir` (kept for a failed run). */
   keepLogs(dir: string): string[];
   /** Stops everything and drops the mirror database. */
@@ -32,11 +35,14 @@ export interface Cluster {
 export interface ClusterOptions {
   /** Postgres to create the mirror database in. Default `CHAOS_POSTGRES_URL` or postgres://postgres@127.0.0.1:5432/test. */
   postgresAdminUrl?: string;
+  /** `postgres`: chroma-lb keeps its log in a Postgres server of the run's own (LOG_STORE=postgres). */
+  logStore?: "sqlite" | "postgres";
 }
 
 /** Starts the two Chroma servers, the Postgres proxy and chroma-lb, and resolves once chroma-lb sees both instances. */
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
-  const adminUrl = opts.postgresAdminUrl ?? process.env.CHAOS_POSTGRES_URL ?? postgresAdminUrlDefault;
+  const ownPostgres = opts.logStore === "postgres" ? await startPostgresServer() : null;
+  const adminUrl = ownPostgres ? ownPostgres.url("postgres") : (opts.postgresAdminUrl ?? process.env.CHAOS_POSTGRES_URL ?? postgresAdminUrlDefault);
   const target = new URL(adminUrl);
   const database = `chaos_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
   const admin = postgres(adminUrl, { max: 1, onnotice: () => {}, connect_timeout: 5 });
@@ -48,6 +54,9 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
   }
 
   const disposers: Array<() => Promise<void>> = [
+    async () => {
+      await ownPostgres?.[Symbol.asyncDispose]();
+    },
     async () => {
       await Promise.resolve(admin.unsafe(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`)).catch(() => {});
       await admin.end({ timeout: 2 });
@@ -73,6 +82,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       HEALTH_CHECK_TIMEOUT: "0.3",
       REQUEST_TIMEOUT: "5",
       DATABASE_URL: mirrorUrl.toString(),
+      ...(ownPostgres ? { LOG_STORE: "postgres" } : {}),
     });
     disposers.push(() => lb[Symbol.asyncDispose]());
     await waitFor(async () => ((await (await fetch(`${lb.url}/health`)).json()) as { healthy_instances?: string }).healthy_instances === "2/2", {
@@ -84,6 +94,7 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
       lb,
       postgresProxy,
       database,
+      postgres: ownPostgres,
       keepLogs(dir) {
         fs.mkdirSync(dir, { recursive: true });
         const kept: string[] = [];

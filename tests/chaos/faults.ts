@@ -7,7 +7,8 @@
  *   simulated outage; one at a time, and the next one waits until chroma-lb serves the
  *   previous victim again, so at most one instance is down and writes stay possible;
  * - chroma-lb: SIGKILL and restart, at any moment, also during an instance fault;
- * - Postgres: the proxy in front of it cut, then restored.
+ * - Postgres: the proxy in front of it cut, then restored; with LOG_STORE=postgres (Postgres
+ *   then holds the log) also the server SIGKILLed and restarted.
  */
 import fs from "node:fs";
 import type { Cluster, InstanceName } from "./cluster";
@@ -21,7 +22,8 @@ export type FaultKind =
   | "outage-primary"
   | "outage-replica"
   | "kill-lb"
-  | "cut-postgres";
+  | "cut-postgres"
+  | "kill-postgres";
 
 export const faultKinds: readonly FaultKind[] = [
   "kill-primary",
@@ -34,6 +36,10 @@ export const faultKinds: readonly FaultKind[] = [
   "cut-postgres",
 ];
 
+/** Only with LOG_STORE=postgres: the run's own Postgres server SIGKILLed and restarted. */
+export const postgresStoreFaultKinds: readonly FaultKind[] = ["kill-postgres"];
+
+const postgresFaultKinds: readonly FaultKind[] = ["cut-postgres", "kill-postgres"];
 const instanceFaultKinds: readonly FaultKind[] = faultKinds.filter((k) => k !== "kill-lb" && k !== "cut-postgres");
 
 /** A fault as planned: its kind, the earliest moment it starts (ms since the run started) and how long it lasts. */
@@ -82,7 +88,9 @@ const plan = {
  * suite), each listed kind happens exactly once, instance faults spread over the run in a
  * seeded order, with short outages.
  */
-export function planFaults(seed: number, durationMs: number, kinds?: readonly FaultKind[]): FaultPlan {
+export function planFaults(seed: number, durationMs: number, kinds?: readonly FaultKind[], logStore: "sqlite" | "postgres" = "sqlite"): FaultPlan {
+  // Its own stream, so a run's other draws (and every SQLite plan) stay what they were.
+  const pgKinds = derive(seed, "postgres-faults");
   const r = derive(seed, "faults");
   const out: FaultPlan = { instances: [], lb: [], postgres: [] };
   const end = durationMs - plan.tailMs;
@@ -91,7 +99,7 @@ export function planFaults(seed: number, durationMs: number, kinds?: readonly Fa
     const slotMs = end / Math.max(1, instanceKinds.length);
     instanceKinds.forEach((kind, i) => out.instances.push({ kind, atMs: Math.round(slotMs * i + r.between(200, 800)), downMs: r.between(500, 1_500) }));
     for (const kind of kinds.filter((k) => k === "kill-lb")) out.lb.push({ kind, atMs: r.between(Math.round(end * 0.2), Math.round(end * 0.8)), downMs: r.between(0, 1_000) });
-    for (const kind of kinds.filter((k) => k === "cut-postgres")) out.postgres.push({ kind, atMs: r.between(Math.round(end * 0.1), Math.round(end * 0.5)), downMs: r.between(1_000, 4_000) });
+    for (const kind of kinds.filter((k) => postgresFaultKinds.includes(k))) out.postgres.push({ kind, atMs: r.between(Math.round(end * 0.1), Math.round(end * 0.5)), downMs: r.between(1_000, 4_000) });
     for (const lane of [out.lb, out.postgres]) lane.sort((a, b) => a.atMs - b.atMs);
     return out;
   }
@@ -110,7 +118,7 @@ export function planFaults(seed: number, durationMs: number, kinds?: readonly Fa
   for (let t = r.between(2_000, 20_000); ; ) {
     const downMs = r.between(plan.postgresDownMs[0], plan.postgresDownMs[1]);
     if (t + downMs > end) break;
-    out.postgres.push({ kind: "cut-postgres", atMs: t, downMs });
+    out.postgres.push({ kind: logStore === "postgres" ? pgKinds.pick(postgresFaultKinds) : "cut-postgres", atMs: t, downMs });
     t += downMs + r.between(plan.postgresGapMs[0], plan.postgresGapMs[1]);
   }
   return out;
@@ -201,6 +209,13 @@ async function inject(fault: PlannedFault, ctx: LaneContext): Promise<FaultRecor
       await Bun.sleep(fault.downMs);
       await cluster.postgresProxy.reopen();
       break;
+    case "kill-postgres":
+      if (!cluster.postgres) throw new Error("kill-postgres needs LOG_STORE=postgres (the run's own Postgres server)");
+      await cluster.postgres.kill();
+      ctx.log(`+${startMs} ms kill-postgres: server SIGKILLed for ${fault.downMs} ms`);
+      await Bun.sleep(fault.downMs);
+      await cluster.postgres.start();
+      break;
   }
   record.endMs = ctx.now();
   ctx.log(`+${record.endMs} ms ${fault.kind}: undone`);
@@ -218,7 +233,7 @@ export async function runLane(faults: PlannedFault[], ctx: LaneContext): Promise
     }
     const record = await inject(fault, ctx);
     ctx.records.push(record);
-    if (fault.kind === "kill-lb" || fault.kind === "cut-postgres") continue;
+    if (fault.kind === "kill-lb" || postgresFaultKinds.includes(fault.kind)) continue;
     // At most one instance down at a time: wait until chroma-lb has the victim up again
     // (and its copy whole), then a little longer for it to catch up, then go on.
     const name = victimOf(fault.kind);

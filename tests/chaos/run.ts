@@ -9,6 +9,8 @@
  *   CHAOS_CLIENTS   concurrent clients (default 4)
  *   CHAOS_KEEP_DIR  keep the logs, the history and the faults there even when the run passes
  *   CHAOS_POSTGRES_URL  where the mirror database is created (default postgres://postgres@127.0.0.1:5432/test)
+ *   LOG_STORE       postgres: chroma-lb keeps its log in a Postgres server of the run's own, and
+ *                   the Postgres lane also SIGKILLs and restarts it (default sqlite)
  */
 import { runChaos, summarize } from "./chaos";
 import { seedFromEnv } from "./rng";
@@ -31,6 +33,7 @@ const result = await runChaos({
   durationMs: Math.round(positiveNumber("CHAOS_SECONDS", 120) * 1000),
   clients: Math.round(positiveNumber("CHAOS_CLIENTS", 4)),
   keepDir: process.env.CHAOS_KEEP_DIR || undefined,
+  logStore: process.env.LOG_STORE === "postgres" ? "postgres" : "sqlite",
 });
 for (const line of summarize(result)) console.log(`[chaos] ${line}`);
 process.exit(result.violations.length ? 1 : 0);

@@ -2,6 +2,7 @@
  * chroma-lb for tests: as a child process (the real binary path, signals, restarts) or
  * in this process (faster, and the test can reach the server's config).
  */
+import { dropLogStore, logStoreEnv } from "./log-store-env";
 import fs from "node:fs";
 import path from "node:path";
 import type { Config } from "../../src/config";
@@ -92,10 +93,12 @@ export async function startLbProcess(
   const portFixed = env.PORT !== undefined || opts.port !== undefined;
   let port = env.PORT !== undefined ? Number(env.PORT) : (opts.port ?? (await freePort()));
   let proc: TrackedProcess;
+  const storeEnv = await logStoreEnv(dataDir, env);
 
   const childEnv = (): Record<string, string | undefined> => ({
     ...process.env,
     LOG_LEVEL: logLevelDefault(),
+    ...storeEnv,
     ...env,
     // A PORT from the caller is passed verbatim, so a test can start chroma-lb with an invalid one.
     PORT: env.PORT ?? String(port),
@@ -175,6 +178,7 @@ export async function startLbProcess(
     async [Symbol.asyncDispose]() {
       await stopProcess(proc, stopGraceMs);
       removeTempDir(tempDir);
+      if (dataDir.startsWith(tempDir)) await dropLogStore(dataDir);
     },
   };
 }
@@ -200,7 +204,7 @@ export async function startLbInProcess(env: Record<string, string>): Promise<LbI
   let server: { url: string; port: number; stop(): Promise<void> };
   let config: Config;
   try {
-    config = loadConfig({ ...defaults, ...env });
+    config = loadConfig({ ...defaults, ...(await logStoreEnv(dataDir, env)), ...env });
     server = await startServer(config);
   } catch (error) {
     removeTempDir(tempDir);
@@ -223,6 +227,7 @@ export async function startLbInProcess(env: Record<string, string>): Promise<LbI
         await stop();
       } finally {
         removeTempDir(tempDir);
+        if (dataDir.startsWith(tempDir)) await dropLogStore(dataDir);
       }
     },
   };

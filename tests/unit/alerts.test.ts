@@ -244,11 +244,12 @@ function fakeDeps(alerter: Alerter) {
     rssBytes: 100 * 1024 * 1024,
     diskFull: false,
     mirrorError: null as string | null,
+    storeUnreachable: null as { sinceMs: number; error: string } | null,
   };
   const deps = {
     config: { alertLagMs: 60_000, alertBacklogEntries: 10_000, walMaxMemoryMb: 400, walMaxDiskBytes: 1024 * 1024 * 1024 },
     registry: { all: instances },
-    wal: { lag: (name: string) => lag.get(name)!, diskFull: () => state.diskFull, diskBytes: () => 1024 * 1024 * 1024, storageIsFull: false },
+    wal: { lag: (name: string) => lag.get(name)!, diskFull: () => state.diskFull, diskBytes: () => 1024 * 1024 * 1024, storageIsFull: false, get storeUnreachable() { return state.storeUnreachable; } },
     sizer: {
       get lastSample() {
         return { rssBytes: state.rssBytes, heapUsedBytes: 0 };
@@ -275,6 +276,7 @@ describe("alertsOnce", () => {
     state.rssBytes = 500 * 1024 * 1024;
     state.diskFull = true;
     state.mirrorError = "connect ECONNREFUSED";
+    state.storeUnreachable = { sinceMs: Date.parse("2026-01-01T00:00:00Z"), error: "connection refused (ECONNREFUSED)" };
     alertsOnce(deps);
     alertsOnce(deps);
     expect(h.posted.map((p) => [p.event, p.status, p.instance ?? null, p.level])).toEqual([
@@ -282,8 +284,12 @@ describe("alertsOnce", () => {
       ["log_backlog", "firing", "replica", "warn"],
       ["memory_pressure", "firing", null, "warn"],
       ["wal_disk_full", "firing", null, "error"],
+      ["log_store_unreachable", "firing", null, "error"],
       ["mirror_unreachable", "firing", null, "warn"],
     ]);
+    expect(h.posted[4]!.message).toBe(
+      "chroma-lb's log store cannot be reached since 2026-01-01T00:00:00.000Z (connection refused (ECONNREFUSED)): writes are answered 503 with Retry-After and nothing is kept; reads go on from the instances",
+    );
     expect(h.posted[0]!.message).toBe("instance replica is 90 s behind the log (20000 entries owed; ALERT_LAG_SECONDS=60); last replay error: timed out");
 
     h.posted.length = 0;
@@ -291,12 +297,14 @@ describe("alertsOnce", () => {
     state.rssBytes = 100 * 1024 * 1024;
     state.diskFull = false;
     state.mirrorError = null;
+    state.storeUnreachable = null;
     alertsOnce(deps);
     expect(h.posted.map((p) => [p.event, p.status, p.message])).toEqual([
       ["replication_lag", "resolved", "instance replica is within ALERT_LAG_SECONDS (60 s) of the log again"],
       ["log_backlog", "resolved", "instance replica owes 3 log entries, within ALERT_BACKLOG_ENTRIES again"],
       ["memory_pressure", "resolved", "chroma-lb uses 100 MB, within WAL_MAX_MEMORY_MB (400) again"],
       ["wal_disk_full", "resolved", "the write-ahead log is below WAL_MAX_DISK_MB again; writes are taken"],
+      ["log_store_unreachable", "resolved", "the log store answers again; writes are taken"],
       ["mirror_unreachable", "resolved", "the Postgres mirror is reachable again and caught up"],
     ]);
   });

@@ -186,7 +186,7 @@ describe("requests refused before the log", () => {
     expect(res.status).toBe(400);
     expect(await res.json()).toEqual({ error: "InvalidArgumentError", message: expect.stringMatching(/^Failed to parse the request body as JSON: /) });
     expect(app.services.wal.headSeq()).toBe(1);
-    expect(app.services.wal.counts()).toEqual({ total: 1, pendingEntries: 1, rejected: 0 });
+    expect(await app.services.wal.counts()).toEqual({ total: 1, pendingEntries: 1, rejected: 0 });
   });
 
   test("an add whose content type is not JSON is 415 ChromaError, as Chroma 1.0.5 answers, and appends nothing; one without a content type is read as JSON, as Chroma reads it", async () => {
@@ -272,10 +272,10 @@ describe("writes while every instance is down", () => {
 
     // Kept for every instance, ready to replay when they return.
     const { wal } = app.services;
-    expect(wal.nextPending("primary", body.id, 10).map((e) => ({ seq: e.seq, op: e.op, state: e.state, name: e.name }))).toEqual([
+    expect((await wal.nextPending("primary", body.id, 10)).map((e) => ({ seq: e.seq, op: e.op, state: e.state, name: e.name }))).toEqual([
       { seq: 1, op: "create_collection", state: "ready", name: "docs" },
     ]);
-    expect(wal.nextPending("replica", body.id, 10).map((e) => e.seq)).toEqual([1]);
+    expect((await wal.nextPending("replica", body.id, 10)).map((e) => e.seq)).toEqual([1]);
 
     // Clients may use the id (and the name) at once.
     const mappings = (await (await app.request("/collection/mappings")).json()) as { mappings: Array<Record<string, unknown>>; count: number };
@@ -288,7 +288,7 @@ describe("writes while every instance is down", () => {
     expect(await write.json()).toEqual({});
     const byName = await app.json(`${T}/collections/docs/upsert`, "POST", { ids: ["b"], embeddings: [[0.3, 0.4]] });
     expect([byName.status, byName.headers.get("x-chroma-lb-position")]).toEqual([202, "3"]);
-    expect(wal.nextPending("replica", body.id, 10).map((e) => e.op)).toEqual(["create_collection", "add", "upsert"]);
+    expect((await wal.nextPending("replica", body.id, 10)).map((e) => e.op)).toEqual(["create_collection", "add", "upsert"]);
     // Each kept write is logged as an event, never with its body.
     expect(app.logLines.filter((line) => line.includes("kept in the log")).length).toBe(3);
     expect(app.logLines.filter((line) => line.includes("hello") || line.includes("0.3"))).toEqual([]);
@@ -308,10 +308,10 @@ describe("writes while every instance is down", () => {
     expect(await res.json()).toEqual({ error: "ServiceUnavailable", message: expect.stringContaining("No Chroma instance can serve writes") });
 
     const { wal } = app.services;
-    expect(wal.counts()).toEqual({ total: 1, pendingEntries: 0, rejected: 1 });
+    expect(await wal.counts()).toEqual({ total: 1, pendingEntries: 0, rejected: 1 });
     expect([wal.pendingCount("primary"), wal.pendingCount("replica")]).toEqual([0, 0]);
-    expect(wal.pendingPartitions("primary", 10)).toEqual([]);
-    expect(wal.pendingPartitions("replica", 10)).toEqual([]);
+    expect(await wal.pendingPartitions("primary", 10)).toEqual([]);
+    expect(await wal.pendingPartitions("replica", 10)).toEqual([]);
     // The name is free again: nothing maps to the refused collection.
     expect(await (await app.request("/collection/mappings")).json()).toEqual({ mappings: [], count: 0 });
   });

@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openLocalStore, type LocalStore } from "../../src/db";
 import { WriteAheadLog, type DiskState, type NewEntry } from "../../src/wal/log";
+import { SqliteLogStore } from "../../src/wal/sqlite";
 import { isStorageFullError, StorageFullError, StorageReserve } from "../../src/wal/storage";
 
 const dirs: string[] = [];
@@ -47,7 +48,7 @@ test("on a full disk the log refuses new entries, gives up its spare file, still
   const store = openLocalStore(dir);
   stores.push(store);
   const reserve = new StorageReserve(dir, 256 * 1024);
-  const wal = new WriteAheadLog(store, ["primary", "replica"], undefined, reserve);
+  const wal = await WriteAheadLog.open(new SqliteLogStore(store, ["primary", "replica"]), ["primary", "replica"], undefined, reserve);
   const heard: DiskState[] = [];
   wal.onDiskFull((state) => heard.push(state));
   expect(statSync(reserve.path).size).toBe(256 * 1024);
@@ -64,14 +65,14 @@ test("on a full disk the log refuses new entries, gives up its spare file, still
   expect(await wal.append(entry(10)).catch((error: unknown) => error)).toBeInstanceOf(StorageFullError);
 
   // Entries appended before are still recorded, applied, and removed by cleanup.
-  expect(wal.completeOnTarget("primary", "c", before.map((e) => e.seq))).toBe(true);
-  wal.markApplied("replica", before.map((e) => e.seq));
+  expect(await wal.completeOnTarget("primary", "c", before.map((e) => e.seq))).toBe(true);
+  await wal.markApplied("replica", before);
   expect(wal.unresolvedChanges()).toEqual([]);
-  expect(wal.cleanup(0)).toEqual({ deletedEntries: 2 });
+  expect(await wal.cleanup(0)).toEqual({ deletedEntries: 2 });
 
   // Room again: the next step out of "full" writes the spare file back and entries are taken.
   store.sqlite.run("PRAGMA max_page_count = 1073741823");
-  expect(wal.recoverStorageOnce()).toBe(true);
+  expect(await wal.recoverStorageOnce()).toBe(true);
   expect({ full: wal.storageIsFull, reserve: statSync(reserve.path).size, diskFull: wal.diskFull(0) }).toEqual({ full: false, reserve: 256 * 1024, diskFull: false });
   expect(heard.map((h) => ({ full: h.full, filesystem: h.filesystem }))).toEqual([
     { full: true, filesystem: true },
@@ -85,11 +86,11 @@ test("a state change that cannot be recorded is kept, holds back its partition, 
   dirs.push(dir);
   const store = openLocalStore(dir);
   stores.push(store);
-  const wal = new WriteAheadLog(store, ["primary", "replica"]);
+  const wal = await WriteAheadLog.open(new SqliteLogStore(store, ["primary", "replica"]), ["primary", "replica"]);
   const [a, b] = await Promise.all([wal.append(entry(10)), wal.append(entry(10))]);
   store.sqlite.run(`CREATE TEMP TRIGGER fail_state BEFORE UPDATE OF state ON wal_entries BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
-  expect(wal.completeOnTarget("primary", "c", [a!.seq])).toBe(false);
-  expect(wal.markReady(b!.seq, null, "c")).toBe(false);
+  expect(await wal.completeOnTarget("primary", "c", [a!.seq])).toBe(false);
+  expect(await wal.markReady([b!], null)).toBe(false);
   expect(wal.unresolvedChanges()).toEqual([
     { positions: [a!.seq], partition: "c", action: "applied by primary", error: "injected failure" },
     { positions: [b!.seq], partition: "c", action: "ready", error: "waiting for an earlier change of the partition" },
@@ -97,13 +98,13 @@ test("a state change that cannot be recorded is kept, holds back its partition, 
   // Not a full disk: new entries are still taken, but the partition is held back and replay waits.
   expect(wal.storageIsFull).toBe(false);
   expect({ held: wal.hasUnresolved("c"), other: wal.hasUnresolved("other") }).toEqual({ held: true, other: false });
-  expect(wal.nextPending("replica", "c", 10)).toEqual([]);
-  expect(wal.resolveOnce()).toBe(2);
+  expect(await wal.nextPending("replica", "c", 10)).toEqual([]);
+  expect(await wal.resolveOnce()).toBe(2);
 
   store.sqlite.run("DROP TRIGGER fail_state");
-  expect(wal.resolveOnce()).toBe(0);
+  expect(await wal.resolveOnce()).toBe(0);
   expect(wal.hasUnresolved("c")).toBe(false);
-  expect(wal.nextPending("replica", "c", 10).map((e) => [e.seq, e.state, e.appliedBy])).toEqual([
+  expect((await wal.nextPending("replica", "c", 10)).map((e) => [e.seq, e.state, e.appliedBy])).toEqual([
     [a!.seq, "ready", "primary"],
     [b!.seq, "ready", null],
   ]);

@@ -1,0 +1,328 @@
+/**
+ * The Postgres log store (LOG_STORE=postgres, DATABASE_URL): the log, its bodies, every
+ * instance's owed entries and the divergence and repair marks in Postgres (tables in
+ * db/pg-schema.ts). Every commit waits for synchronous_commit=on (see db/index.ts), so an
+ * acknowledged append is on the server's disk.
+ *
+ * Order of appends: positions come from a sequence, and a sequence value can commit after a
+ * larger one, so a reader of "everything after N" could miss a row. Appends therefore take
+ * one transaction-scoped advisory lock for the whole log (`appendLockKey`): positions are
+ * handed out and committed one group at a time, in order, by every chroma-lb node sharing the
+ * database. Group commit keeps that at one round trip per group, not per write.
+ */
+import type postgres from "postgres";
+import type { LogSnapshot, LogStore, OwedQuery } from "../store";
+import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryOp, type FailedEntry, type NewEntry, type OwedRow, type PendingEntry } from "../types";
+
+/** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
+const appendLockKey = 0x63686c6f67;
+const cleanupChunkEntries = 2000;
+/** Postgres's type id of bytea, for an array of bodies. */
+const byteaOid = 17;
+const empty = Buffer.alloc(0);
+const unreachableCodes = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
+  "CONNECT_TIMEOUT",
+]);
+
+export class PostgresLogStore implements LogStore {
+  readonly kind = "postgres";
+
+  constructor(
+    private readonly sql: postgres.Sql,
+    private readonly instances: string[],
+    private readonly onClose: () => Promise<void> = async () => {},
+  ) {}
+
+  // Append.
+
+  /**
+   * One statement, so one round trip and its own transaction: the advisory lock, positions
+   * from the sequence in the group's order, the entries, their bodies and every instance's
+   * owed row. Array parameters keep the number of
+   * parameters fixed whatever the group's size.
+   */
+  async appendGroup(group: NewEntry[], nowMs: number): Promise<Entry[]> {
+    const bodies = group.map((e) => (e.body ? Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength) : empty));
+    const rows = await this.sql<Array<{ seq: number }>>`
+      WITH lock AS (SELECT pg_advisory_xact_lock(${appendLockKey})),
+      src AS (
+        SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq, s.*
+          FROM (SELECT u.* FROM lock, unnest(
+                  ${group.map((e) => e.partition)}::text[], ${group.map((e) => e.kind)}::text[], ${group.map((e) => e.op)}::text[],
+                  ${group.map((e) => e.tenant)}::text[], ${group.map((e) => e.database)}::text[], ${group.map((e) => e.collectionId)}::text[],
+                  ${group.map((e) => e.name)}::text[], ${group.map((e) => e.body?.byteLength ?? 0)}::int[],
+                  ${this.sql.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
+                ) WITH ORDINALITY AS u(partition, kind, op, tenant, database, collection_id, name, body_bytes, body, has_body, ord)
+                ORDER BY u.ord) s
+      ),
+      entries AS (
+        INSERT INTO chroma_lb_wal_entries (seq, created_at_ms, partition, kind, op, tenant, database, collection_id, name, body_bytes, state)
+        SELECT seq, ${nowMs}, partition, kind, op, tenant, database, collection_id, name, body_bytes, 'new' FROM src
+      ),
+      bodies AS (
+        INSERT INTO chroma_lb_wal_bodies (seq, body)
+        SELECT seq, body FROM src WHERE has_body = 1
+      ),
+      pending AS (
+        INSERT INTO chroma_lb_wal_pending (instance, seq, partition, kind)
+        SELECT instance, seq, partition, kind FROM src CROSS JOIN unnest(${this.instances}::text[]) AS instance
+      )
+      SELECT seq FROM src ORDER BY ord`;
+    return group.map((e, i) => ({ ...e, seq: rows[i]!.seq, createdAtMs: nowMs, state: "new" as const, appliedBy: null, bodyBytes: e.body?.byteLength ?? 0 }));
+  }
+
+  // Positions.
+
+  async load(): Promise<LogSnapshot> {
+    const owed = await this.sql<OwedRow[]>`
+      SELECT p.instance, p.seq, p.partition, p.kind, e.created_at_ms AS "createdAtMs", e.state, p.attempts, p.last_error AS "lastError"
+        FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq ORDER BY p.seq`;
+    const divergences = await this.sql<Divergence[]>`
+      SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs" FROM chroma_lb_wal_diverged ORDER BY at_ms`;
+    return { headSeq: await this.headSeq(), owed: [...owed], divergences: [...divergences] };
+  }
+
+  async owed(instance: string, partition: string, query: OwedQuery): Promise<PendingEntry[]> {
+    const heads = await this.sql<Array<{ seq: number; state: string; bodyBytes: number }>>`
+      SELECT p.seq, e.state, e.body_bytes AS "bodyBytes" FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+       WHERE p.instance = ${instance} AND p.partition = ${partition} AND p.seq <= ${query.uptoSeq}
+       ORDER BY p.seq LIMIT ${query.limit}`;
+    let last = -1;
+    let bytes = 0;
+    for (const head of heads) {
+      if (head.state !== "ready") break;
+      if (last !== -1 && bytes + head.bodyBytes > query.bytesMax) break;
+      bytes += head.bodyBytes;
+      last = head.seq;
+    }
+    if (last === -1) return [];
+    const rows = await this.sql`
+      SELECT e.*, b.body, p.attempts, p.last_error FROM chroma_lb_wal_pending p
+        JOIN chroma_lb_wal_entries e ON e.seq = p.seq LEFT JOIN chroma_lb_wal_bodies b ON b.seq = p.seq
+       WHERE p.instance = ${instance} AND p.partition = ${partition} AND p.seq <= ${last} ORDER BY p.seq`;
+    return rows.map((row) => ({
+      seq: row.seq,
+      createdAtMs: row.created_at_ms,
+      partition: row.partition,
+      kind: row.kind as EntryKind,
+      op: row.op as EntryOp,
+      tenant: row.tenant,
+      database: row.database,
+      collectionId: row.collection_id,
+      name: row.name,
+      body: row.body ? new Uint8Array(row.body.buffer, row.body.byteOffset, row.body.byteLength) : null,
+      bodyBytes: row.body_bytes,
+      state: row.state,
+      appliedBy: row.applied_by,
+      attempts: row.attempts,
+      lastError: row.last_error,
+    }));
+  }
+
+  async firstOwedBefore(instance: string, beforeSeq: number, kinds?: EntryKind[], exceptPartition?: string) {
+    const rows = await this.sql<Array<{ seq: number; partition: string }>>`
+      SELECT seq, partition FROM chroma_lb_wal_pending
+       WHERE instance = ${instance} AND seq < ${beforeSeq}
+         ${kinds ? this.sql`AND kind = ANY(${kinds})` : this.sql``}
+         ${exceptPartition !== undefined ? this.sql`AND partition <> ${exceptPartition}` : this.sql``}
+       ORDER BY seq LIMIT 1`;
+    return rows[0] ? { seq: rows[0].seq, partition: rows[0].partition } : null;
+  }
+
+  async owedPartitions(instance: string, limit: number) {
+    const rows = await this.sql<Array<{ partition: string; firstSeq: number }>>`
+      SELECT partition, min(seq) AS "firstSeq" FROM chroma_lb_wal_pending WHERE instance = ${instance}
+       GROUP BY partition ORDER BY min(seq) LIMIT ${limit}`;
+    return [...rows];
+  }
+
+  async owesBefore(instance: string, partition: string, beforeSeq: number) {
+    const rows = await this.sql<Array<{ seq: number }>>`
+      SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1`;
+    return rows[0] ? { seq: rows[0].seq } : null;
+  }
+
+  async owedBy(seq: number) {
+    const [row] = await this.sql<Array<{ owed: number; refused: number }>>`
+      SELECT count(*) AS owed, count(*) FILTER (WHERE last_error LIKE ${refusedPrefix + "%"}) AS refused FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
+    return { owed: row?.owed ?? 0, refused: row?.refused ?? 0 };
+  }
+
+  // Outcomes.
+
+  async recoverUnanswered() {
+    return (await this.sql`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
+  }
+
+  async markReady(seqs: number[], appliedBy: string | null) {
+    await this.sql`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
+  }
+
+  async keepUnanswered(seqs: number[]) {
+    await this.sql`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
+  }
+
+  async completeOnTarget(instance: string, seqs: number[]) {
+    // One statement (one round trip, one transaction): ready for all, applied on the target.
+    const removed = await this.sql<Array<{ seq: number }>>`
+      WITH ready AS (UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${instance} WHERE seq = ANY(${seqs}::bigint[]))
+      DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}::bigint[]) RETURNING seq`;
+    return removed.map((r) => r.seq);
+  }
+
+  async reject(seq: number) {
+    await this.sql`
+      WITH rejected AS (UPDATE chroma_lb_wal_entries SET state = 'rejected', applied_by = NULL WHERE seq = ${seq}),
+           body AS (DELETE FROM chroma_lb_wal_bodies WHERE seq = ${seq})
+      DELETE FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
+  }
+
+  async markApplied(instance: string, seqs: number[]) {
+    if (seqs.length === 0) return [];
+    const removed = await this.sql<Array<{ seq: number }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}) RETURNING seq`;
+    return removed.map((r) => r.seq);
+  }
+
+  async recordFailure(instance: string, seq: number, error: string, refused: boolean) {
+    const text = (refused ? `${refusedPrefix}${error}` : error).slice(0, 2000);
+    await this.sql`UPDATE chroma_lb_wal_pending SET attempts = attempts + 1, last_error = ${text}, last_attempt_at_ms = ${Date.now()}
+                    WHERE instance = ${instance} AND seq = ${seq}`;
+  }
+
+  async skip(instance: string, seq: number) {
+    const rows = await this.sql<Array<{ partition: string }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ${seq} RETURNING partition`;
+    return rows[0]?.partition ?? null;
+  }
+
+  async markCopiedUpTo(instance: string, partition: string, uptoSeq: number) {
+    const rows = await this.sql<Array<{ seq: number }>>`
+      DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq <= ${uptoSeq} RETURNING seq`;
+    return rows.map((r) => r.seq);
+  }
+
+  // Divergence and repair marks.
+
+  async markDiverged(instance: string, entry: Pick<Entry, "seq" | "partition" | "op">, error: string, atMs: number) {
+    return this.sql.begin(async (tx) => {
+      await tx`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ${entry.seq}`;
+      const [row] = await tx`
+        INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
+        VALUES (${instance}, ${entry.partition}, ${entry.seq}, ${entry.op}, ${error.slice(0, 2000)}, 1, ${atMs})
+        ON CONFLICT (instance, partition) DO UPDATE SET refused_entries = chroma_lb_wal_diverged.refused_entries + 1
+        RETURNING instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs", (xmax = 0) AS inserted`;
+      const { inserted, ...mark } = row!;
+      return { first: inserted as boolean, mark: mark as Divergence };
+    }) as Promise<{ first: boolean; mark: Divergence }>;
+  }
+
+  async markUnderRepair(instance: string, partition: string, reason: string, atMs: number) {
+    const head = await this.headSeq();
+    await this.sql`
+      INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
+      VALUES (${instance}, ${partition}, ${head}, 'repair', ${reason.slice(0, 2000)}, 0, ${atMs}) ON CONFLICT DO NOTHING`;
+    const [mark] = await this.sql<Divergence[]>`
+      SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs"
+        FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`;
+    return mark!;
+  }
+
+  async clearDiverged(instance: string, partition: string) {
+    return (await this.sql`DELETE FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`).count > 0;
+  }
+
+  // Retention.
+
+  async cleanup(maxAgeMs: number) {
+    const cutoff = Date.now() - maxAgeMs;
+    let deletedEntries = 0;
+    // In chunks, each its own transaction, so a large cleanup never holds locks for long.
+    for (let guard = 0; guard < 1_000_000; guard++) {
+      const n = (await this.sql.begin(async (tx) => {
+        const rows = await tx<Array<{ seq: number }>>`
+          DELETE FROM chroma_lb_wal_entries WHERE seq IN (
+            SELECT seq FROM chroma_lb_wal_entries e WHERE created_at_ms <= ${cutoff} AND state <> 'new'
+               AND NOT EXISTS (SELECT 1 FROM chroma_lb_wal_pending p WHERE p.seq = e.seq)
+             ORDER BY seq LIMIT ${cleanupChunkEntries})
+          RETURNING seq`;
+        if (rows.length) await tx`DELETE FROM chroma_lb_wal_bodies WHERE seq = ANY(${rows.map((r) => r.seq)})`;
+        return rows.length;
+      })) as number;
+      deletedEntries += n;
+      if (n < cleanupChunkEntries) break;
+    }
+    return { deletedEntries };
+  }
+
+  async clear() {
+    await this.sql.begin(async (tx) => {
+      for (const table of ["chroma_lb_wal_pending", "chroma_lb_wal_bodies", "chroma_lb_wal_entries", "chroma_lb_wal_diverged"]) await tx`DELETE FROM ${tx(table)}`;
+    });
+  }
+
+  async checkpoint() {
+    // Postgres gives room back by itself (autovacuum); nothing to do here.
+  }
+
+  // Head and lag.
+
+  private async headSeq(): Promise<number> {
+    const [row] = await this.sql<Array<{ last: number; called: boolean }>>`SELECT last_value AS last, is_called AS called FROM chroma_lb_wal_entries_seq_seq`;
+    return row?.called ? row.last : 0;
+  }
+
+  async partitionState(partition: string) {
+    const [row] = await this.sql<Array<{ head: number; unanswered: number }>>`
+      SELECT coalesce(max(seq), 0) AS head, count(*) FILTER (WHERE state = 'new') AS unanswered FROM chroma_lb_wal_entries WHERE partition = ${partition}`;
+    return { headSeq: row?.head ?? 0, unanswered: row?.unanswered ?? 0 };
+  }
+
+  async counts() {
+    const [row] = await this.sql<Array<{ total: number; rejected: number; pending: number }>>`
+      SELECT (SELECT count(*) FROM chroma_lb_wal_entries) AS total,
+             (SELECT count(*) FROM chroma_lb_wal_entries WHERE state = 'rejected') AS rejected,
+             (SELECT count(DISTINCT seq) FROM chroma_lb_wal_pending) AS pending`;
+    return { total: row?.total ?? 0, pendingEntries: row?.pending ?? 0, rejected: row?.rejected ?? 0 };
+  }
+
+  async failedEntries(limit: number): Promise<FailedEntry[]> {
+    const rows = await this.sql<FailedEntry[]>`
+      SELECT p.instance, p.seq, p.partition, p.attempts, p.last_error AS "lastError", p.last_attempt_at_ms AS "lastAttemptAtMs", e.op
+        FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+       WHERE p.attempts > 0 ORDER BY p.seq LIMIT ${limit}`;
+    return [...rows];
+  }
+
+  /** The log's relations (tables, indexes, TOAST) as Postgres counts them. */
+  async size() {
+    const [row] = await this.sql<Array<{ bytes: number }>>`
+      SELECT (pg_total_relation_size('chroma_lb_wal_entries') + pg_total_relation_size('chroma_lb_wal_bodies')
+            + pg_total_relation_size('chroma_lb_wal_pending') + pg_total_relation_size('chroma_lb_wal_diverged'))::bigint AS bytes`;
+    return { bytes: row?.bytes ?? 0, fileBytes: row?.bytes ?? 0 };
+  }
+
+  async ping() {
+    await this.sql`SELECT 1`;
+  }
+
+  isUnreachableError(error: unknown): boolean {
+    if (typeof error !== "object" || error === null) return false;
+    const code = String((error as { code?: unknown }).code ?? "");
+    // The driver's own connection errors, the system's, and SQLSTATE class 08 (connection
+    // exception), 57P01-57P03 (the server shutting down, crashed, or not accepting yet), 53300.
+    return unreachableCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code) || code === "53300";
+  }
+
+  async close() {
+    await this.onClose();
+  }
+}
