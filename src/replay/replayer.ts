@@ -16,7 +16,7 @@ import { KeyedMutex } from "../util/mutex";
 import type { Entry, WriteAheadLog } from "../wal/log";
 import { applyEntries, type ApplyOutcome } from "./apply";
 import { takeBatch, type BatchLimits } from "./batch";
-import { applyBisecting, blockerOf, nextStep, type PieceOutcome } from "./order";
+import { applyBisecting, blockerOf, nextStep, nothingAhead, type PieceOutcome } from "./order";
 import type { BatchSizer } from "./sizing";
 
 export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
@@ -250,6 +250,8 @@ export class Replayer {
    * every earlier entry of its partition.
    */
   async prepareFor(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<DrainResult> {
+    // The usual case, one store call: the instance is caught up on everything ahead.
+    if (await nothingAhead(this.wal, instance.name, entry)) return { ok: true, applied: 0 };
     const reason = await this.satisfyBarrier(instance, entry, options);
     if (reason) return { ok: false, applied: 0, reason };
     const result = await this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });

@@ -359,6 +359,11 @@ export class WriteAheadLog {
     return this.store.firstOwedBefore(instance, beforeSeq, kinds, exceptPartition);
   }
 
+  /** For the write path: what the instance owes before `beforeSeq`, in the partition and among `kinds` elsewhere (one store call). */
+  owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]) {
+    return this.store.owedAhead(instance, partition, beforeSeq, kinds);
+  }
+
   /** Partitions in which the instance owes entries, oldest first. */
   pendingPartitions(instance: string, limit: number) {
     return this.store.owedPartitions(instance, limit);

@@ -159,6 +159,21 @@ export class PostgresLogStore implements LogStore {
     return [...rows];
   }
 
+  async owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]) {
+    const [row] = await this.sql<Array<{ same: number | null; barrierSeq: number | null; barrierPartition: string | null }>>`
+      SELECT (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1) AS same,
+             b.seq AS "barrierSeq", b.partition AS "barrierPartition"
+        FROM (SELECT 1) AS one
+        LEFT JOIN LATERAL (
+          SELECT seq, partition FROM chroma_lb_wal_pending
+           WHERE instance = ${instance} AND seq < ${beforeSeq} AND kind = ANY(${kinds}::text[]) AND partition <> ${partition}
+           ORDER BY seq LIMIT 1) AS b ON true`;
+    return {
+      samePartition: row?.same ?? null,
+      barrier: row?.barrierSeq != null ? { seq: row.barrierSeq, partition: row.barrierPartition! } : null,
+    };
+  }
+
   async owesBefore(instance: string, partition: string, beforeSeq: number) {
     const rows = await this.sql<Array<{ seq: number }>>`
       SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1`;
