@@ -13,6 +13,7 @@ import type { Config } from "./config";
 import { openLocalStore, openMirrorStore } from "./db";
 import { PostgresMappingStore } from "./collections/mappings-postgres";
 import { PostgresLogStore } from "./wal/postgres";
+import { ClusterNode } from "./cluster/node";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -70,6 +71,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
+  // Several nodes may share this Postgres: switches, mappings, jobs and alerts are held for all of them.
+  const cluster = pg ? new ClusterNode({ config, log, registry, collections, onMaintenanceEnded: (name) => void replayer.kick(registry.get(name)!) }) : null;
+  if (cluster) {
+    await cluster.open();
+    collections.onChanged = () => void cluster.hint({ kind: "mapping", collection: null });
+    metrics.registry.setDefaultLabels({ node: config.nodeId });
+  }
   const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
@@ -77,6 +85,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     log,
     events,
     onOutcome: (event, outcome) => metrics.alerts.inc({ event, outcome }),
+    claim: cluster ? (payload) => cluster.claimAlert(payload) : undefined,
   });
   for (const instance of registry.all) instance.client.observer = (options, result) => metrics.observeInstanceRequest(instance.name, options, result);
   replayer.stats.onLag = (ms) => metrics.replayLag.observe(ms / 1000);
@@ -109,6 +118,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     events,
     metrics,
     access,
+    cluster,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -116,6 +126,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await cluster?.stop();
       await wal.close();
       await pg?.close();
       local.close();
@@ -283,6 +294,7 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     fetch: (incoming: Request) => instrumented(withRoutableUrl(incoming, url)),
   });
   url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
+  await services.cluster?.start(url);
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),

@@ -4,6 +4,7 @@
  * need only a few take a `Pick<Services, ...>`.
  */
 import type { AccessControl } from "./auth/access";
+import type { ClusterNode } from "./cluster/node";
 import type { Adoption } from "./collections/adoption";
 import type { Mirror } from "./collections/mirror";
 import type { CollectionStore } from "./collections/store";
@@ -52,6 +53,8 @@ export interface Services {
   metrics: Metrics;
   /** Who may do what: tokens, roles, scopes, the open or closed data API, audit. */
   access: AccessControl;
+  /** This node among several sharing one Postgres (LOG_STORE=postgres); null with SQLite (one node). */
+  cluster: ClusterNode | null;
   startedAtMs: number;
   close(): Promise<void>;
 }
