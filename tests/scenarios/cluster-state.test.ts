@@ -159,7 +159,7 @@ test("a collection created through one node is served by the other; a mapping re
   const mappedOnB = async () => (await json<{ mappings: Array<{ collection_name: string }> }>(`${b.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name);
   expect(await within(start, mappedOnB, "b knows the collection")).toBeLessThan(clusterWideMsMax);
   await docs.add({ ids: ["x"], embeddings: [[1, 2]], documents: ["x"] });
-  const onB = await viaB.getCollection({ name: docs.name, embeddingFunction: null });
+  const onB = await viaB.getCollection({ name: docs.name });
   expect(onB.id).toBe(docs.id);
   const read = await waitFor(async () => {
     const got = await onB.get({ ids: ["x"] });
