@@ -24,7 +24,8 @@ import { parsedView, rawView, validateRecordRead, validateRecordWrite, type Body
 export type ApiDeps = Pick<
   Services,
   "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "instanceAnswers" | "access"
->;
+> &
+  Partial<Pick<Services, "cluster">>;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
 export type RecordReadOp = "get" | "query" | "count";
@@ -268,6 +269,12 @@ export class ChromaApi {
   async resolve(tenant: string, database: string, ref: string, byName = false): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
+    // Another node may have made it a moment ago: its mapping is read before any adoption,
+    // which would otherwise map the instances' copies a second time.
+    if (this.deps.cluster && (await this.deps.cluster.mappingsOnce().catch(() => false))) {
+      const loaded = this.deps.collections.resolve(tenant, database, ref);
+      if (loaded) return loaded;
+    }
     await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
