@@ -10,7 +10,8 @@ import { alertsOnce } from "./observability/alerts";
 import { BatchSizer } from "./replay/sizing";
 import type { Services } from "./services";
 
-export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access">;
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access"> &
+  Partial<Pick<Services, "cluster">>;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -63,6 +64,8 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     const mirror = deps.mirror;
     job("mirror-sync", deps.config.mirrorSyncIntervalMs, () => mirror.syncOnce());
   }
+  // Several nodes: heartbeat and leases, wake-ups, view reloads, orphaned entries (cluster/node.ts).
+  for (const cluster of deps.cluster?.jobs() ?? []) job(cluster.name, cluster.everyMs, cluster.run);
   return {
     stop() {
       for (const j of jobs) j.stop();

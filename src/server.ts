@@ -13,6 +13,8 @@ import type { Config } from "./config";
 import { openLocalStore, openMirrorStore } from "./db";
 import { PostgresMappingStore } from "./collections/mappings-postgres";
 import { PostgresLogStore } from "./wal/postgres";
+import { TxScope } from "./wal/postgres/tx-scope";
+import { ClusterNode } from "./cluster/node";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -52,9 +54,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
     if (key) instanceAnswers.remember(key, body, contentType);
   };
-  const logStore = pg ? new PostgresLogStore(pg.sql, instanceNames) : new SqliteLogStore(local, instanceNames);
+  const scope = new TxScope();
+  const pgStore = pg ? new PostgresLogStore(pg.sql, instanceNames, undefined, scope) : null;
+  const logStore = pgStore ?? new SqliteLogStore(local, instanceNames);
   const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
-  const recovered = await wal.recoverUnanswered();
+  // With Postgres other nodes may be applying their `new` entries now: those of gone writers
+  // are recovered partition by partition under the write lock (cluster/node.ts).
+  const recovered = pgStore ? 0 : await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
   sizer.observe(BatchSizer.sampleProcess());
@@ -66,6 +72,9 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
   const writes = new WritePath({ config, log, wal, registry, replayer, writeLocks });
+  // LOG_STORE=postgres: this node may share the log with others (README "Running several nodes").
+  const cluster = pgStore ? new ClusterNode({ config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
+  await cluster?.attach();
   const consistency = new ConsistencyChecker({ config, log, wal, collections, registry, replayer, writeLocks });
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
@@ -109,6 +118,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     events,
     metrics,
     access,
+    cluster,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -116,6 +126,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await cluster?.stop();
       await wal.close();
       await pg?.close();
       local.close();

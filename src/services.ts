@@ -3,6 +3,7 @@
  * (server.ts) and handed to the app, the schedules and the admin endpoints. Modules that
  * need only a few take a `Pick<Services, ...>`.
  */
+import type { ClusterNode } from "./cluster/node";
 import type { AccessControl } from "./auth/access";
 import type { Adoption } from "./collections/adoption";
 import type { Mirror } from "./collections/mirror";
@@ -52,6 +53,8 @@ export interface Services {
   metrics: Metrics;
   /** Who may do what: tokens, roles, scopes, the open or closed data API, audit. */
   access: AccessControl;
+  /** This node's part in a cluster of nodes sharing Postgres (LOG_STORE=postgres); null with SQLite. */
+  cluster: ClusterNode | null;
   startedAtMs: number;
   close(): Promise<void>;
 }
