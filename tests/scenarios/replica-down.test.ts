@@ -158,6 +158,10 @@ test("with the replica SIGKILLed, reads go to the primary and writes succeed; it
       timeoutMs: 20_000,
       message: "the replica serving reads again",
     });
+  } catch (error) {
+    console.log("DEBUGDUMP", JSON.stringify((await json(`${lb.url}/wal/status`)).instances));
+    console.log("DEBUGDUMP logs", lb.logs().split("\n").filter((l: string) => l.includes("DEBUG") || l.includes("warn") || l.includes("error")).slice(-60).join("\n"));
+    throw error;
   } finally {
     stop = true;
     await Promise.all(loops);

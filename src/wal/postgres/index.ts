@@ -18,6 +18,9 @@ import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryO
 /** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
 const appendLockKey = 0x63686c6f67;
 const cleanupChunkEntries = 2000;
+/** Postgres's type id of bytea, for an array of bodies. */
+const byteaOid = 17;
+const empty = Buffer.alloc(0);
 const unreachableCodes = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
@@ -56,32 +59,40 @@ export class PostgresLogStore implements LogStore {
 
   // Append.
 
+  /**
+   * One statement, so one round trip and its own transaction: the advisory lock, positions
+   * from the sequence in the group's order, the entries, their bodies and every instance's
+   * owed row. Array parameters keep the number of
+   * parameters fixed whatever the group's size.
+   */
   async appendGroup(group: NewEntry[], nowMs: number): Promise<Entry[]> {
-    return this.sql.begin(async (tx) => {
-      await tx`SELECT pg_advisory_xact_lock(${appendLockKey})`;
-      const seqRows = await tx<Array<{ seq: number }>>`SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq FROM generate_series(1, ${group.length})`;
-      const seqs = seqRows.map((r) => r.seq).sort((a, b) => a - b);
-      const rows = group.map((e, i) => ({
-        seq: seqs[i]!,
-        created_at_ms: nowMs,
-        partition: e.partition,
-        kind: e.kind,
-        op: e.op,
-        tenant: e.tenant,
-        database: e.database,
-        collection_id: e.collectionId,
-        name: e.name,
-        body_bytes: e.body?.byteLength ?? 0,
-        state: "new",
-        applied_by: null,
-      }));
-      await tx`INSERT INTO chroma_lb_wal_entries ${tx(rows)}`;
-      const bodies = group.flatMap((e, i) => (e.body ? [{ seq: seqs[i]!, body: Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength) }] : []));
-      if (bodies.length) await tx`INSERT INTO chroma_lb_wal_bodies ${tx(bodies)}`;
-      const pending = rows.flatMap((r) => this.instances.map((instance) => ({ instance, seq: r.seq, partition: r.partition, kind: r.kind })));
-      if (pending.length) await tx`INSERT INTO chroma_lb_wal_pending ${tx(pending, "instance", "seq", "partition", "kind")}`;
-      return group.map((e, i) => ({ ...e, seq: seqs[i]!, createdAtMs: nowMs, state: "new" as const, appliedBy: null, bodyBytes: e.body?.byteLength ?? 0 }));
-    }) as Promise<Entry[]>;
+    const bodies = group.map((e) => (e.body ? Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength) : empty));
+    const rows = await this.sql<Array<{ seq: number }>>`
+      WITH lock AS (SELECT pg_advisory_xact_lock(${appendLockKey})),
+      src AS (
+        SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq, s.*
+          FROM (SELECT u.* FROM lock, unnest(
+                  ${group.map((e) => e.partition)}::text[], ${group.map((e) => e.kind)}::text[], ${group.map((e) => e.op)}::text[],
+                  ${group.map((e) => e.tenant)}::text[], ${group.map((e) => e.database)}::text[], ${group.map((e) => e.collectionId)}::text[],
+                  ${group.map((e) => e.name)}::text[], ${group.map((e) => e.body?.byteLength ?? 0)}::int[],
+                  ${this.sql.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
+                ) WITH ORDINALITY AS u(partition, kind, op, tenant, database, collection_id, name, body_bytes, body, has_body, ord)
+                ORDER BY u.ord) s
+      ),
+      entries AS (
+        INSERT INTO chroma_lb_wal_entries (seq, created_at_ms, partition, kind, op, tenant, database, collection_id, name, body_bytes, state)
+        SELECT seq, ${nowMs}, partition, kind, op, tenant, database, collection_id, name, body_bytes, 'new' FROM src
+      ),
+      bodies AS (
+        INSERT INTO chroma_lb_wal_bodies (seq, body)
+        SELECT seq, body FROM src WHERE has_body = 1
+      ),
+      pending AS (
+        INSERT INTO chroma_lb_wal_pending (instance, seq, partition, kind)
+        SELECT instance, seq, partition, kind FROM src CROSS JOIN unnest(${this.instances}::text[]) AS instance
+      )
+      SELECT seq FROM src ORDER BY ord`;
+    return group.map((e, i) => ({ ...e, seq: rows[i]!.seq, createdAtMs: nowMs, state: "new" as const, appliedBy: null, bodyBytes: e.body?.byteLength ?? 0 }));
   }
 
   // Positions.
@@ -178,19 +189,18 @@ export class PostgresLogStore implements LogStore {
   }
 
   async completeOnTarget(instance: string, seqs: number[]) {
-    return this.atomic(async (tx) => {
-      await tx`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${instance} WHERE seq = ANY(${seqs})`;
-      const removed = await tx<Array<{ seq: number }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}) RETURNING seq`;
-      return removed.map((r) => r.seq);
-    }) as Promise<number[]>;
+    // One statement (one round trip, one transaction): ready for all, applied on the target.
+    const removed = await this.q<Array<{ seq: number }>>`
+      WITH ready AS (UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${instance} WHERE seq = ANY(${seqs}::bigint[]))
+      DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}::bigint[]) RETURNING seq`;
+    return removed.map((r) => r.seq);
   }
 
   async reject(seq: number) {
-    await this.atomic(async (tx) => {
-      await tx`UPDATE chroma_lb_wal_entries SET state = 'rejected', applied_by = NULL WHERE seq = ${seq}`;
-      await tx`DELETE FROM chroma_lb_wal_bodies WHERE seq = ${seq}`;
-      await tx`DELETE FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
-    });
+    await this.q`
+      WITH rejected AS (UPDATE chroma_lb_wal_entries SET state = 'rejected', applied_by = NULL WHERE seq = ${seq}),
+           body AS (DELETE FROM chroma_lb_wal_bodies WHERE seq = ${seq})
+      DELETE FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
   }
 
   async markApplied(instance: string, seqs: number[]) {
