@@ -15,6 +15,7 @@ import { PostgresMappingStore } from "./collections/mappings-postgres";
 import { PostgresLogStore } from "./wal/postgres";
 import { TxScope } from "./wal/postgres/tx-scope";
 import { ClusterNode } from "./cluster/node";
+import { ReplicationCluster } from "./cluster/replication";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -72,13 +73,20 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
   const writes = new WritePath({ config, log, wal, registry, replayer, writeLocks });
-  // LOG_STORE=postgres: this node may share the log with others (README "Running several nodes").
-  const cluster = pgStore ? new ClusterNode({ config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
-  await cluster?.attach();
   const consistency = new ConsistencyChecker({ config, log, wal, collections, registry, replayer, writeLocks });
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
+  // Several nodes may share this Postgres: switches, mappings, jobs and alerts are held for all of them.
+  const cluster = pg ? new ClusterNode({ config, log, registry, collections, onMaintenanceEnded: (name) => void replayer.kick(registry.get(name)!) }) : null;
+  if (cluster) {
+    await cluster.open();
+    collections.onChanged = () => void cluster.hint({ kind: "mapping", collection: null });
+    metrics.registry.setDefaultLabels({ node: config.nodeId });
+  }
+  // Replay and writes shared with the other nodes: leases and cross-node locks (README "Running several nodes").
+  const replication = cluster && pgStore ? new ReplicationCluster({ node: cluster, config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
+  replication?.attach();
   const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
@@ -86,6 +94,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     log,
     events,
     onOutcome: (event, outcome) => metrics.alerts.inc({ event, outcome }),
+    claim: cluster ? (payload) => cluster.claimAlert(payload) : undefined,
   });
   for (const instance of registry.all) instance.client.observer = (options, result) => metrics.observeInstanceRequest(instance.name, options, result);
   replayer.stats.onLag = (ms) => metrics.replayLag.observe(ms / 1000);
@@ -119,6 +128,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     metrics,
     access,
     cluster,
+    replication,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -126,6 +136,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await replication?.stop();
       await cluster?.stop();
       await wal.close();
       await pg?.close();
@@ -294,6 +305,7 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     fetch: (incoming: Request) => instrumented(withRoutableUrl(incoming, url)),
   });
   url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
+  await services.cluster?.start(url);
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),

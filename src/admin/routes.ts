@@ -16,7 +16,7 @@ import type { Services } from "../services";
 
 export type AdminDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access" | "cluster"
 >;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -205,6 +205,38 @@ export function adminRoutes(deps: AdminDeps) {
     };
   };
 
+  /**
+   * The nodes of the cluster and the operations run once in it (LOG_STORE=postgres); with
+   * SQLite chroma-lb is one node, listed alone.
+   */
+  const clusterView = async () => {
+    const cluster = deps.cluster;
+    if (!cluster) return { node_id: config.nodeId, nodes: [{ id: config.nodeId, address: config.nodeAddress ?? null, last_heartbeat_at: null, leases: 0 }] };
+    const [{ nodes, error }, jobs] = await Promise.all([cluster.nodeViews(), cluster.jobs.list().catch(() => null)]);
+    return { node_id: config.nodeId, nodes, ...(error && { nodes_error: error }), cluster_operations: jobs };
+  };
+
+  /**
+   * Runs an operation once in the cluster (resync, consistency check): on another node when
+   * it runs there already (answered 409 with that node). With one node, simply runs it.
+   */
+  const onceInCluster = async <T>(kind: string, scope: string, progress: () => unknown, fn: () => Promise<T>): Promise<T> => {
+    if (!deps.cluster) return fn();
+    const outcome = await clusterCall(() => deps.cluster!.jobs.run(kind, scope, progress, fn));
+    if (!outcome.ran) throw conflict(`This ${kind} (${scope}) already runs on node ${outcome.runningOn} since ${outcome.startedAt}; GET /status on any node shows its progress`);
+    return outcome.result;
+  };
+
+  /** A switch or claim that Postgres did not take is not held for the cluster: 503, the caller retries. */
+  const clusterCall = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (error) {
+      if (error instanceof LbError) throw error;
+      throw new LbError(503, "ServiceUnavailableError", `The cluster's Postgres did not take the change (${error instanceof Error ? error.message : String(error)}); nothing changed, retry`);
+    }
+  };
+
   const findInstance = (name: string) => {
     const instance = registry.get(name);
     if (!instance) throw notFound(`No instance named ${name}; GET /admin/instances lists them`);
@@ -285,6 +317,7 @@ export function adminRoutes(deps: AdminDeps) {
         },
         resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
         instances: registry.all.map(instanceView),
+        ...(await clusterView()),
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )
@@ -430,7 +463,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
         )
         .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: adminDetail("Match collections on the instances to mappings now") })
-        .get("/admin/consistency", ({ query }) => deps.consistency.checkOnce(query.collection), {
+        .get("/admin/consistency", ({ query }) => onceInCluster("consistency", query.collection ?? "*", () => deps.consistency.progress, () => deps.consistency.checkOnce(query.collection)), {
           query: t.Object({ collection: t.Optional(t.String({ description: "a collection name or id; all collections when absent" })) }),
           detail: adminDetail(
             "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
@@ -444,7 +477,9 @@ export function adminRoutes(deps: AdminDeps) {
             if (collection !== undefined && !collections.list().some((c) => c.id === collection || c.name === collection)) {
               throw notFound(`No collection ${collection}; GET /collection/mappings lists them`);
             }
-            const run = deps.resyncer.resyncInstance(instance, collection);
+            const run = onceInCluster("resync", `${instance.name}/${collection ?? "*"}`, () => deps.resyncer.active(), () => deps.resyncer.resyncInstance(instance, collection));
+            // With wait: false a conflict (another node runs it) is still answered now.
+            if (body?.wait === false && deps.cluster) await Promise.race([run, Bun.sleep(200)]);
             if (body?.wait === false) {
               set.status = 202;
               return { instance: instance.name, started: true, progress: "GET /status shows resync progress" };
@@ -473,7 +508,7 @@ export function adminRoutes(deps: AdminDeps) {
         )
         .post(
           "/admin/instances/:name/health",
-          ({ params, body }) => {
+          async ({ params, body }) => {
             const instance = findInstance(params.name);
             const original = instance.healthy;
             // Only an outage can be simulated. `{"healthy": true}` (the old balancer's way to end
@@ -481,6 +516,7 @@ export function adminRoutes(deps: AdminDeps) {
             // and hands the instance back to the checker: what probes see is then its health,
             // so no call can make a dead instance look alive.
             if (body.healthy || body.clear) {
+              if (deps.cluster) await clusterCall(() => deps.cluster!.switches.endSimulation(instance.name));
               registry.clearSimulation(instance);
               if (instance.healthy) void replayer.kick(instance);
               return {
@@ -496,7 +532,8 @@ export function adminRoutes(deps: AdminDeps) {
               };
             }
             const durationMs = body.duration_seconds === undefined || body.duration_seconds === null ? null : body.duration_seconds * 1000;
-            registry.simulateOutage(instance, durationMs);
+            if (deps.cluster) await clusterCall(() => deps.cluster!.switches.simulate(instance.name, durationMs));
+            else registry.simulateOutage(instance, durationMs);
             return {
               success: true,
               instance: instance.name,
@@ -521,6 +558,7 @@ export function adminRoutes(deps: AdminDeps) {
           "/admin/instances/:name/maintenance",
           async ({ params, body }) => {
             const instance = findInstance(params.name);
+            if (deps.cluster) await clusterCall(() => deps.cluster!.switches.setMaintenance(instance.name, body.enabled));
             instance.maintenance = body.enabled;
             deps.log.warn(body.enabled ? "instance in maintenance" : "instance back from maintenance", { instance: instance.name });
             let drained = true;

@@ -1,7 +1,8 @@
 /**
- * One chroma-lb node among several sharing one Postgres (LOG_STORE=postgres): wires the
- * node registry, the replay leases, the wake-up listener and the cross-node locks into the
- * log, replay and the write path, and lists the jobs that keep them going.
+ * Replay and writes shared by several chroma-lb nodes on one Postgres (LOG_STORE=postgres):
+ * wires the replay leases and the cross-node locks into the log, replay and the write path,
+ * and lists the jobs that keep them going. The node itself (heartbeat, wake-up listener) is
+ * node.ts; leases are taken only while its heartbeat goes through.
  *
  * What each node refreshes, and when:
  * - its view of the log (heads, what each instance owes, marks): reloaded every
@@ -11,7 +12,6 @@
  *   before it takes a write or serves a read, the next entries to replay, the lease's token
  *   where progress is recorded.
  */
-import os from "node:os";
 import type postgres from "postgres";
 import type { Config } from "../config";
 import { postgresClient } from "../db";
@@ -24,13 +24,13 @@ import type { PostgresLogStore } from "../wal/postgres";
 import type { TxScope } from "../wal/postgres/tx-scope";
 import type { WritePath } from "../writes/pipeline";
 import { ApplyLocks, WriteLockUnavailable } from "./apply-locks";
-import { clusterJobs, type ClusterJob } from "./index";
+import type { ClusterJob } from "./index";
 import { LeaseManager, type LeaseKey } from "./leases";
-import { NodeRegistry } from "./nodes";
-import { ensureClusterSchema } from "./schema";
-import { WakeupListener } from "./wakeups";
+import type { ClusterNode } from "./node";
 
-export interface ClusterNodeDeps {
+export interface ReplicationDeps {
+  /** This node: its heartbeat proves it owns NODE_ID; its listener brings other nodes' hints. */
+  node: ClusterNode;
   config: Config;
   log: Logger;
   wal: WriteAheadLog;
@@ -41,20 +41,16 @@ export interface ClusterNodeDeps {
   writes: WritePath;
 }
 
-/** Connections of the coordination client (heartbeat, leases) and of the lock client. */
-const coordinationConnectionsMax = 3;
+/** Connections of the lock client: locks held at once, across writes and replay. */
 const lockConnectionsMax = 16;
 /** Reloads of the view after hints are at least this far apart. */
 const hintRefreshGapMs = 200;
 /** Partitions with `new` entries looked at per orphan pass. */
 const orphanPartitionsMax = 100;
 
-export class ClusterNode {
-  readonly nodes: NodeRegistry;
+export class ReplicationCluster {
   readonly leases: LeaseManager;
-  readonly listener: WakeupListener;
   readonly locks: ApplyLocks;
-  private readonly coordination: postgres.Sql;
   private readonly lockClient: postgres.Sql;
   private refreshing: Promise<void> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
@@ -63,21 +59,14 @@ export class ClusterNode {
   /** Replay passes this node ran under a lease (tests and /metrics read them). */
   readonly stats = { viewRefreshes: 0, hints: 0, leasesAcquired: 0, leasesReleased: 0 };
 
-  constructor(private readonly deps: ClusterNodeDeps) {
-    const { config } = deps;
-    const url = config.databaseUrl!;
-    this.coordination = postgresClient(url, { max: coordinationConnectionsMax, connectTimeoutSeconds: 2 });
-    this.lockClient = postgresClient(url, { max: lockConnectionsMax, connectTimeoutSeconds: 2 });
-    const host = config.host === "0.0.0.0" || config.host === "::" ? os.hostname() : config.host;
-    this.nodes = new NodeRegistry(this.coordination, { nodeId: config.nodeId, address: `http://${host}:${config.port}`, liveMs: config.leaseTtlMs });
-    this.leases = new LeaseManager(this.coordination, { nodeId: config.nodeId, ttlMs: config.leaseTtlMs });
-    this.listener = new WakeupListener({
-      nodeId: config.nodeId,
-      connect: () => postgresClient(url, { max: 2, connectTimeoutSeconds: 2 }),
-      onEvent: () => {
-        this.stats.hints += 1;
-        this.refreshSoon();
-      },
+  constructor(private readonly deps: ReplicationDeps) {
+    const { config, node } = deps;
+    this.lockClient = postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2 });
+    this.leases = new LeaseManager(node.sql, { nodeId: config.nodeId, ttlMs: config.leaseTtlMs });
+    node.onWakeup((event) => {
+      if (event.kind !== "entry" && event.kind !== "resync") return;
+      this.stats.hints += 1;
+      this.refreshSoon();
     });
     this.locks = new ApplyLocks(this.lockClient, deps.scope, {
       nodeId: config.nodeId,
@@ -86,10 +75,9 @@ export class ClusterNode {
     });
   }
 
-  /** Creates the cluster tables if missing and plugs the node into the log, replay and writes. */
-  async attach(): Promise<void> {
+  /** Plugs the cross-node locks and leases into the log, replay and writes (the cluster tables exist: node.open). */
+  attach(): void {
     const { wal, store, replayer, writes, scope, log } = this.deps;
-    await ensureClusterSchema(this.coordination);
     const locks = this.locks;
     replayer.crossNode = {
       applying: (instance, partition, fn, fenced) => locks.applying(instance, partition, fn, fenced),
@@ -168,48 +156,41 @@ export class ClusterNode {
     return recovered;
   }
 
-  /** Every background job of the node (schedules.ts runs them). */
+  /**
+   * Takes the leases this node should hold, once its heartbeat has proved it owns NODE_ID
+   * (two processes must never share one node's leases); a lease just taken (a takeover, or
+   * new work) is replayed at once.
+   */
+  async acquireOnce(): Promise<number> {
+    const beat = this.deps.node.nodes.lastHeartbeatOkMs;
+    if (beat === null || performance.now() - beat > this.deps.config.leaseTtlMs) return 0;
+    const { acquired } = await this.leases.tryAcquire(this.wantedKeys());
+    this.stats.leasesAcquired += acquired.length;
+    for (const name of new Set(acquired.map((l) => l.instance))) {
+      const instance = this.deps.registry.get(name);
+      if (instance) void this.deps.replayer.kick(instance);
+    }
+    return acquired.length;
+  }
+
+  /** Every background job of replication (schedules.ts runs them). */
   jobs(): ClusterJob[] {
-    const { config, replayer, registry } = this.deps;
-    const base = clusterJobs({
-      registry: this.nodes,
-      leases: this.leases,
-      listener: this.listener,
-      heartbeatIntervalMs: config.nodeHeartbeatIntervalMs,
-      wantedKeys: () => this.wantedKeys(),
-    });
+    const everyMs = this.deps.config.nodeHeartbeatIntervalMs;
     return [
-      ...base.map((job) =>
-        job.name !== "lease-acquire"
-          ? job
-          : {
-              ...job,
-              run: async () => {
-                const result = (await job.run()) as { acquired: Array<{ instance: string }> } | null;
-                if (!result?.acquired.length) return result;
-                this.stats.leasesAcquired += result.acquired.length;
-                // A lease just taken (a takeover, or new work) is replayed at once.
-                for (const name of new Set(result.acquired.map((l) => l.instance))) {
-                  const instance = registry.get(name);
-                  if (instance) void replayer.kick(instance);
-                }
-                return result;
-              },
-            },
-      ),
-      { name: "cluster-view-refresh", everyMs: config.nodeHeartbeatIntervalMs, run: () => this.refreshOnce() },
-      { name: "lease-release", everyMs: config.nodeHeartbeatIntervalMs, run: () => this.releaseUnwantedOnce() },
-      { name: "orphan-recovery", everyMs: config.nodeHeartbeatIntervalMs, run: () => this.recoverOrphansOnce() },
+      // Renewal on the heartbeat's beat: a node that cannot renew stops replaying at its local deadline.
+      { name: "lease-renew", everyMs, run: () => this.leases.renewOnce() },
+      { name: "lease-acquire", everyMs, run: () => this.acquireOnce() },
+      { name: "lease-release", everyMs, run: () => this.releaseUnwantedOnce() },
+      { name: "log-view-refresh", everyMs, run: () => this.refreshOnce() },
+      { name: "orphan-recovery", everyMs, run: () => this.recoverOrphansOnce() },
     ];
   }
 
-  /** A graceful stop: leases released and the node's row removed, so others take over at once. */
+  /** A graceful stop: leases released, so others take over at once (before node.stop closes its client). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     await this.leases.releaseAll().catch(() => {});
-    await this.nodes.leave().catch(() => {});
-    await this.listener.stop().catch(() => {});
-    await Promise.all([this.coordination.end({ timeout: 2 }), this.lockClient.end({ timeout: 2 })]).catch(() => {});
+    await this.lockClient.end({ timeout: 2 }).catch(() => {});
   }
 }

@@ -120,7 +120,7 @@ export class Metrics {
     });
     this.alerts = new Counter({
       name: `${prefix}alerts_total`,
-      help: "Alerts by event and outcome: firing and resolved were posted, suppressed were held back by ALERT_MIN_INTERVAL.",
+      help: "Alerts by event and outcome: firing and resolved were posted, suppressed were held back by ALERT_MIN_INTERVAL, posted_by_other_node were posted once for the cluster by another node.",
       labelNames: ["event", "outcome"],
       registers,
     });
