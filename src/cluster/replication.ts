@@ -56,6 +56,8 @@ export class ReplicationCluster {
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private lastRefreshMs = 0;
   private stopped = false;
+  /** When each (instance, collection) was last tried on demand (replayable). */
+  private readonly triedAtMs = new Map<string, number>();
   /** Replay passes this node ran under a lease (tests and /metrics read them). */
   readonly stats = { viewRefreshes: 0, hints: 0, leasesAcquired: 0, leasesReleased: 0 };
 
@@ -81,7 +83,7 @@ export class ReplicationCluster {
     const locks = this.locks;
     replayer.crossNode = {
       applying: (instance, partition, fn, fenced) => locks.applying(instance, partition, fn, fenced),
-      replays: (instance, partition) => this.leases.holds({ instance, collection: partition }) !== null,
+      replays: (instance, partitions) => this.replayable(instance, partitions),
       beforeSend: () => locks.beforeSend(),
       detach: (fn) => scope.detach(fn),
     };
@@ -97,6 +99,36 @@ export class ReplicationCluster {
       }
     };
     wal.instancesBehind = (instances, partition, uptoSeq) => store.instancesBehind(instances, partition, uptoSeq);
+  }
+
+  /**
+   * Of `partitions`, those this node holds the lease of for `instance`, after trying once to
+   * take the ones nobody holds (new work is replayed at once, not at the next acquire job).
+   * A key is tried at most once per NODE_HEARTBEAT_INTERVAL, so a key another node holds
+   * costs no statement per pass.
+   */
+  private async replayable(instance: string, partitions: string[]): Promise<Set<string>> {
+    const now = performance.now();
+    const held = (collection: string) => this.leases.holds({ instance, collection }) !== null;
+    const untried = partitions.filter((collection) => {
+      if (held(collection)) return false;
+      const key = JSON.stringify([instance, collection]);
+      if (now - (this.triedAtMs.get(key) ?? -Infinity) < this.deps.config.nodeHeartbeatIntervalMs) return false;
+      this.triedAtMs.set(key, now);
+      return true;
+    });
+    if (this.triedAtMs.size > 100_000) this.triedAtMs.clear();
+    if (untried.length > 0 && this.heartbeatIsRecent()) {
+      const { acquired } = await this.leases.tryAcquire(untried.map((collection) => ({ instance, collection })));
+      this.stats.leasesAcquired += acquired.length;
+    }
+    return new Set(partitions.filter(held));
+  }
+
+  /** Leases are taken only while this node's heartbeat goes through (it owns its NODE_ID). */
+  private heartbeatIsRecent(): boolean {
+    const beat = this.deps.node.nodes.lastHeartbeatOkMs;
+    return beat !== null && performance.now() - beat <= this.deps.config.leaseTtlMs;
   }
 
   /** The (instance, collection) pairs this node should replay: owed entries, on instances it reaches. */
@@ -162,8 +194,7 @@ export class ReplicationCluster {
    * new work) is replayed at once.
    */
   async acquireOnce(): Promise<number> {
-    const beat = this.deps.node.nodes.lastHeartbeatOkMs;
-    if (beat === null || performance.now() - beat > this.deps.config.leaseTtlMs) return 0;
+    if (!this.heartbeatIsRecent()) return 0;
     const { acquired } = await this.leases.tryAcquire(this.wantedKeys());
     this.stats.leasesAcquired += acquired.length;
     for (const name of new Set(acquired.map((l) => l.instance))) {

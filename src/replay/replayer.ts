@@ -41,8 +41,8 @@ export interface DrainOptions {
 export interface CrossNode {
   /** Runs `fn` holding (instance, partition) across nodes; null when another holder has it (or the lease, when `fenced`). */
   applying<T>(instance: string, partition: string, fn: () => Promise<T>, fenced: boolean): Promise<T | null>;
-  /** Whether this node replays (instance, partition) in the background now (it holds the lease). */
-  replays(instance: string, partition: string): boolean;
+  /** Of `partitions`, those this node replays in the background now: it holds their lease (taking free ones first). */
+  replays(instance: string, partitions: string[]): Promise<Set<string>>;
   /** Right before a request to an instance: proves the lock is still held (throws when not). */
   beforeSend(): Promise<void>;
   /** Runs `fn` outside the current lock's transaction (work that outlives it). */
@@ -436,7 +436,8 @@ export class Replayer {
     const owed = await this.wal.pendingPartitions(instance.name, 1000);
     // With several nodes, each (instance, collection) is replayed by the node holding its lease.
     const crossNode = this.crossNode;
-    const partitions = crossNode ? owed.filter((p) => crossNode.replays(instance.name, p.partition)) : owed;
+    const mine = crossNode ? await crossNode.replays(instance.name, owed.map((p) => p.partition)) : null;
+    const partitions = mine ? owed.filter((p) => mine.has(p.partition)) : owed;
     let next = 0;
     const worker = async () => {
       while (next < partitions.length && applied < budget && instance.healthy && !this.stopped) {
