@@ -42,7 +42,7 @@ export interface ReplicationDeps {
 }
 
 /** Connections of the lock client: locks held at once, across writes and replay. */
-const lockConnectionsMax = 16;
+const lockConnectionsMax = 10;
 /** Reloads of the view after hints are at least this far apart. */
 const hintRefreshGapMs = 200;
 /** Partitions with `new` entries looked at per orphan pass. */
