@@ -10,7 +10,8 @@ import { alertsOnce } from "./observability/alerts";
 import { BatchSizer } from "./replay/sizing";
 import type { Services } from "./services";
 
-export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access" | "cluster">;
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access" | "cluster"> &
+  Partial<Pick<Services, "replication">>;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -66,6 +67,8 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     const mirror = deps.mirror;
     job("mirror-sync", deps.config.mirrorSyncIntervalMs, () => mirror.syncOnce());
   }
+  // Several nodes: replay leases, view reloads, orphaned entries (cluster/replication.ts).
+  for (const replication of deps.replication?.jobs() ?? []) job(replication.name, replication.everyMs, replication.run);
   return {
     stop() {
       for (const j of jobs) j.stop();

@@ -13,7 +13,9 @@ import type { Config } from "./config";
 import { openLocalStore, openMirrorStore } from "./db";
 import { PostgresMappingStore } from "./collections/mappings-postgres";
 import { PostgresLogStore } from "./wal/postgres";
+import { TxScope } from "./wal/postgres/tx-scope";
 import { ClusterNode } from "./cluster/node";
+import { ReplicationCluster } from "./cluster/replication";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -53,9 +55,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
     if (key) instanceAnswers.remember(key, body, contentType);
   };
-  const logStore = pg ? new PostgresLogStore(pg.sql, instanceNames) : new SqliteLogStore(local, instanceNames);
+  const scope = new TxScope();
+  const pgStore = pg ? new PostgresLogStore(pg.sql, instanceNames, undefined, scope) : null;
+  const logStore = pgStore ?? new SqliteLogStore(local, instanceNames);
   const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
-  const recovered = await wal.recoverUnanswered();
+  // With Postgres other nodes may be applying their `new` entries now: those of gone writers
+  // are recovered partition by partition under the write lock (cluster/node.ts).
+  const recovered = pgStore ? 0 : await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
   sizer.observe(BatchSizer.sampleProcess());
@@ -78,6 +84,9 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     collections.onChanged = () => void cluster.hint({ kind: "mapping", collection: null });
     metrics.registry.setDefaultLabels({ node: config.nodeId });
   }
+  // Replay and writes shared with the other nodes: leases and cross-node locks (README "Running several nodes").
+  const replication = cluster && pgStore ? new ReplicationCluster({ node: cluster, config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
+  replication?.attach();
   const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
@@ -119,6 +128,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     metrics,
     access,
     cluster,
+    replication,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -126,6 +136,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await replication?.stop();
       await cluster?.stop();
       await wal.close();
       await pg?.close();

@@ -56,9 +56,17 @@ export interface MirrorStore {
  * from the first query, so callers treat the mirror as optional and retry later.
  */
 export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
-  const client = postgres(databaseUrl, {
-    max: 4,
-    connect_timeout: connectTimeoutSeconds,
+  const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds });
+  const db = drizzlePg({ client, schema: pgSchema });
+  await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
+  return { db, sql: client, close: () => client.end({ timeout: 2 }) };
+}
+
+/** A postgres.js client as the log store reads and writes with it (durable commits, bigint as number). */
+export function postgresClient(databaseUrl: string, options: { max: number; connectTimeoutSeconds?: number }) {
+  return postgres(databaseUrl, {
+    max: options.max,
+    connect_timeout: options.connectTimeoutSeconds ?? 5,
     idle_timeout: 30,
     onnotice: () => {},
     // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
@@ -66,7 +74,4 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
     // Positions and counts are bigint in Postgres, and well within 2^53 here.
     types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
   });
-  const db = drizzlePg({ client, schema: pgSchema });
-  await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
-  return { db, sql: client, close: () => client.end({ timeout: 2 }) };
 }

@@ -295,9 +295,14 @@ export class ChromaApi {
     // A copy that is lost or being rebuilt never serves; one that diverged only when no whole copy can.
     const views = this.views().filter((v) => !wal.isUnderRepair(v.name, record.id));
     const whole = views.filter((v) => !wal.isDiverged(v.name, record.id));
+    // With several nodes another node may have acknowledged writes this node's view does
+    // not show yet: which instance has them is read from the log store now.
+    const uptoSeq = minPosition ?? Number.MAX_SAFE_INTEGER;
+    const behindNow = wal.instancesBehind ? await wal.instancesBehind(views.map((v) => v.name), record.id, uptoSeq) : null;
+    const caughtUpNow = async (name: string) => (wal.instancesBehind ? !(await wal.instancesBehind([name], record.id, uptoSeq)).has(name) : wal.isCaughtUp(name, record.id, minPosition));
     const candidates = readCandidates(
       whole.some((v) => v.serving) ? whole : views,
-      (name) => wal.isCaughtUp(name, record.id, minPosition),
+      (name) => (behindNow ? !behindNow.has(name) : wal.isCaughtUp(name, record.id, minPosition)),
       this.config.readReplicaRatio,
     );
     return this.read(request, {
@@ -308,7 +313,7 @@ export class ChromaApi {
         const caughtUp = await replayer
           .drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true })
           .catch((error) => ({ ok: false as const, applied: 0, reason: String(error) }));
-        return caughtUp.ok && wal.isCaughtUp(instance.name, record.id, minPosition);
+        return caughtUp.ok && (await caughtUpNow(instance.name));
       },
       path: (instance) => {
         const uuid = record.instanceUuids.get(instance.name);

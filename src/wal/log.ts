@@ -445,6 +445,24 @@ export class WriteAheadLog {
     return removed;
   }
 
+  // Several nodes (cluster/).
+
+  /**
+   * Reloads the view from the store: what other nodes appended and recorded. The head
+   * never goes back. Changes this node makes while the load runs may be missed until the
+   * next reload; decisions that cannot wait read the store (see instancesBehind).
+   */
+  async refreshView(): Promise<void> {
+    const snapshot = await this.store.load();
+    this.view.load({ ...snapshot, headSeq: Math.max(snapshot.headSeq, this.view.headSeq()) });
+  }
+
+  /**
+   * With several nodes: which of `instances` lack an acknowledged entry of the partition up
+   * to `uptoSeq`, read from the store at decision time. Null on one node (the view knows).
+   */
+  instancesBehind: ((instances: string[], partition: string, uptoSeq: number) => Promise<Set<string>>) | null = null;
+
   // Reads for replay (replay/order.ts).
 
   /**

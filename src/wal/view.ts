@@ -4,8 +4,10 @@
  * divergence and repair marks, the head. Built from the store when the log opens and fed by
  * every outcome the log records (log.ts), so it never waits for the store.
  *
- * With several chroma-lb nodes on one store, each node's view would also have to learn the
- * others' outcomes (a change feed); on one node every change passes through log.ts.
+ * With several chroma-lb nodes on one store, each node reloads its view from the store on a
+ * poll and on wake-up hints (cluster/node.ts), so it lags what other nodes did by up to
+ * that poll: decisions that must not lag (which instance may serve a read, what an
+ * instance owes before a write) read the store itself.
  */
 import type { LogSnapshot } from "./store";
 import type { Divergence, Entry, EntryKind } from "./types";
@@ -172,6 +174,11 @@ export class LogView {
 
   headSeq(): number {
     return this.head;
+  }
+
+  /** Partitions in which the instance owes entries (any state). */
+  owedPartitions(instance: string): string[] {
+    return [...(this.owed.get(instance)?.partitions.keys() ?? [])];
   }
 
   pendingCount(instance: string): number {
