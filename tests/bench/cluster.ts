@@ -53,6 +53,19 @@ interface Phase {
   directP99Ms: number;
 }
 
+/**
+ * The collection, once `client`'s node can read it: a collection made through another node
+ * a moment ago may not have reached the instance this node reads from (a client that needs
+ * it at once sends the position it was answered, X-Chroma-LB-Min-Position).
+ */
+async function readable(client: ChromaClient, name: string): Promise<Collection> {
+  for (;;) {
+    const found = await client.getCollection({ name }).catch(() => null);
+    if (found) return found;
+    await Bun.sleep(50);
+  }
+}
+
 /** Ingest, query and latency through `nodes` (clients spread over them). */
 async function measure(nodes: LbProcess[], primaryUrl: string, label: string): Promise<Phase> {
   const clients = nodes.map((n) => new ChromaClient({ host: "127.0.0.1", port: n.port }));
@@ -78,9 +91,11 @@ async function measure(nodes: LbProcess[], primaryUrl: string, label: string): P
   const queriesPerSecond = (writers * queries) / ((now() - started) / 1000);
 
   // One record at a time: directly, then through chroma-lb (alternating nodes).
-  const direct = new ChromaClient({ path: primaryUrl });
+  const { hostname, port } = new URL(primaryUrl);
+  const direct = new ChromaClient({ host: hostname, port: Number(port) });
   const directCollection = await direct.createCollection({ name: `${label}_direct`, embeddingFunction: null });
-  const lbCollections = await Promise.all(clients.map(async (client, i) => (i === 0 ? client.createCollection({ name: `${label}_adds`, embeddingFunction: null }) : client.getCollection({ name: `${label}_adds` }))));
+  const lbCollections: Collection[] = [await clients[0]!.createCollection({ name: `${label}_adds`, embeddingFunction: null })];
+  for (const client of clients.slice(1)) lbCollections.push(await readable(client, `${label}_adds`));
   const time = async (fn: () => Promise<unknown>) => {
     const t = now();
     await fn();
@@ -147,9 +162,7 @@ async function takeover(nodes: LbProcess[], databaseUrl: string): Promise<Takeov
   let written = 0;
   const writer = async (name: string, initial: ChromaClient) => {
     let client = initial;
-    // A collection made through another node a moment ago may not be readable here yet.
-    let collection: Collection | null = null;
-    while (!collection) collection = await client.getCollection({ name }).catch(() => Bun.sleep(50).then(() => null));
+    let collection = await readable(client, name);
     let failedSinceKill = false;
     for (let i = 0; writing; i++) {
       try {
