@@ -11,6 +11,7 @@
  * - A resync asked while another node runs the same one is refused with that node's name,
  *   and every node's /status shows the running operation.
  * - An instance that goes down is posted once for the cluster, and so is its return.
+ * - A reset through one node clears the other node's mappings and log view too.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
@@ -46,11 +47,11 @@ async function freshDatabase(): Promise<string> {
 }
 
 /** Two nodes, `a` and `b`, on a database of their own. */
-async function twoNodes(env: Record<string, string> = {}) {
+async function twoNodes(env: Record<string, string> = {}, chroma: ChromaServers = servers) {
   const databaseUrl = await freshDatabase();
   const common = {
-    CHROMA_PRIMARY_URL: servers[0]!.url,
-    CHROMA_REPLICA_URL: servers[1]!.url,
+    CHROMA_PRIMARY_URL: chroma[0]!.url,
+    CHROMA_REPLICA_URL: chroma[1]!.url,
     LOG_STORE: "postgres",
     DATABASE_URL: databaseUrl,
     HEALTH_CHECK_INTERVAL: "1",
@@ -235,4 +236,41 @@ test("an instance down, and its return, are posted once for the cluster, not onc
   }
   await waitFor(async () => receiver.rows().includes("instance_down resolved replica") && (await otherNodeCount("instance_down")) >= 2, { message: "one node posts the return, the other defers" });
   expect(receiver.rows().filter((r) => r.startsWith("instance_down"))).toEqual(["instance_down firing replica", "instance_down resolved replica"]);
+});
+
+test("a reset through one node clears the other's mappings and log within 2 s; the name is usable again through either", async () => {
+  await using chroma = await startChromaServers(2, { allowReset: true });
+  await using cluster = await twoNodes({ ALLOW_RESET: "true" }, chroma);
+  const { a, b } = cluster;
+  await waitFor(async () => (await json<{ healthy_instances: string }>(`${b.url}/health`)).healthy_instances === "2/2");
+  const viaA = new ChromaClient({ host: "127.0.0.1", port: a.port });
+  const docs = await viaA.createCollection({ name: "reset_docs", embeddingFunction: null });
+  await docs.add({ ids: ["a", "b"], embeddings: [[1, 2], [3, 4]], documents: ["a", "b"] });
+  const mappingsOf = async (url: string) => (await json<{ count: number }>(`${url}/collection/mappings`)).count;
+  const logOf = async (url: string) => {
+    const wal = await json<{ total_entries: number; pending_writes: number }>(`${url}/wal/status`);
+    return { total: wal.total_entries, pending: wal.pending_writes };
+  };
+  await waitFor(async () => (await mappingsOf(b.url)) === 1 && (await logOf(b.url)).total > 0, { message: "b knows the collection and its entries" });
+
+  const resetAt = performance.now();
+  const res = await fetch(`${a.url}/api/v2/reset`, { method: "POST" });
+  expect(res.status).toBe(200);
+  const cleared = await within(resetAt, async () => (await mappingsOf(b.url)) === 0 && JSON.stringify(await logOf(b.url)) === JSON.stringify({ total: 0, pending: 0 }), "b's view is cleared");
+  expect(cleared).toBeLessThan(clusterWideMsMax);
+  expect(await logOf(a.url)).toEqual({ total: 0, pending: 0 });
+
+  // The name is free again on both nodes: made through b, written and read through a.
+  const viaB = new ChromaClient({ host: "127.0.0.1", port: b.port });
+  const again = await viaB.createCollection({ name: "reset_docs", embeddingFunction: null });
+  expect(again.id).not.toBe(docs.id);
+  await waitFor(async () => (await mappingsOf(a.url)) === 1);
+  const onA = await waitFor(() => viaA.getCollection({ name: "reset_docs" }).catch(() => null));
+  expect(onA.id).toBe(again.id);
+  await onA.add({ ids: ["c"], embeddings: [[5, 6]], documents: ["c"] });
+  const read = await waitFor(async () => {
+    const got = await again.get({ ids: ["c"] });
+    return got.ids.length ? got : null;
+  });
+  expect(read.documents).toEqual(["c"]);
 });
