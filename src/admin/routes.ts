@@ -478,9 +478,12 @@ export function adminRoutes(deps: AdminDeps) {
               throw notFound(`No collection ${collection}; GET /collection/mappings lists them`);
             }
             const run = onceInCluster("resync", `${instance.name}/${collection ?? "*"}`, () => deps.resyncer.active(), () => deps.resyncer.resyncInstance(instance, collection));
-            // With wait: false a conflict (another node runs it) is still answered now.
-            if (body?.wait === false && deps.cluster) await Promise.race([run, Bun.sleep(200)]);
             if (body?.wait === false) {
+              // Not awaited: a failure later is in /status, never an unhandled rejection. A
+              // refusal (another node runs it, Postgres did not take the claim) comes at once
+              // and is answered as such.
+              const early = await Promise.race([run.then(() => null, (error: unknown) => ({ error })), Bun.sleep(deps.cluster ? 200 : 0).then(() => null)]);
+              if (early) throw early.error;
               set.status = 202;
               return { instance: instance.name, started: true, progress: "GET /status shows resync progress" };
             }

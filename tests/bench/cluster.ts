@@ -242,6 +242,8 @@ try {
     ["query (queries/s)", one.queriesPerSecond.toFixed(0), two.queriesPerSecond.toFixed(0), (two.queriesPerSecond / one.queriesPerSecond).toFixed(2)],
     ["one-record add p50", ms(one.addP50Ms), ms(two.addP50Ms), ""],
     ["one-record add p99", ms(one.addP99Ms), ms(two.addP99Ms), ""],
+    ["direct to Chroma p50", ms(one.directP50Ms), ms(two.directP50Ms), ""],
+    ["direct to Chroma p99", ms(one.directP99Ms), ms(two.directP99Ms), ""],
     ["added over direct p50", ms(one.addP50Ms - one.directP50Ms), ms(two.addP50Ms - two.directP50Ms), ""],
     ["added over direct p99", ms(one.addP99Ms - one.directP99Ms), ms(two.addP99Ms - two.directP99Ms), ""],
   ];
