@@ -463,6 +463,20 @@ export class WriteAheadLog {
    */
   instancesBehind: ((instances: string[], partition: string, uptoSeq: number) => Promise<Set<string>>) | null = null;
 
+  /**
+   * `instancesBehind` when there is one and the store answers; null otherwise, and the
+   * caller goes by the view: while Postgres cannot be reached no node acknowledges a write,
+   * so the view lacks at most what other nodes acknowledged in its last reload interval.
+   */
+  async behindNow(instances: string[], partition: string, uptoSeq = Number.MAX_SAFE_INTEGER): Promise<Set<string> | null> {
+    if (!this.instancesBehind || this.unreachable) return null;
+    try {
+      return await this.instancesBehind(instances, partition, uptoSeq);
+    } catch {
+      return null;
+    }
+  }
+
   // Reads for replay (replay/order.ts).
 
   /**
