@@ -265,15 +265,20 @@ export class PostgresLogStore implements LogStore {
    * writer that is gone (killed, or cut off and its transaction ended).
    */
   async recoverOrphans(partition: string): Promise<number[]> {
+    // A `new` entry is owed by every instance (none applied it), so one instance's owed rows
+    // (indexed, as few as its lag) find them all without scanning the partition's log.
     const rows = await this.q<Array<{ seq: number }>>`
-      UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE partition = ${partition} AND state = 'new' RETURNING seq`;
+      UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL
+       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${this.instances[0]!} AND partition = ${partition})
+         AND state = 'new' RETURNING seq`;
     return rows.map((r) => r.seq);
   }
 
   /** Partitions with entries still `new` (being applied, or left by a writer that is gone). */
   async partitionsWithUnanswered(limit: number): Promise<string[]> {
     const rows = await this.sql<Array<{ partition: string }>>`
-      SELECT DISTINCT partition FROM chroma_lb_wal_entries WHERE state = 'new' LIMIT ${limit}`;
+      SELECT DISTINCT p.partition FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+       WHERE p.instance = ${this.instances[0]!} AND e.state = 'new' LIMIT ${limit}`;
     return rows.map((r) => r.partition);
   }
 
@@ -282,9 +287,11 @@ export class PostgresLogStore implements LogStore {
    * `uptoSeq`: read at decision time, so entries other nodes acknowledged count.
    */
   async instancesBehind(instances: string[], partition: string, uptoSeq: number): Promise<Set<string>> {
+    // EXISTS stops at the first such row: one index probe per instance, whatever its backlog.
     const rows = await this.sql<Array<{ instance: string }>>`
-      SELECT DISTINCT p.instance FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
-       WHERE p.instance = ANY(${instances}) AND p.partition = ${partition} AND p.seq <= ${uptoSeq} AND e.state <> 'new'`;
+      SELECT i.name AS instance FROM unnest(${instances}::text[]) AS i(name)
+       WHERE EXISTS (SELECT 1 FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+                      WHERE p.instance = i.name AND p.partition = ${partition} AND p.seq <= ${uptoSeq} AND e.state <> 'new')`;
     return new Set(rows.map((r) => r.instance));
   }
 
