@@ -317,3 +317,39 @@ test("leases: a backlog is replayed exactly once across nodes, and a SIGKILLed n
   const [onPrimary, onReplica] = await dumpInstances([primary!.url, replica!.url]);
   expect(onReplica).toEqual(onPrimary!);
 }, 180_000);
+
+test("one order per collection: clients on both nodes upsert the same ids; every instance ends with the value of the highest acknowledged position", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  const databaseUrl = await freshDatabase();
+  const [a, b] = await nodes(databaseUrl, primary!.url, replica!.url);
+  await using _a = a;
+  await using _b = b;
+  const id = await createCollection(a, [b], "contended");
+  const IDS = ["k0", "k1", "k2", "k3", "k4"];
+  /** For each id: the acknowledged value with the highest position. */
+  const last = new Map<string, { position: number; value: string }>();
+  const client = async (w: number) => {
+    const via = w % 2 ? b : a;
+    for (let i = 0; i < 40; i++) {
+      const key = IDS[(w + i) % IDS.length]!;
+      const value = `client ${w} write ${i}`;
+      const res = await fetch(`${base(via)}/collections/${id}/upsert`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ ids: [key], embeddings: [[w, i, 1]], documents: [value] }),
+      });
+      expect(res.status).toBe(200);
+      const position = Number(res.headers.get("x-chroma-lb-position"));
+      if ((last.get(key)?.position ?? -1) < position) last.set(key, { position, value });
+    }
+  };
+  await Promise.all([0, 1, 2, 3].map(client));
+  await waitFor(async () => (await pendingWrites(a)) === 0, { timeoutMs: 60_000, message: "both instances applied the whole log" });
+  const [onPrimary, onReplica] = await dumpInstances([primary!.url, replica!.url]);
+  expect(onReplica).toEqual(onPrimary!);
+  const stored = recordsOf(onPrimary!, "contended");
+  const got = Object.fromEntries(IDS.map((key) => [key, stored.get(key)?.document]));
+  const expected = Object.fromEntries(IDS.map((key) => [key, last.get(key)?.value]));
+  expect(got).toEqual(expected);
+}, 120_000);
