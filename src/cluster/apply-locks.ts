@@ -53,9 +53,10 @@ export class WriteLockUnavailable extends Error {
     this.name = "WriteLockUnavailable";
   }
 
-  /** As the client is answered: 503 with Retry-After, nothing kept. */
-  toLbError(): LbError {
-    return new LbError(503, "ServiceUnavailable", `chroma-lb cannot order this write now (${this.reason}); nothing was kept, retry shortly`, {
+  /** As the client is answered: 503 with Retry-After; `kept` when the write may have been logged (and will then be applied). */
+  toLbError(kept = false): LbError {
+    const outcome = kept ? "it may have been logged, and is then applied; retrying it is safe" : "nothing was kept, retry shortly";
+    return new LbError(503, "ServiceUnavailable", `chroma-lb cannot order this write now (${this.reason}); ${outcome}`, {
       "retry-after": String(storageRetryAfterSeconds),
     });
   }

@@ -92,9 +92,15 @@ export class ReplicationCluster {
       try {
         return await locks.writing(partition, () => store.recoverOrphans(partition), fn);
       } catch (error) {
-        if (!(error instanceof WriteLockUnavailable)) throw error;
-        log.warn("a write could not take its collection's lock; answered 503", { partition, reason: error.reason });
-        throw error.toLbError();
+        if (error instanceof WriteLockUnavailable) {
+          log.warn("a write could not take its collection's lock; answered 503", { partition, reason: error.reason });
+          throw error.toLbError();
+        }
+        // Postgres went away during the write: not acknowledged. If its entry was appended it is
+        // replayed everywhere (recovered by the next writer); a retry of the same write is safe.
+        if (!store.isUnreachableError(error)) throw error;
+        log.warn("the log store went away during a write; answered 503", { partition, error: String((error as Error)?.message ?? error).slice(0, 200) });
+        throw new WriteLockUnavailable("the log store went away during the write").toLbError(true);
       }
     };
     wal.instancesBehind = (instances, partition, uptoSeq) => store.instancesBehind(instances, partition, uptoSeq);
