@@ -56,7 +56,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     if (key) instanceAnswers.remember(key, body, contentType);
   };
   const scope = new TxScope();
-  const pgStore = pg ? new PostgresLogStore(pg.sql, instanceNames, undefined, scope) : null;
+  const pgStore = pg ? new PostgresLogStore({ durable: pg.sql, relaxed: pg.relaxed }, instanceNames, undefined, scope) : null;
   const logStore = pgStore ?? new SqliteLogStore(local, instanceNames);
   const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
   // With Postgres other nodes may be applying their `new` entries now: those of gone writers

@@ -24,6 +24,7 @@
  * transaction mode (the transaction keeps its server connection); session locks would not.
  */
 import type postgres from "postgres";
+import { LbError, storageRetryAfterSeconds } from "../errors";
 import type { TxScope } from "../wal/postgres/tx-scope";
 import { fenceInTx, type Lease, type LeaseKey } from "./leases";
 import { hintPayload, wakeupChannel } from "./wakeups";
@@ -50,6 +51,14 @@ export class WriteLockUnavailable extends Error {
   constructor(readonly reason: string) {
     super(`the collection's write lock could not be taken (${reason})`);
     this.name = "WriteLockUnavailable";
+  }
+
+  /** As the client is answered: 503 with Retry-After; `kept` when the write may have been logged (and will then be applied). */
+  toLbError(kept = false): LbError {
+    const outcome = kept ? "it may have been logged, and is then applied; retrying it is safe" : "nothing was kept, retry shortly";
+    return new LbError(503, "ServiceUnavailable", `chroma-lb cannot order this write now (${this.reason}); ${outcome}`, {
+      "retry-after": String(storageRetryAfterSeconds),
+    });
   }
 }
 
@@ -134,7 +143,8 @@ export class ApplyLocks {
 
   /**
    * Runs `fn` holding the apply lock of (instance, partition). Inside a write lock's
-   * transaction the lock is taken there (waiting for it); otherwise in a transaction of its
+   * transaction the lock is taken there (waiting for it up to REQUEST_TIMEOUT; null when it
+   * could not be had); otherwise in a transaction of its
    * own, only if free: null when another holder has it, or when `fenced` and this node does
    * not hold the lease (or the lease's token no longer matches in Postgres).
    */
@@ -142,7 +152,14 @@ export class ApplyLocks {
     const key = JSON.stringify([instance, partition]);
     const current = this.scope.current();
     if (current) {
-      await current`select pg_advisory_xact_lock(${applyLockSpace}, hashtext(${key}))`;
+      // In a savepoint: a wait past lock_timeout (or a deadlock Postgres broke) fails this
+      // step alone, not the write's transaction; a lock taken stays until that commits.
+      try {
+        await current.savepoint((sp) => sp`select pg_advisory_xact_lock(${applyLockSpace}, hashtext(${key}))`);
+      } catch {
+        this.stats.applyLocksBusy += 1;
+        return null;
+      }
       this.stats.applyLocks += 1;
       return fn();
     }

@@ -15,7 +15,6 @@
 import type postgres from "postgres";
 import type { Config } from "../config";
 import { postgresClient } from "../db";
-import { LbError, storageRetryAfterSeconds } from "../errors";
 import type { InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
 import type { Replayer } from "../replay/replayer";
@@ -88,14 +87,20 @@ export class ReplicationCluster {
       detach: (fn) => scope.detach(fn),
     };
     writes.partitionLock = async (partition, fn) => {
+      // Nothing can be ordered (or kept) while Postgres does not answer: refused at once.
+      if (wal.storeUnreachable) throw new WriteLockUnavailable(`the log store cannot be reached (${wal.storeUnreachable.error})`).toLbError();
       try {
         return await locks.writing(partition, () => store.recoverOrphans(partition), fn);
       } catch (error) {
-        if (!(error instanceof WriteLockUnavailable)) throw error;
-        log.warn("a write could not take its collection's lock; answered 503", { partition, reason: error.reason });
-        throw new LbError(503, "ServiceUnavailable", `chroma-lb cannot order this write now (${error.reason}); nothing was kept, retry shortly`, {
-          "retry-after": String(storageRetryAfterSeconds),
-        });
+        if (error instanceof WriteLockUnavailable) {
+          log.warn("a write could not take its collection's lock; answered 503", { partition, reason: error.reason });
+          throw error.toLbError();
+        }
+        // Postgres went away during the write: not acknowledged. If its entry was appended it is
+        // replayed everywhere (recovered by the next writer); a retry of the same write is safe.
+        if (!store.isUnreachableError(error)) throw error;
+        log.warn("the log store went away during a write; answered 503", { partition, error: String((error as Error)?.message ?? error).slice(0, 200) });
+        throw new WriteLockUnavailable("the log store went away during the write").toLbError(true);
       }
     };
     wal.instancesBehind = (instances, partition, uptoSeq) => store.instancesBehind(instances, partition, uptoSeq);

@@ -46,8 +46,14 @@ export function openLocalStore(dataDir: string): LocalStore {
 
 export interface MirrorStore {
   db: MirrorDb;
-  /** The driver itself, for the log's hot-path statements (wal/postgres). */
+  /** The driver itself, for the log's hot-path statements (wal/postgres): commits wait for the server's disk. */
   sql: postgres.Sql;
+  /**
+   * A second pool whose commits do not wait for the disk (synchronous_commit=off): for
+   * every change but appends, which replay redoes if a crash of the server loses it (as the
+   * SQLite log commits them with synchronous=NORMAL).
+   */
+  relaxed: postgres.Sql;
   close(): Promise<void>;
 }
 
@@ -56,21 +62,29 @@ export interface MirrorStore {
  * from the first query, so callers treat the mirror as optional and retry later.
  */
 export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
+  // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
   const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds });
+  const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off" });
   const db = drizzlePg({ client, schema: pgSchema });
   await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
-  return { db, sql: client, close: () => client.end({ timeout: 2 }) };
+  return {
+    db,
+    sql: client,
+    relaxed,
+    close: async () => {
+      await Promise.all([client.end({ timeout: 2 }), relaxed.end({ timeout: 2 })]);
+    },
+  };
 }
 
-/** A postgres.js client as the log store reads and writes with it (durable commits, bigint as number). */
-export function postgresClient(databaseUrl: string, options: { max: number; connectTimeoutSeconds?: number }) {
+/** A postgres.js client as the log store reads and writes with it (commits durable unless told, bigint as number). */
+export function postgresClient(databaseUrl: string, options: { max: number; connectTimeoutSeconds?: number; synchronousCommit?: "on" | "off" }) {
   return postgres(databaseUrl, {
     max: options.max,
     connect_timeout: options.connectTimeoutSeconds ?? 5,
     idle_timeout: 30,
     onnotice: () => {},
-    // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
-    connection: { synchronous_commit: "on" },
+    connection: { synchronous_commit: options.synchronousCommit ?? "on" },
     // Positions and counts are bigint in Postgres, and well within 2^53 here.
     types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
   });

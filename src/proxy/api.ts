@@ -297,9 +297,11 @@ export class ChromaApi {
     const whole = views.filter((v) => !wal.isDiverged(v.name, record.id));
     // With several nodes another node may have acknowledged writes this node's view does
     // not show yet: which instance has them is read from the log store now.
-    const uptoSeq = minPosition ?? Number.MAX_SAFE_INTEGER;
-    const behindNow = wal.instancesBehind ? await wal.instancesBehind(views.map((v) => v.name), record.id, uptoSeq) : null;
-    const caughtUpNow = async (name: string) => (wal.instancesBehind ? !(await wal.instancesBehind([name], record.id, uptoSeq)).has(name) : wal.isCaughtUp(name, record.id, minPosition));
+    const behindNow = await wal.behindNow(views.map((v) => v.name), record.id, minPosition);
+    const caughtUpNow = async (name: string) => {
+      const behind = await wal.behindNow([name], record.id, minPosition);
+      return behind ? !behind.has(name) : wal.isCaughtUp(name, record.id, minPosition);
+    };
     const candidates = readCandidates(
       whole.some((v) => v.serving) ? whole : views,
       (name) => (behindNow ? !behindNow.has(name) : wal.isCaughtUp(name, record.id, minPosition)),

@@ -31,6 +31,18 @@ export function blockerOf(wal: WriteAheadLog, instance: string, entry: Pick<Entr
   return wal.firstPendingBefore(instance, entry.seq, barrierKinds(entry), entry.partition);
 }
 
+/**
+ * Whether `instance` may take `entry` directly (the write path) with nothing to catch up
+ * first: it owes no earlier entry of the partition, in any state (an entry not answered yet
+ * is skipped by replay, and a later write must not overtake it), and none of another
+ * partition that `entry` must follow. One store call; when false, the write path drains
+ * what stands ahead and checks again.
+ */
+export async function nothingAhead(wal: WriteAheadLog, instance: string, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">): Promise<boolean> {
+  const ahead = await wal.owedAhead(instance, entry.partition, entry.seq, barrierKinds(entry));
+  return ahead.samePartition === null && ahead.barrier === null;
+}
+
 /** What an instance may apply next in one partition. */
 export type NextStep =
   /** Nothing it may apply (caught up to `uptoSeq`, or the next entry is not answered yet). */

@@ -16,7 +16,7 @@ import { KeyedMutex } from "../util/mutex";
 import type { Entry, WriteAheadLog } from "../wal/log";
 import { applyEntries, type ApplyOutcome } from "./apply";
 import { takeBatch, type BatchLimits } from "./batch";
-import { applyBisecting, barrierKinds, blockerOf, nextStep, type PieceOutcome } from "./order";
+import { applyBisecting, blockerOf, nextStep, nothingAhead, type PieceOutcome } from "./order";
 import type { BatchSizer } from "./sizing";
 
 export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
@@ -212,7 +212,7 @@ export class Replayer {
         // The entries are durable in the log and applied here, so the client is answered
         // with the instance's success even when their state cannot be recorded now (a full
         // disk, an unreachable store): the log keeps that change and records it later
-        // (WriteAheadLog.settle), holding back the partition until then; after a crash they
+        // (wal/unresolved.ts), holding back the partition until then; after a crash they
         // are replayed everywhere.
         const recorded = await this.wal.completeOnTarget(
           instance.name,
@@ -264,8 +264,6 @@ export class Replayer {
     return { ok: false, applied, reason: "drain made no progress" };
   }
 
-  /** Ordering rules across partitions (kept here for callers of the old name; see order.ts). */
-  static barrierKinds = barrierKinds;
 
   /** Applies every entry of other partitions that `entry` must follow (see order.ts). */
   private async satisfyBarrier(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<string | null> {
@@ -287,6 +285,8 @@ export class Replayer {
    * every earlier entry of its partition.
    */
   async prepareFor(instance: Instance, entry: Pick<Entry, "seq" | "kind" | "op" | "partition">, options: DrainOptions): Promise<DrainResult> {
+    // The usual case, one store call: the instance is caught up on everything ahead.
+    if (await nothingAhead(this.wal, instance.name, entry)) return { ok: true, applied: 0 };
     const reason = await this.satisfyBarrier(instance, entry, options);
     if (reason) return { ok: false, applied: 0, reason };
     const result = await this.drain(instance, entry.partition, { ...options, uptoSeq: entry.seq - 1 });

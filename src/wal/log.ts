@@ -4,16 +4,23 @@
  *
  * The log is a store (store.ts: SQLite or Postgres, every call asynchronous) and an
  * in-memory view (view.ts) that routing, admin pages and metrics read synchronously. Every
- * change goes to the store first, then to the view. The ordering rules live in
- * replay/order.ts; the types in types.ts.
+ * change goes to the store first, then to the view. Beside them: group commit
+ * (group-commit.ts), state changes kept until recorded (unresolved.ts), whether the store
+ * answers (reachability.ts), the size bound (disk-bound.ts) and a full file system
+ * (storage.ts, handled here). The ordering rules live in replay/order.ts; the types in
+ * types.ts.
  */
+import { DiskBound, diskSampleMs, type DiskState } from "./disk-bound";
 import { GroupCommit } from "./group-commit";
+import { LogStoreUnreachableError, Reachability } from "./reachability";
 import { isStorageFullError, StorageFullError, type StorageReserve } from "./storage";
 import type { LogStore } from "./store";
 import type { Entry, EntryKind, NewEntry, PendingEntry } from "./types";
+import { UnresolvedChanges, type UnresolvedView } from "./unresolved";
 import { LogView } from "./view";
 
 export * from "./types";
+export { LogStoreUnreachableError, type DiskState, type UnresolvedView };
 
 export interface Limits {
   /** Appends waiting for their group commit; more are refused so memory stays bounded. */
@@ -22,80 +29,14 @@ export interface Limits {
 
 type Positioned = Pick<Entry, "seq" | "partition">;
 
-/** What disk listeners hear: full or not, and whether the file system (not WAL_MAX_DISK_MB) is the cause. */
-export interface DiskState {
-  full: boolean;
-  bytes: number;
-  bytesMax: number;
-  filesystem: boolean;
-}
-
-/**
- * A change of entries' state that could not be recorded yet (the file system was full, or
- * the store failed otherwise). Its entries stay `new` in the store, which holds back replay
- * of their partition (nothing may overtake them), until `resolveOnce` records it.
- */
-interface UnresolvedChange {
-  seqs: number[];
-  partition: string;
-  /** What is to be recorded, for /wal/status. */
-  action: string;
-  error: string;
-  run: () => Promise<void>;
-}
-
-/** An unresolved state change as /wal/status shows it. */
-export interface UnresolvedView {
-  positions: number[];
-  partition: string;
-  action: string;
-  error: string;
-}
-
-/** How long a sample of the log's size is used before it is taken again. */
-const diskSampleMs = 250;
-
-/** An append refused because the store cannot be reached: nothing was kept (503, Retry-After). */
-export class LogStoreUnreachableError extends Error {
-  constructor(reason: string) {
-    super(`chroma-lb's log store cannot be reached (${reason})`);
-    this.name = "LogStoreUnreachableError";
-  }
-}
-
-/** The store, with every call's outcome reported (to learn when it stops and starts answering). */
-function watchStore(store: LogStore, on: { failed: (error: unknown) => void; succeeded: () => void }): LogStore {
-  return new Proxy(store, {
-    get(target, key, receiver) {
-      const value = Reflect.get(target, key, receiver);
-      if (typeof value !== "function" || key === "isUnreachableError") return value;
-      return (...args: unknown[]) =>
-        (value as (...a: unknown[]) => Promise<unknown>).apply(target, args).then(
-          (result) => {
-            on.succeeded();
-            return result;
-          },
-          (error: unknown) => {
-            on.failed(error);
-            throw error;
-          },
-        );
-    },
-  });
-}
-
-const errorText = (error: unknown) => String((error as Error)?.message ?? error).slice(0, 500);
-
 export class WriteAheadLog {
   readonly view: LogView;
   private readonly groups: GroupCommit;
   private readonly listeners: Array<(partition: string) => void> = [];
-  private readonly diskListeners: Array<(state: DiskState) => void> = [];
-  private diskSample = { bytes: 0, fileBytes: 0, atMs: 0 };
-  private diskSampling: Promise<void> | null = null;
-  private diskWasFull = false;
-  /** State changes not recorded yet, oldest first (see settle). */
-  private readonly unresolved: UnresolvedChange[] = [];
+  private readonly disk: DiskBound;
+  /** State changes not recorded yet, oldest first (see unresolved.ts). */
+  private readonly unresolved: UnresolvedChanges;
+  private readonly reachability: Reachability;
   /** The file system under the log was found full (see noteStorageFull and recoverStorageOnce). */
   private storageFull = false;
   private lastRecoveryAtMs = 0;
@@ -103,8 +44,6 @@ export class WriteAheadLog {
   /** The bound the disk check was last asked about, so a full file system is reported at once with it. */
   private lastBytesMax = 0;
 
-  /** Set when a store call failed because the store cannot be reached; cleared by the next success. */
-  private unreachable: { sinceMs: number; error: string } | null = null;
   readonly store: LogStore;
 
   private constructor(
@@ -114,15 +53,11 @@ export class WriteAheadLog {
     /** The spare file given up when the file system fills (see storage.ts); null = none. */
     private readonly reserve: StorageReserve | null,
   ) {
-    this.store = watchStore(store, {
-      failed: (error) => {
-        if (store.isUnreachableError(error)) this.unreachable ??= { sinceMs: Date.now(), error: errorText(error) };
-      },
-      succeeded: () => {
-        this.unreachable = null;
-      },
-    });
+    this.reachability = new Reachability(store);
+    this.store = this.reachability.store;
     this.view = new LogView(instances);
+    this.disk = new DiskBound(() => this.store.size());
+    this.unresolved = new UnresolvedChanges((change) => this.write(change));
     this.groups = new GroupCommit(
       async (group, nowMs) => {
         // The room left (the released spare file) is kept for recording entries already
@@ -155,7 +90,7 @@ export class WriteAheadLog {
     reserve: StorageReserve | null = null,
   ): Promise<WriteAheadLog> {
     const wal = new WriteAheadLog(store, instances, limits, reserve);
-    wal.view.load(await store.load());
+    wal.view.load(await wal.store.load());
     await wal.sampleDisk();
     return wal;
   }
@@ -176,7 +111,8 @@ export class WriteAheadLog {
   append(entry: NewEntry): Promise<Entry> {
     if (this.storageFull) return Promise.reject(new StorageFullError());
     // Nothing could be made durable: refused at once rather than after a connect timeout.
-    if (this.unreachable) return Promise.reject(new LogStoreUnreachableError(this.unreachable.error));
+    const unreachable = this.reachability.state;
+    if (unreachable) return Promise.reject(new LogStoreUnreachableError(unreachable.error));
     return this.groups.append(entry);
   }
 
@@ -188,7 +124,7 @@ export class WriteAheadLog {
    */
   async recoverUnanswered(): Promise<number> {
     let n = 0;
-    await this.settle({
+    await this.unresolved.settle({
       seqs: [],
       partition: "*",
       action: "ready (left unanswered by a crash)",
@@ -204,7 +140,7 @@ export class WriteAheadLog {
   markReady(entries: Positioned[], appliedBy: string | null): Promise<boolean> {
     const seqs = entries.map((e) => e.seq);
     const partition = entries[0]?.partition ?? "";
-    return this.settle({
+    return this.unresolved.settle({
       seqs,
       partition,
       action: "ready",
@@ -222,7 +158,7 @@ export class WriteAheadLog {
    * recoverUnanswered), so it neither blocks its partition nor is lost.
    */
   keepUnanswered(partition: string, seqs: number[]): Promise<boolean> {
-    return this.settle({
+    return this.unresolved.settle({
       seqs,
       partition,
       action: "ready (outcome unknown)",
@@ -236,7 +172,7 @@ export class WriteAheadLog {
 
   /** The write target applied these entries of one partition: applied there, ready for every other instance. */
   completeOnTarget(instance: string, partition: string, seqs: number[]): Promise<boolean> {
-    return this.settle({
+    return this.unresolved.settle({
       seqs,
       partition,
       action: `applied by ${instance}`,
@@ -251,7 +187,7 @@ export class WriteAheadLog {
 
   /** No instance may apply this entry (the write target refused it as bad input). */
   reject(entry: Positioned): Promise<boolean> {
-    return this.settle({
+    return this.unresolved.settle({
       seqs: [entry.seq],
       partition: entry.partition,
       action: "rejected",
@@ -262,51 +198,19 @@ export class WriteAheadLog {
     });
   }
 
-  /**
-   * Records a state change of entries appended before. It must never be lost: an entry left
-   * `new` blocks its partition's replay, and an entry that let later ones pass would reach
-   * instances out of order. So a change that fails is kept, in order, and `resolveOnce`
-   * tries it again (the schedule, the disk check and the write path call it); until then
-   * /wal/status lists it and the partition takes no new write. False when it was kept.
-   */
-  private async settle(change: Omit<UnresolvedChange, "error">): Promise<boolean> {
-    // Behind an earlier unresolved change of the same partition, to keep their order.
-    if (!this.hasUnresolved(change.partition) && !(change.partition === "*" && this.unresolved.length > 0)) {
-      try {
-        await this.write(change.run);
-        return true;
-      } catch (error) {
-        this.unresolved.push({ ...change, error: errorText(error) });
-        return false;
-      }
-    }
-    this.unresolved.push({ ...change, error: "waiting for an earlier change of the partition" });
-    return false;
-  }
-
   /** Tries the unresolved state changes again, oldest first; answers how many remain. */
-  async resolveOnce(): Promise<number> {
-    while (this.unresolved.length > 0) {
-      const change = this.unresolved[0]!;
-      try {
-        await this.write(change.run);
-      } catch (error) {
-        change.error = errorText(error);
-        return this.unresolved.length;
-      }
-      this.unresolved.shift();
-    }
-    return 0;
+  resolveOnce(): Promise<number> {
+    return this.unresolved.resolveOnce();
   }
 
   /** Whether a state change of the partition is still to be recorded (it takes no new write until then). */
   hasUnresolved(partition: string): boolean {
-    return this.unresolved.some((u) => u.partition === partition || u.partition === "*");
+    return this.unresolved.has(partition);
   }
 
   /** The state changes still to be recorded, oldest first (for /wal/status). */
   unresolvedChanges(limit = 100): UnresolvedView[] {
-    return this.unresolved.slice(0, limit).map((u) => ({ positions: u.seqs, partition: u.partition, action: u.action, error: u.error }));
+    return this.unresolved.list(limit);
   }
 
   /**
@@ -346,13 +250,13 @@ export class WriteAheadLog {
     await this.store.checkpoint().catch(() => {});
     if (this.reserve && !this.reserve.restore()) return false;
     this.storageFull = false;
-    this.diskSample.atMs = 0;
+    this.disk.invalidate();
     return true;
   }
 
   /** Since when, and why, the store cannot be reached (null while it answers). */
   get storeUnreachable(): { sinceMs: number; error: string } | null {
-    return this.unreachable;
+    return this.reachability.state;
   }
 
   /**
@@ -360,14 +264,9 @@ export class WriteAheadLog {
    * meanwhile. Writes are taken again from the first success (the schedule calls this).
    */
   async probeOnce(): Promise<boolean> {
-    if (!this.unreachable) return true;
-    try {
-      await this.store.ping();
-    } catch {
-      return false;
-    }
+    if (!(await this.reachability.probe())) return false;
     await this.resolveOnce().catch(() => {});
-    return this.unreachable === null;
+    return this.reachability.state === null;
   }
 
   /** Whether the file system under the log was found full and has not given its room back yet. */
@@ -463,6 +362,20 @@ export class WriteAheadLog {
    */
   instancesBehind: ((instances: string[], partition: string, uptoSeq: number) => Promise<Set<string>>) | null = null;
 
+  /**
+   * `instancesBehind` when there is one and the store answers; null otherwise, and the
+   * caller goes by the view: while Postgres cannot be reached no node acknowledges a write,
+   * so the view lacks at most what other nodes acknowledged in its last reload interval.
+   */
+  async behindNow(instances: string[], partition: string, uptoSeq = Number.MAX_SAFE_INTEGER): Promise<Set<string> | null> {
+    if (!this.instancesBehind || this.storeUnreachable) return null;
+    try {
+      return await this.instancesBehind(instances, partition, uptoSeq);
+    } catch {
+      return null;
+    }
+  }
+
   // Reads for replay (replay/order.ts).
 
   /**
@@ -476,6 +389,11 @@ export class WriteAheadLog {
   /** The lowest pending seq of the instance among the given kinds, before `beforeSeq`, outside `exceptPartition`. */
   firstPendingBefore(instance: string, beforeSeq: number, kinds?: EntryKind[], exceptPartition?: string) {
     return this.store.firstOwedBefore(instance, beforeSeq, kinds, exceptPartition);
+  }
+
+  /** For the write path: what the instance owes before `beforeSeq`, in the partition and among `kinds` elsewhere (one store call). */
+  owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]) {
+    return this.store.owedAhead(instance, partition, beforeSeq, kinds);
   }
 
   /** Partitions in which the instance owes entries, oldest first. */
@@ -553,7 +471,7 @@ export class WriteAheadLog {
    */
   async cleanup(maxAgeMs: number) {
     const result = await this.write(() => this.store.cleanup(maxAgeMs));
-    this.diskSample.atMs = 0;
+    this.disk.invalidate();
     return result;
   }
 
@@ -564,29 +482,26 @@ export class WriteAheadLog {
     this.view.load({ headSeq: head, owed: [], divergences: [] });
   }
 
-  // Size: sampled at most every diskSampleMs, so checking it before every write costs no query.
+  // Size (see disk-bound.ts): sampled, so checking it before every write costs no query.
 
   /** The log's size as WAL_MAX_DISK_MB counts it (see the store's `size`). */
   diskBytes(): number {
-    this.refreshDisk();
-    return this.diskSample.bytes;
+    return this.disk.bytes();
   }
 
   /** The log's files as the file system sees them (same sampling). */
   diskFileBytes(): number {
-    this.refreshDisk();
-    return this.diskSample.fileBytes;
+    return this.disk.fileBytes();
   }
 
-  /** Takes a fresh sample now (tests, and after retention). */
-  async sampleDisk(): Promise<void> {
-    const size = await this.store.size();
-    this.diskSample = { ...size, atMs: Date.now() };
+  /** Takes a fresh sample now (tests, and at open). */
+  sampleDisk(): Promise<void> {
+    return this.disk.refresh();
   }
 
   /**
-   * True when the log has reached `bytesMax` (0 = no bound): new writes must be refused
-   * until it shrinks. Listeners hear each change, not each call.
+   * True when the log has reached `bytesMax` (0 = no bound) or its file system is full: new
+   * writes must be refused until then. Listeners hear each change, not each call.
    */
   diskFull(bytesMax: number): boolean {
     this.lastBytesMax = bytesMax;
@@ -599,13 +514,7 @@ export class WriteAheadLog {
           this.diskFull(this.lastBytesMax);
         });
     }
-    const bytes = this.diskBytes();
-    const full = this.storageFull || (bytesMax > 0 && bytes >= bytesMax);
-    if (full !== this.diskWasFull) {
-      this.diskWasFull = full;
-      for (const listener of this.diskListeners) listener({ full, bytes, bytesMax, filesystem: this.storageFull });
-    }
-    return full;
+    return this.disk.check(bytesMax, this.storageFull);
   }
 
   /**
@@ -613,18 +522,11 @@ export class WriteAheadLog {
    * and when it takes writes again.
    */
   onDiskFull(listener: (state: DiskState) => void) {
-    this.diskListeners.push(listener);
+    this.disk.onChange(listener);
   }
 
   close() {
     return this.store.close();
-  }
-
-  private refreshDisk() {
-    if (this.diskSampling || Date.now() - this.diskSample.atMs < diskSampleMs) return;
-    this.diskSampling = this.sampleDisk()
-      .catch(() => {}) // The store's own errors surface on its writes.
-      .finally(() => (this.diskSampling = null));
   }
 
   private notify(partition: string) {

@@ -37,6 +37,11 @@ export interface LogStore {
   firstOwedBefore(instance: string, beforeSeq: number, kinds?: EntryKind[], exceptPartition?: string): Promise<{ seq: number; partition: string } | null>;
   /** Partitions with owed entries, oldest first. */
   owedPartitions(instance: string, limit: number): Promise<Array<{ partition: string; firstSeq: number }>>;
+  /**
+   * For the write path, in one call: the first entry of `partition` before `beforeSeq` the
+   * instance owes (any state), and the first before it of another partition among `kinds`.
+   */
+  owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]): Promise<{ samePartition: number | null; barrier: { seq: number; partition: string } | null }>;
   /** The first entry of the partition before `beforeSeq` the instance owes, in any state. */
   owesBefore(instance: string, partition: string, beforeSeq: number): Promise<{ seq: number } | null>;
   /** How many instances owe the entry, and how many of those refused it. */

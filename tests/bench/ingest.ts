@@ -210,16 +210,21 @@ async function storeEnv(store: string): Promise<{ env: Record<string, string>; d
 }
 
 const perStore: Array<{ store: string; throughLb: Awaited<ReturnType<typeof throughChromaLb>>; latency: LatencyRow[] | null }> = [];
-for (const store of stores) {
+/** Runs `phase` with chroma-lb on a fresh store of its own (as a fresh DATA_DIR is for SQLite). */
+async function withStore<T>(store: string, phase: (env: Record<string, string>) => Promise<T>): Promise<T> {
   const { env, drop } = await storeEnv(store);
   try {
-    console.log(`--- LOG_STORE=${store}`);
-    const throughLb = await onFreshServers((p, r) => throughChromaLb(p, r, env));
-    const latency = process.env.BENCH_SKIP_LATENCY ? null : await measureLatency(undefined, env);
-    perStore.push({ store, throughLb, latency });
+    return await phase(env);
   } finally {
     await drop();
   }
+}
+
+for (const store of stores) {
+  console.log(`--- LOG_STORE=${store}`);
+  const throughLb = await withStore(store, (env) => onFreshServers((p, r) => throughChromaLb(p, r, env)));
+  const latency = process.env.BENCH_SKIP_LATENCY ? null : await withStore(store, (env) => measureLatency(undefined, env));
+  perStore.push({ store, throughLb, latency });
 }
 if (process.env.BENCH_LB_ONLY) {
   for (const { store, throughLb: t } of perStore) console.log(`LOG_STORE=${store}: ${rate(t.docsPerSecond)}, chroma-lb peak RSS: ${mb(t.peakRss)}`);

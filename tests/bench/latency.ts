@@ -27,13 +27,13 @@ function passthroughProxy(target: string) {
 
 const vector = (seed: number) => Array.from({ length: dim }, (_, i) => Math.sin(seed * 31 + i));
 
-async function timed(n: number, send: (i: number) => Promise<Response>): Promise<{ p50: number; p99: number }> {
+async function timed(n: number, send: (i: number) => Promise<Response>, label = ""): Promise<{ p50: number; p99: number }> {
   const samples: number[] = [];
   for (let i = 0; i < n; i++) {
     const started = performance.now();
     const res = await send(i);
-    await res.arrayBuffer();
-    if (res.status >= 300) throw new Error(`answered ${res.status}`);
+    const text = await res.text();
+    if (res.status >= 300) throw new Error(`${label} answered ${res.status}: ${text.slice(0, 300)}`);
     samples.push(performance.now() - started);
   }
   samples.sort((a, b) => a - b);
@@ -81,8 +81,8 @@ export async function measureLatency(n = Number(process.env.BENCH_LATENCY_N ?? 4
     for (const [kind, send] of kinds) {
       for (const p of paths) {
         // A short warm-up so connection set-up is not measured.
-        await timed(20, (i) => send(p.base, p.id, 100_000 + i, `warm-${p.path}`));
-        const { p50, p99 } = await timed(n, (i) => send(p.base, p.id, i, p.path));
+        await timed(20, (i) => send(p.base, p.id, 100_000 + i, `warm-${p.path}`), `${kind} (${p.path}, warm-up)`);
+        const { p50, p99 } = await timed(n, (i) => send(p.base, p.id, i, p.path), `${kind} (${p.path})`);
         rows.push({ kind, path: p.path, p50, p99 });
       }
     }

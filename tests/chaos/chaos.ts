@@ -252,9 +252,11 @@ export function summarize(result: ChaosResult): string[] {
   if (result.check) {
     const c = result.check;
     lines.push(
-      `records checked: ${c.recordsChecked} on each of 2 instances (${c.recordsPresent} present, ${c.recordsWithIndeterminateWrites} with indeterminate writes); ` +
+      `records checked: ${c.recordsChecked} on each of 2 instances (${c.recordsPresent} present, ${c.recordsWithIndeterminateWrites} with indeterminate writes` +
+        `${c.recordsCheckedByField ? `, ${c.recordsCheckedByField} field by field` : ""}); ` +
         `reads checked ${c.readsChecked}${c.readsFromDivergedCopies ? ` (+${c.readsFromDivergedCopies} from diverged copies, not held)` : ""}; ` +
-        `churn collections ${c.churnCollectionsChecked} (${c.churnCollectionsPresent} present at the end, ${c.churnCatalogOpsOk} creates and drops acknowledged); ` +
+        `churn collections ${c.churnCollectionsChecked} (${c.churnCollectionsPresent} present at the end, ${c.churnCatalogOpsOk} creates and drops acknowledged` +
+        `${c.churnCollectionsCheckedById ? `, ${c.churnCollectionsCheckedById} id by id` : ""}); ` +
         `consistency check ${c.consistency ? `${c.consistency.collections_checked} collections, ${c.consistency.collections_differing} differing` : "not run"}`,
     );
   }

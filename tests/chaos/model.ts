@@ -86,6 +86,12 @@ export interface Semantics<S, W> {
   initial: S;
   apply(state: S, write: W, outcome: "ok" | "indeterminate"): S | typeof impossible;
   key(state: S): string;
+  /**
+   * True when the write's result does not depend on the state it meets and an indeterminate
+   * one is never impossible (a delete, a drop): two pending copies of it reach nothing one
+   * copy does not (only the last application matters), so one is kept.
+   */
+  overwrites?(write: W): boolean;
 }
 
 export const impossible = Symbol("impossible");
@@ -117,13 +123,71 @@ export interface Possibilities {
 /** Thrown when a history allows too many states to enumerate (see {@link configsMax}). */
 export class TooManyPossibilities extends Error {}
 
-/** Bound on (state, pending writes) pairs per object, far above what a run produces. */
+/** Bound on (state, pending writes) pairs per object kept at once, after pruning. */
 const configsMax = 200_000;
+/**
+ * Bound on the branches one object's check may try (about a second of work): past it the
+ * object is checked by parts instead (see "projections" below).
+ */
+const stepsMax = 100_000;
 
 interface Config<S> {
   state: S;
-  /** Indices of indeterminate writes not applied in this branch, ascending. */
+  stateKey: string;
+  /**
+   * Indeterminate writes not applied in this branch, as a sorted multiset of write ids:
+   * writes of the same content share an id, since which of two equal writes is left
+   * changes nothing.
+   */
   pending: number[];
+}
+
+/** True when multiset `small` (sorted) is contained in multiset `big` (sorted). */
+function containedIn(small: readonly number[], big: readonly number[]): boolean {
+  if (small.length > big.length) return false;
+  let j = 0;
+  for (const x of small) {
+    while (j < big.length && big[j]! < x) j++;
+    if (j === big.length || big[j] !== x) return false;
+    j++;
+  }
+  return true;
+}
+
+/**
+ * The configurations of one moment, kept free of dominated ones: a branch in state s with
+ * pending writes P can reach everything a branch in state s with pending Q ⊆ P can (it may
+ * simply never apply the rest), so only the branches with the largest pending sets of each
+ * state are kept. This changes no state that may be reached at any later moment.
+ */
+class ConfigSet<S> {
+  private readonly byState = new Map<string, Config<S>[]>();
+  size = 0;
+
+  /** Adds `c` unless an equal or larger branch of its state is there; false when not added. */
+  add(c: Config<S>): boolean {
+    const same = this.byState.get(c.stateKey);
+    if (!same) {
+      this.byState.set(c.stateKey, [c]);
+      this.size += 1;
+    } else {
+      if (same.some((o) => containedIn(c.pending, o.pending))) return false;
+      const kept = same.filter((o) => !containedIn(o.pending, c.pending));
+      this.size += kept.length + 1 - same.length;
+      kept.push(c);
+      this.byState.set(c.stateKey, kept);
+    }
+    if (this.size > configsMax) throw new TooManyPossibilities(`more than ${configsMax} possible states`);
+    return true;
+  }
+
+  *values(): IterableIterator<Config<S>> {
+    for (const list of this.byState.values()) yield* list;
+  }
+
+  stateKeys(): string[] {
+    return [...this.byState.keys()];
+  }
 }
 
 /**
@@ -131,38 +195,55 @@ interface Config<S> {
  * against the states possible at its call (every ok write before it applied, any
  * indeterminate one applied or not, in any order: an indeterminate write may take effect
  * at any moment after its call).
+ *
+ * Exact, with three reductions that change no reachable state: equal pending writes are
+ * one multiset entry, a pending write that overwrites (see {@link Semantics.overwrites}) is
+ * kept once, and dominated branches are dropped (see {@link ConfigSet}).
  */
 export function possibilitiesOf<S, W>(events: HistoryEvent<S, W>[], semantics: Semantics<S, W>): Possibilities {
-  const configKey = (c: Config<S>) => `${semantics.key(c.state)}#${c.pending.join(",")}`;
-  const writeAt = (i: number) => (events[i] as { write: W }).write;
+  // Write ids: one per distinct write content.
+  const writeIds = new Map<string, number>();
+  const writes: W[] = [];
+  const idOf = (write: W) => {
+    const text = JSON.stringify(write);
+    let id = writeIds.get(text);
+    if (id === undefined) {
+      id = writes.length;
+      writeIds.set(text, id);
+      writes.push(write);
+    }
+    return id;
+  };
+  let steps = 0;
+  const config = (state: S, pending: number[]): Config<S> => {
+    if (++steps > stepsMax) throw new TooManyPossibilities(`more than ${stepsMax} branches tried`);
+    return { state, stateKey: semantics.key(state), pending };
+  };
 
-  const closure = (configs: Map<string, Config<S>>) => {
-    const out = new Map(configs);
-    const queue = [...configs.values()];
+  const closure = (configs: ConfigSet<S>): ConfigSet<S> => {
+    const out = new ConfigSet<S>();
+    const queue: Config<S>[] = [];
+    for (const c of configs.values()) if (out.add(c)) queue.push(c);
     while (queue.length) {
       const c = queue.pop()!;
-      for (const p of c.pending) {
-        const state = semantics.apply(c.state, writeAt(p), "indeterminate");
+      for (let i = 0; i < c.pending.length; i++) {
+        // Equal writes: applying the first of them stands for any.
+        if (i > 0 && c.pending[i] === c.pending[i - 1]) continue;
+        const state = semantics.apply(c.state, writes[c.pending[i]!]!, "indeterminate");
         if (state === impossible) continue;
-        const next: Config<S> = { state, pending: c.pending.filter((q) => q !== p) };
-        const key = configKey(next);
-        if (out.has(key)) continue;
-        out.set(key, next);
-        if (out.size > configsMax) throw new TooManyPossibilities(`more than ${configsMax} possible states`);
-        queue.push(next);
+        const next = config(state, [...c.pending.slice(0, i), ...c.pending.slice(i + 1)]);
+        if (out.add(next)) queue.push(next);
       }
     }
     return out;
   };
 
-  let configs = new Map<string, Config<S>>();
-  const start: Config<S> = { state: semantics.initial, pending: [] };
-  configs.set(configKey(start), start);
+  let configs = new ConfigSet<S>();
+  configs.add(config(semantics.initial, []));
   const readAnomalies: Anomaly[] = [];
   let indeterminate = 0;
 
-  for (let index = 0; index < events.length; index++) {
-    const event = events[index]!;
+  for (const event of events) {
     if (event.type === "read") {
       configs = closure(configs);
       const allowed = new Set([...configs.values()].map((c) => event.observe(c.state)));
@@ -172,32 +253,36 @@ export function possibilitiesOf<S, W>(events: HistoryEvent<S, W>[], semantics: S
     if (event.outcome === "failed") continue;
     if (event.outcome === "indeterminate") {
       indeterminate += 1;
-      const next = new Map<string, Config<S>>();
+      const id = idOf(event.write);
+      const once = semantics.overwrites?.(event.write) ?? false;
+      const next = new ConfigSet<S>();
       for (const c of configs.values()) {
-        const grown: Config<S> = { state: c.state, pending: [...c.pending, index] };
-        next.set(configKey(grown), grown);
+        if (once && c.pending.includes(id)) {
+          next.add(c);
+          continue;
+        }
+        const pending = [...c.pending, id].sort((a, b) => a - b);
+        next.add({ ...c, pending });
       }
       configs = next;
       continue;
     }
     // An ok write: any pending write may have taken effect before it.
     configs = closure(configs);
-    const next = new Map<string, Config<S>>();
+    const next = new ConfigSet<S>();
     for (const c of configs.values()) {
       const state = semantics.apply(c.state, event.write, "ok");
       if (state === impossible) continue;
-      const applied: Config<S> = { state, pending: c.pending };
-      next.set(configKey(applied), applied);
+      next.add(config(state, c.pending));
     }
     if (next.size === 0) {
-      const allowed = [...new Set([...configs.values()].map((c) => semantics.key(c.state)))];
-      return { finalStates: new Set(), readAnomalies, impossibleWrite: { opRef: event.opRef, observed: "ok", allowed }, indeterminate };
+      return { finalStates: new Set(), readAnomalies, impossibleWrite: { opRef: event.opRef, observed: "ok", allowed: configs.stateKeys() }, indeterminate };
     }
     configs = next;
   }
 
   configs = closure(configs);
-  return { finalStates: new Set([...configs.values()].map((c) => semantics.key(c.state))), readAnomalies, impossibleWrite: null, indeterminate };
+  return { finalStates: new Set(configs.stateKeys()), readAnomalies, impossibleWrite: null, indeterminate };
 }
 
 /** One record: absent at first. */
@@ -205,6 +290,7 @@ export const recordSemantics: Semantics<RecordState, RecordWrite> = {
   initial: null,
   apply: (state, write) => applyWrite(state, write),
   key: stateKey,
+  overwrites: (write) => write.kind === "delete",
 };
 
 /** A record's history event (reads observe the record itself). */
@@ -264,8 +350,103 @@ export const collectionSemantics: Semantics<CollectionState, CollectionWrite> = 
       }
     }
   },
+  // A drop leaves no collection whatever it meets (an indeterminate one is never impossible).
+  overwrites: (write) => write.kind === "drop",
   key(state) {
     if (!state) return noCollection;
     return `{${[...state.keys()].sort().map((id) => `${id}: ${stateKey(state.get(id)!)}`).join("; ")}}`;
   },
 };
+
+// ---------------------------------------------------------------- projections
+
+/**
+ * When an object's whole state allows too many branches to enumerate, it is checked by
+ * projections instead: one part of the state at a time (a record's document, its embedding,
+ * one metadata key; one id of a collection). A write's effect on a projection depends on
+ * that projection alone (whether the record exists, and that field), so each projection's
+ * possible states are exactly the projections of the whole's possible states. Checking the
+ * parts one by one is weaker than checking them together (it cannot tell that two parts
+ * came from different branches) but never reports what the whole allows, and each part's
+ * state space is small.
+ */
+
+/** A part of a record: its document, its embedding, or one metadata key (`metadata.<key>`). */
+export type RecordField = "document" | "embedding" | `metadata.${string}`;
+
+/** The record reduced to one field (absent stays absent): the rest is emptied. */
+export function projectRecord(state: RecordState, field: RecordField): RecordState {
+  if (!state) return null;
+  const metadata: Record<string, MetadataValue> = {};
+  if (field.startsWith("metadata.")) {
+    const key = field.slice("metadata.".length);
+    if (key in state.metadata) metadata[key] = state.metadata[key]!;
+  }
+  return { document: field === "document" ? state.document : "", embedding: field === "embedding" ? state.embedding : [], metadata };
+}
+
+/** Every field the writes touch (document and embedding always). */
+export function fieldsOf(writes: Iterable<RecordWrite>): RecordField[] {
+  const keys = new Set<string>();
+  for (const w of writes) for (const key of Object.keys(w.metadata ?? {})) keys.add(key);
+  return ["document", "embedding", ...[...keys].sort().map((k) => `metadata.${k}` as const)];
+}
+
+/**
+ * A state key back into a record (see {@link stateKeyOf}); null for "absent". Metadata
+ * values are read as JSON, so `1` and `1.0` read alike here (projections only).
+ */
+export function parseStateKey(key: string): RecordState {
+  if (key === "absent") return null;
+  const match = /^doc=(null|"(?:[^"\\]|\\.)*") emb=\[([^\]]*)\] meta=(.*)$/s.exec(key);
+  if (!match) throw new Error(`not a record state key: ${key.slice(0, 200)}`);
+  const document = JSON.parse(match[1]!) as string | null;
+  const embedding = match[2] === "" ? [] : match[2]!.split(",").map(Number);
+  const metadata = (JSON.parse(match[3]!) ?? {}) as Record<string, MetadataValue>;
+  return { document: document as string, embedding, metadata };
+}
+
+/** The key of one field of a record state key. */
+export function projectKey(key: string, field: RecordField): string {
+  return stateKey(projectRecord(parseStateKey(key), field));
+}
+
+/** One record seen through one field. */
+export function recordFieldSemantics(field: RecordField): Semantics<RecordState, RecordWrite> {
+  return {
+    initial: null,
+    apply: (state, write) => projectRecord(applyWrite(state, write), field),
+    key: stateKey,
+    overwrites: (write) => write.kind === "delete",
+  };
+}
+
+/** One id of a churn collection: null while the collection does not exist, else that record. */
+export type CollectionIdState = { record: RecordState } | null;
+
+/**
+ * One id of a collection that is created, dropped and written to, optionally reduced to one
+ * field: a record write to other ids only proves (when ok) that the collection existed.
+ */
+export function collectionIdSemantics(id: string, field?: RecordField): Semantics<CollectionIdState, CollectionWrite> {
+  const project = (record: RecordState) => (field ? projectRecord(record, field) : record);
+  return {
+    initial: null,
+    apply(state, write, outcome) {
+      switch (write.kind) {
+        case "create":
+          return state ?? { record: null };
+        case "drop":
+          return state ? null : outcome === "ok" ? impossible : null;
+        case "records": {
+          if (!state) return outcome === "ok" ? impossible : null;
+          let record = state.record;
+          for (const [target, w] of write.writes) if (target === id) record = project(applyWrite(record, w));
+          return record === state.record ? state : { record };
+        }
+      }
+    },
+    key: (state) => (state ? stateKey(state.record) : noCollection),
+    overwrites: (write) => write.kind === "drop",
+  };
+}

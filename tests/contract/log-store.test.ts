@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { nextStep } from "../../src/replay/order";
+import { nextStep, nothingAhead } from "../../src/replay/order";
 import type { Entry, NewEntry } from "../../src/wal/log";
 import { logStoreFixtures, type LogStoreFixture, type OpenedLog } from "../support/log-stores";
 
@@ -189,6 +189,21 @@ for (const { name, make } of logStoreFixtures) {
         await wal.markApplied("replica", [write!]);
         const last = await nextStep(wal, "replica", "meta", { limit: 10 });
         expect(last.kind === "entries" && seqsOf(last.entries)).toEqual([deleteDatabase!.seq]);
+      });
+
+      test("the write path's check sees an unanswered entry of the partition and an earlier barrier, in one call", async () => {
+        const wal = await open();
+        const [database] = await appendReady([createDatabase("other")]);
+        const unanswered = await wal.append(add(colA, ["a"]));
+        const next = await wal.append(add(colA, ["b"]));
+        // The database entry is a barrier for colA's entries; the unanswered one holds back the next.
+        expect(await nothingAhead(wal, "replica", unanswered)).toBe(false);
+        await wal.markApplied("replica", [database!]);
+        expect(await nothingAhead(wal, "replica", unanswered)).toBe(true);
+        expect(await nothingAhead(wal, "replica", next)).toBe(false);
+        await wal.markApplied("replica", [unanswered]);
+        expect(await nothingAhead(wal, "replica", next)).toBe(true);
+        expect(await nothingAhead(wal, "primary", { ...createDatabase("x"), seq: next.seq + 1 })).toBe(false);
       });
 
       test("creating a collection waits for earlier collection changes of other collections", async () => {

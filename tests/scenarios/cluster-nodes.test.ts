@@ -10,6 +10,11 @@
  * - Leases: entries owed by an instance are replayed exactly once in all (the nodes'
  *   replayed counts add up to the backlog), and the leases of a SIGKILLed node are taken
  *   over within 10 s.
+ * - One order: clients on both nodes upsert the same ids; both instances end with the value
+ *   of the highest acknowledged position.
+ * - A node cut from Postgres answers its writes 503 with Retry-After while the other node
+ *   goes on and takes over its replay; it takes writes again once Postgres is back, and no
+ *   acknowledged write is lost.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ChromaClient, type Collection } from "chromadb";
@@ -17,6 +22,7 @@ import postgres from "postgres";
 import { killAll, startChromaServers, startLbProcess, waitFor, type LbProcess } from "../support";
 import { dumpInstances, type DumpedRecord, type InstanceDump } from "../support/compare";
 import { startPgServer, type PgServer } from "../support/pg-server";
+import { startTcpProxy } from "../support/tcp-proxy";
 
 let pg: PgServer;
 const clients: postgres.Sql[] = [];
@@ -316,4 +322,122 @@ test("leases: a backlog is replayed exactly once across nodes, and a SIGKILLed n
   await waitFor(async () => (await pendingWrites(b)) === 0, { timeoutMs: 60_000, message: "the replica caught up through node-b" });
   const [onPrimary, onReplica] = await dumpInstances([primary!.url, replica!.url]);
   expect(onReplica).toEqual(onPrimary!);
+}, 180_000);
+
+test("one order per collection: clients on both nodes upsert the same ids; every instance ends with the value of the highest acknowledged position", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  const databaseUrl = await freshDatabase();
+  const [a, b] = await nodes(databaseUrl, primary!.url, replica!.url);
+  await using _a = a;
+  await using _b = b;
+  const id = await createCollection(a, [b], "contended");
+  const IDS = ["k0", "k1", "k2", "k3", "k4"];
+  /** For each id: the acknowledged value with the highest position. */
+  const last = new Map<string, { position: number; value: string }>();
+  const client = async (w: number) => {
+    const via = w % 2 ? b : a;
+    for (let i = 0; i < 40; i++) {
+      const key = IDS[(w + i) % IDS.length]!;
+      const value = `client ${w} write ${i}`;
+      const res = await fetch(`${base(via)}/collections/${id}/upsert`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ ids: [key], embeddings: [[w, i, 1]], documents: [value] }),
+      });
+      expect(res.status).toBe(200);
+      const position = Number(res.headers.get("x-chroma-lb-position"));
+      if ((last.get(key)?.position ?? -1) < position) last.set(key, { position, value });
+    }
+  };
+  await Promise.all([0, 1, 2, 3].map(client));
+  await waitFor(async () => (await pendingWrites(a)) === 0, { timeoutMs: 60_000, message: "both instances applied the whole log" });
+  const [onPrimary, onReplica] = await dumpInstances([primary!.url, replica!.url]);
+  expect(onReplica).toEqual(onPrimary!);
+  const stored = recordsOf(onPrimary!, "contended");
+  const got = Object.fromEntries(IDS.map((key) => [key, stored.get(key)?.document]));
+  const expected = Object.fromEntries(IDS.map((key) => [key, last.get(key)?.value]));
+  expect(got).toEqual(expected);
+}, 120_000);
+
+test("a node cut from Postgres answers writes 503 with Retry-After, the other node goes on and takes over its replay; nothing acknowledged is lost", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  const databaseUrl = await freshDatabase();
+  const sql = sqlFor(databaseUrl);
+  // Node A reaches Postgres through a proxy the test cuts.
+  await using proxy = await startTcpProxy({ host: "127.0.0.1", port: pg.port });
+  const viaProxy = databaseUrl.replace(`:${pg.port}/`, `:${proxy.port}/`);
+  expect(viaProxy).not.toBe(databaseUrl);
+  const common = { LOG_STORE: "postgres", CHROMA_PRIMARY_URL: primary!.url, CHROMA_REPLICA_URL: replica!.url, NODE_HEARTBEAT_INTERVAL: "1", LEASE_TTL_SECONDS: "6" };
+  await using a = await startLbProcess({ ...common, DATABASE_URL: viaProxy, NODE_ID: "node-a" });
+  await using b = await startLbProcess({ ...common, DATABASE_URL: databaseUrl, NODE_ID: "node-b" });
+  const id = await createCollection(a, [b], "cut");
+
+  type Outcome = { via: "a" | "b"; key: string; status: number; retryAfter: string | null; body: string };
+  const outcomes: Outcome[] = [];
+  let stop = false;
+  const client = async (w: number) => {
+    const [name, via] = w % 2 ? (["b", b] as const) : (["a", a] as const);
+    for (let i = 0; !stop; i++) {
+      const key = `c${w}-${i}`;
+      const res = await fetch(`${base(via)}/collections/${id}/add`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ ids: [key], embeddings: [[w, i, 1]] }),
+      }).catch((error: unknown) => ({ status: 0, headers: new Headers(), text: async () => String(error) }));
+      outcomes.push({ via: name, key, status: res.status, retryAfter: res.headers.get("retry-after"), body: (await res.text()).slice(0, 200) });
+      // A refused client waits a little (not the full Retry-After, to keep the test short).
+      await Bun.sleep(res.status === 503 ? 50 : 0);
+    }
+  };
+  const clients = Promise.all([0, 1, 2, 3].map(client));
+  await waitFor(() => outcomes.length >= 40, { timeoutMs: 30_000, message: "ingest under way" });
+  // The replica goes down and comes back while A is cut: its backlog must be replayed by B.
+  await replica!.kill("SIGKILL");
+  await waitFor(() => outcomes.length >= 80, { timeoutMs: 30_000, message: "ingest with the replica down" });
+  await proxy.close();
+  const cutAt = outcomes.length;
+  await replica!.restart();
+  // Node A refuses writes; node B goes on.
+  await waitFor(() => outcomes.slice(cutAt).filter((o) => o.via === "a" && o.status === 503).length >= 5, { timeoutMs: 30_000, message: "node A answers 503" });
+  // B holds every replay lease of the replica's backlog once A's have run out.
+  await waitFor(
+    async () => {
+      const rows = await sql<Array<{ n: number }>>`
+        select count(*)::int as n from (select distinct partition from chroma_lb_wal_pending where instance = 'replica') p
+         where not exists (select 1 from chroma_lb_replay_leases l where l.instance = 'replica' and l.collection = p.partition and l.node_id = 'node-b' and l.expires_at > now())`;
+      return rows[0]!.n === 0;
+    },
+    { timeoutMs: 20_000, message: "node B replays the replica's backlog" },
+  );
+  // Writes go on through B, so the replica is never idle: it catches up on what was owed at the cut.
+  const head = (await sql<Array<{ head: number }>>`select coalesce(max(seq), 0)::int as head from chroma_lb_wal_entries`)[0]!.head;
+  await waitFor(async () => (await sql`select 1 from chroma_lb_wal_pending where instance = 'replica' and seq <= ${head} limit 1`).length === 0, {
+    timeoutMs: 60_000,
+    message: "the replica caught up through node B while A is cut",
+  });
+  await proxy.reopen();
+  const reopenedAt = outcomes.length;
+  await waitFor(() => outcomes.slice(reopenedAt).some((o) => o.via === "a" && o.status === 201), {
+    timeoutMs: 15_000,
+    message: `node A takes writes again (last answer: ${JSON.stringify(outcomes.findLast((o) => o.via === "a"))})`,
+  }).catch((error) => {
+    throw new Error(`${(error as Error).message}; node A answers ${JSON.stringify(outcomes.findLast((o) => o.via === "a"))}\n${a.logs().slice(-3000)}`);
+  });
+  stop = true;
+  await clients;
+
+  const acknowledged = outcomes.filter((o) => o.status === 200 || o.status === 201);
+  const refused = outcomes.filter((o) => !(o.status === 200 || o.status === 201));
+  const refusedCounts = Object.fromEntries(Object.entries(Object.groupBy(refused, (o) => `node ${o.via} ${o.status}`)).map(([k, v]) => [k, v!.length]));
+  console.log(`[cluster-nodes] cut: ${outcomes.length} writes, ${acknowledged.length} acknowledged; refused: ${JSON.stringify(refusedCounts)}`);
+  // Node B never failed a write; node A refused with 503 and Retry-After, nothing else.
+  expect(refused.filter((o) => o.via === "b")).toEqual([]);
+  expect(refused.filter((o) => o.status !== 503 || o.retryAfter === null)).toEqual([]);
+  await waitFor(async () => (await pendingWrites(a)) === 0 && (await pendingWrites(b)) === 0, { timeoutMs: 60_000, message: "both instances applied the whole log" });
+  const [onPrimary, onReplica] = await dumpInstances([primary!.url, replica!.url]);
+  expect(onReplica).toEqual(onPrimary!);
+  const stored = recordsOf(onPrimary!, "cut");
+  expect(acknowledged.filter((o) => !stored.has(o.key)).map((o) => o.key)).toEqual([]);
 }, 180_000);

@@ -79,7 +79,7 @@ export async function postgresFixture(): Promise<LogStoreFixture> {
     async open(instances, limits) {
       const store = await openMirrorStore(url);
       closers.push(() => store.close());
-      const wal = await WriteAheadLog.open(new PostgresLogStore(store.sql, instances), instances, limits);
+      const wal = await WriteAheadLog.open(new PostgresLogStore({ durable: store.sql, relaxed: store.relaxed }, instances), instances, limits);
       return { wal, close: () => store.close() };
     },
     childOpen(root) {
@@ -88,7 +88,7 @@ export async function postgresFixture(): Promise<LogStoreFixture> {
         const { PostgresLogStore } = await import(${JSON.stringify(join(root, "src/wal/postgres/index.ts"))});
         const { WriteAheadLog } = await import(${JSON.stringify(join(root, "src/wal/log.ts"))});
         const store = await openMirrorStore(${JSON.stringify(url)});
-        const wal = await WriteAheadLog.open(new PostgresLogStore(store.sql, ["primary", "replica"]), ["primary", "replica"]);
+        const wal = await WriteAheadLog.open(new PostgresLogStore({ durable: store.sql, relaxed: store.relaxed }, ["primary", "replica"]), ["primary", "replica"]);
       `;
     },
     async destroy() {

@@ -38,17 +38,35 @@ const unreachableCodes = new Set([
 export class PostgresLogStore implements LogStore {
   readonly kind = "postgres";
 
+  /**
+   * `durable` commits wait for the server's disk: appends and every change of an entry's
+   * state (answered, ready, rejected), which ordering depends on. `sql` (relaxed) is the
+   * pool for the rest (what an instance applied, failures, marks, retention): a crash of
+   * the server may lose its last such commits, and replay then applies those entries again,
+   * as after a machine crash with the SQLite store.
+   */
   constructor(
-    private readonly sql: postgres.Sql,
+    pools: { durable: postgres.Sql; relaxed: postgres.Sql },
     private readonly instances: string[],
     private readonly onClose: () => Promise<void> = async () => {},
     /** With several nodes: the apply lock's transaction, which state changes join while it is open (tx-scope.ts). */
     private readonly scope: TxScope | null = null,
-  ) {}
+  ) {
+    this.durable = pools.durable;
+    this.sql = pools.relaxed;
+  }
+
+  private readonly durable: postgres.Sql;
+  private readonly sql: postgres.Sql;
 
   /** Where a state change or a read for a decision runs: the open apply-lock transaction, else the pool. */
   private get q(): postgres.Sql | postgres.TransactionSql {
     return this.scope?.current() ?? this.sql;
+  }
+
+  /** The same, for a change of an entry's state, which must be durable (see the constructor). */
+  private get qd(): postgres.Sql | postgres.TransactionSql {
+    return this.scope?.current() ?? this.durable;
   }
 
   /** One transaction: the open apply-lock transaction (its commit is the commit), else a new one. */
@@ -67,7 +85,7 @@ export class PostgresLogStore implements LogStore {
    */
   async appendGroup(group: NewEntry[], nowMs: number): Promise<Entry[]> {
     const bodies = group.map((e) => (e.body ? Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength) : empty));
-    const rows = await this.sql<Array<{ seq: number }>>`
+    const rows = await this.durable<Array<{ seq: number }>>`
       WITH lock AS (SELECT pg_advisory_xact_lock(${appendLockKey})),
       src AS (
         SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq, s.*
@@ -75,7 +93,7 @@ export class PostgresLogStore implements LogStore {
                   ${group.map((e) => e.partition)}::text[], ${group.map((e) => e.kind)}::text[], ${group.map((e) => e.op)}::text[],
                   ${group.map((e) => e.tenant)}::text[], ${group.map((e) => e.database)}::text[], ${group.map((e) => e.collectionId)}::text[],
                   ${group.map((e) => e.name)}::text[], ${group.map((e) => e.body?.byteLength ?? 0)}::int[],
-                  ${this.sql.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
+                  ${this.durable.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
                 ) WITH ORDINALITY AS u(partition, kind, op, tenant, database, collection_id, name, body_bytes, body, has_body, ord)
                 ORDER BY u.ord) s
       ),
@@ -162,6 +180,21 @@ export class PostgresLogStore implements LogStore {
     return [...rows];
   }
 
+  async owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]) {
+    const [row] = await this.q<Array<{ same: number | null; barrierSeq: number | null; barrierPartition: string | null }>>`
+      SELECT (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1) AS same,
+             b.seq AS "barrierSeq", b.partition AS "barrierPartition"
+        FROM (SELECT 1) AS one
+        LEFT JOIN LATERAL (
+          SELECT seq, partition FROM chroma_lb_wal_pending
+           WHERE instance = ${instance} AND seq < ${beforeSeq} AND kind = ANY(${kinds}::text[]) AND partition <> ${partition}
+           ORDER BY seq LIMIT 1) AS b ON true`;
+    return {
+      samePartition: row?.same ?? null,
+      barrier: row?.barrierSeq != null ? { seq: row.barrierSeq, partition: row.barrierPartition! } : null,
+    };
+  }
+
   async owesBefore(instance: string, partition: string, beforeSeq: number) {
     const rows = await this.q<Array<{ seq: number }>>`
       SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1`;
@@ -177,27 +210,27 @@ export class PostgresLogStore implements LogStore {
   // Outcomes.
 
   async recoverUnanswered() {
-    return (await this.q`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
+    return (await this.qd`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
   }
 
   async markReady(seqs: number[], appliedBy: string | null) {
-    await this.q`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
+    await this.qd`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
   }
 
   async keepUnanswered(seqs: number[]) {
-    await this.q`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
+    await this.qd`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
   }
 
   async completeOnTarget(instance: string, seqs: number[]) {
     // One statement (one round trip, one transaction): ready for all, applied on the target.
-    const removed = await this.q<Array<{ seq: number }>>`
+    const removed = await this.qd<Array<{ seq: number }>>`
       WITH ready AS (UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${instance} WHERE seq = ANY(${seqs}::bigint[]))
       DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}::bigint[]) RETURNING seq`;
     return removed.map((r) => r.seq);
   }
 
   async reject(seq: number) {
-    await this.q`
+    await this.qd`
       WITH rejected AS (UPDATE chroma_lb_wal_entries SET state = 'rejected', applied_by = NULL WHERE seq = ${seq}),
            body AS (DELETE FROM chroma_lb_wal_bodies WHERE seq = ${seq})
       DELETE FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
@@ -265,15 +298,20 @@ export class PostgresLogStore implements LogStore {
    * writer that is gone (killed, or cut off and its transaction ended).
    */
   async recoverOrphans(partition: string): Promise<number[]> {
-    const rows = await this.q<Array<{ seq: number }>>`
-      UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE partition = ${partition} AND state = 'new' RETURNING seq`;
+    // A `new` entry is owed by every instance (none applied it), so one instance's owed rows
+    // (indexed, as few as its lag) find them all without scanning the partition's log.
+    const rows = await this.qd<Array<{ seq: number }>>`
+      UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL
+       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${this.instances[0]!} AND partition = ${partition})
+         AND state = 'new' RETURNING seq`;
     return rows.map((r) => r.seq);
   }
 
   /** Partitions with entries still `new` (being applied, or left by a writer that is gone). */
   async partitionsWithUnanswered(limit: number): Promise<string[]> {
     const rows = await this.sql<Array<{ partition: string }>>`
-      SELECT DISTINCT partition FROM chroma_lb_wal_entries WHERE state = 'new' LIMIT ${limit}`;
+      SELECT DISTINCT p.partition FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+       WHERE p.instance = ${this.instances[0]!} AND e.state = 'new' LIMIT ${limit}`;
     return rows.map((r) => r.partition);
   }
 
@@ -282,9 +320,11 @@ export class PostgresLogStore implements LogStore {
    * `uptoSeq`: read at decision time, so entries other nodes acknowledged count.
    */
   async instancesBehind(instances: string[], partition: string, uptoSeq: number): Promise<Set<string>> {
+    // EXISTS stops at the first such row: one index probe per instance, whatever its backlog.
     const rows = await this.sql<Array<{ instance: string }>>`
-      SELECT DISTINCT p.instance FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
-       WHERE p.instance = ANY(${instances}) AND p.partition = ${partition} AND p.seq <= ${uptoSeq} AND e.state <> 'new'`;
+      SELECT i.name AS instance FROM unnest(${instances}::text[]) AS i(name)
+       WHERE EXISTS (SELECT 1 FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+                      WHERE p.instance = i.name AND p.partition = ${partition} AND p.seq <= ${uptoSeq} AND e.state <> 'new')`;
     return new Set(rows.map((r) => r.instance));
   }
 

@@ -40,6 +40,12 @@ export class SqliteLogStore implements LogStore {
   async owedPartitions(instance: string, limit: number) {
     return this.clean(() => positions.owedPartitions(this.ctx, instance, limit));
   }
+  async owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]) {
+    return this.clean(() => ({
+      samePartition: positions.owesBefore(this.ctx, instance, partition, beforeSeq)?.seq ?? null,
+      barrier: positions.firstOwedBefore(this.ctx, instance, beforeSeq, kinds, partition),
+    }));
+  }
   async owesBefore(instance: string, partition: string, beforeSeq: number) {
     return this.clean(() => positions.owesBefore(this.ctx, instance, partition, beforeSeq));
   }
