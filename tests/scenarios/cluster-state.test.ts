@@ -173,7 +173,7 @@ test("a collection created through one node is served by the other; a mapping re
   expect(await within(removedAt, async () => !(await mappedOnB.call(null)) && !(await json<{ mappings: Array<{ collection_name: string }> }>(`${a.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name), "a forgets the mapping")).toBeLessThan(clusterWideMsMax);
 });
 
-test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, and every node shows it", async () => {
+test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, every node shows it, and a dead node's run does not block the next", async () => {
   await using cluster = await twoNodes();
   const { a, b, databaseUrl } = cluster;
   await waitFor(async () => (await instance(b.url, "replica")).healthy);
@@ -207,6 +207,12 @@ test("a resync runs once in the cluster: asked on another node meanwhile it is r
     expect(ran.status).toBe(200);
     const after = await json<{ cluster_operations: Array<{ kind: string; node_id: string; state: string }> }>(`${a.url}/status`);
     expect(after.cluster_operations.filter((o) => o.kind === "resync").map((o) => `${o.node_id} ${o.state}`)).toEqual(["b done"]);
+
+    // A run whose node died (no progress written for 3 lease times) does not block the next.
+    await sql`update chroma_lb_jobs set node_id = 'gone', state = 'running', heartbeat_at = now() - interval '1 minute' where kind = 'resync' and scope = 'replica/*'`;
+    expect((await post(`${a.url}/admin/instances/replica/resync`, {})).status).toBe(200);
+    const taken = await json<{ cluster_operations: Array<{ kind: string; node_id: string; state: string }> }>(`${b.url}/status`);
+    expect(taken.cluster_operations.filter((o) => o.kind === "resync").map((o) => `${o.node_id} ${o.state}`)).toEqual(["a done"]);
   } finally {
     await sql.end({ timeout: 1 });
   }
