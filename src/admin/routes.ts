@@ -209,11 +209,11 @@ export function adminRoutes(deps: AdminDeps) {
    * The nodes of the cluster and the operations run once in it (LOG_STORE=postgres); with
    * SQLite chroma-lb is one node, listed alone.
    */
-  const clusterView = async () => {
+  const clusterView = () => {
     const cluster = deps.cluster;
     if (!cluster) return { node_id: config.nodeId, nodes: [{ id: config.nodeId, address: config.nodeAddress ?? null, last_heartbeat_at: null, leases: 0 }] };
-    const [{ nodes, error }, jobs] = await Promise.all([cluster.nodeViews(), cluster.jobs.list().catch(() => null)]);
-    return { node_id: config.nodeId, nodes, ...(error && { nodes_error: error }), cluster_operations: jobs };
+    const { nodes, operations, asOf, error } = cluster.statusView;
+    return { node_id: config.nodeId, nodes, cluster_operations: operations, cluster_as_of: asOf, ...(error && { cluster_error: error }) };
   };
 
   /**
@@ -317,7 +317,7 @@ export function adminRoutes(deps: AdminDeps) {
         },
         resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
         instances: registry.all.map(instanceView),
-        ...(await clusterView()),
+        ...clusterView(),
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )

@@ -105,10 +105,11 @@ test("each node's /status lists every live node with its heartbeat and leases; /
     expect(samples.length).toBeGreaterThan(10);
     expect(samples.filter((line) => !line.includes(`node="${status.node_id}"`))).toEqual([]);
   }
-  // A node that stops leaves the list at once (it deletes its row).
+  // A node that stops deletes its row: the others' lists (read each second) drop it at once.
+  const stoppedAt = performance.now();
   await b.stop();
-  const left = await json<{ nodes: Array<{ id: string }> }>(`${a.url}/status`);
-  expect(left.nodes.map((n) => n.id)).toEqual(["a"]);
+  const nodesOfA = async () => (await json<{ nodes: Array<{ id: string }> }>(`${a.url}/status`)).nodes.map((n) => n.id);
+  expect(await within(stoppedAt, async () => JSON.stringify(await nodesOfA()) === JSON.stringify(["a"]), "a's list drops b")).toBeLessThan(clusterWideMsMax);
 });
 
 test("with SQLite, /status lists this node alone", async () => {
@@ -193,26 +194,27 @@ test("a resync runs once in the cluster: asked on another node meanwhile it is r
     const body = (await refused.json()) as { error: string; message: string };
     expect(body.error).toBe("UniqueConstraintError");
     expect(body.message).toContain("already runs on node a");
+    type Operations = { cluster_operations: Array<{ kind: string; scope: string; node_id: string; state: string; progress: unknown }> };
+    // (The nodes' own repair passes are listed too.)
+    const resyncsOf = async (url: string) =>
+      (await json<Operations>(`${url}/status`)).cluster_operations.filter((o) => o.kind === "resync").map(({ kind, scope, node_id, state, progress }) => ({ kind, scope, node_id, state, progress }));
+    const expected = [{ kind: "resync", scope: "replica/*", node_id: "a", state: "running", progress: { records_copied: 7 } }];
     for (const node of [a, b]) {
-      const status = await json<{ cluster_operations: Array<{ kind: string; scope: string; node_id: string; state: string; progress: unknown }> }>(`${node.url}/status`);
-      // (The nodes' own repair passes are listed too.)
-      expect(status.cluster_operations.filter((o) => o.kind === "resync").map(({ kind, scope, node_id, state, progress }) => ({ kind, scope, node_id, state, progress }))).toEqual([
-        { kind: "resync", scope: "replica/*", node_id: "a", state: "running", progress: { records_copied: 7 } },
-      ]);
+      await waitFor(async () => JSON.stringify(await resyncsOf(node.url)) === JSON.stringify(expected), { timeoutMs: clusterWideMsMax, message: "the progress is shown" });
+      expect(await resyncsOf(node.url)).toEqual(expected);
     }
     release();
     expect(await running).toEqual({ ran: true, result: undefined });
     // Once it ended, the same resync asked through b runs there.
     const ran = await post(`${b.url}/admin/instances/replica/resync`, {});
     expect(ran.status).toBe(200);
-    const after = await json<{ cluster_operations: Array<{ kind: string; node_id: string; state: string }> }>(`${a.url}/status`);
-    expect(after.cluster_operations.filter((o) => o.kind === "resync").map((o) => `${o.node_id} ${o.state}`)).toEqual(["b done"]);
+    const resyncRuns = async (url: string) => (await resyncsOf(url)).map((o) => `${o.node_id} ${o.state}`).join();
+    await waitFor(async () => (await resyncRuns(a.url)) === "b done", { timeoutMs: clusterWideMsMax, message: "a shows b's run done" });
 
     // A run whose node died (no progress written for 3 lease times) does not block the next.
     await sql`update chroma_lb_jobs set node_id = 'gone', state = 'running', heartbeat_at = now() - interval '1 minute' where kind = 'resync' and scope = 'replica/*'`;
     expect((await post(`${a.url}/admin/instances/replica/resync`, {})).status).toBe(200);
-    const taken = await json<{ cluster_operations: Array<{ kind: string; node_id: string; state: string }> }>(`${b.url}/status`);
-    expect(taken.cluster_operations.filter((o) => o.kind === "resync").map((o) => `${o.node_id} ${o.state}`)).toEqual(["a done"]);
+    await waitFor(async () => (await resyncRuns(b.url)) === "a done", { timeoutMs: clusterWideMsMax, message: "b shows a's run done" });
   } finally {
     await sql.end({ timeout: 1 });
   }
