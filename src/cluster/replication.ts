@@ -83,6 +83,7 @@ export class ReplicationCluster {
     replayer.crossNode = {
       applying: (instance, partition, fn, fenced) => locks.applying(instance, partition, fn, fenced),
       replays: (instance, partitions) => this.replayable(instance, partitions),
+      holding: (instance, partition, fn) => locks.holding(instance, partition, fn),
       beforeSend: () => locks.beforeSend(),
       detach: (fn) => scope.detach(fn),
     };
@@ -104,6 +105,7 @@ export class ReplicationCluster {
       }
     };
     wal.instancesBehind = (instances, partition, uptoSeq) => store.instancesBehind(instances, partition, uptoSeq);
+    wal.deferViewChange = (change) => scope.afterCommit(change);
   }
 
   /**
@@ -149,6 +151,8 @@ export class ReplicationCluster {
       .then(() => {
         this.stats.viewRefreshes += 1;
         this.lastRefreshMs = performance.now();
+        // An instance back from an outage serves again once the reloaded view says it owes nothing.
+        for (const instance of this.deps.registry.all) this.deps.registry.updateCatchingUp(instance, this.deps.wal.pendingCount(instance.name));
       })
       .finally(() => (this.refreshing = null));
     return this.refreshing;
