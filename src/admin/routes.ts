@@ -209,11 +209,11 @@ export function adminRoutes(deps: AdminDeps) {
    * The nodes of the cluster and the operations run once in it (LOG_STORE=postgres); with
    * SQLite chroma-lb is one node, listed alone.
    */
-  const clusterView = async () => {
+  const clusterView = () => {
     const cluster = deps.cluster;
     if (!cluster) return { node_id: config.nodeId, nodes: [{ id: config.nodeId, address: config.nodeAddress ?? null, last_heartbeat_at: null, leases: 0 }] };
-    const [{ nodes, error }, jobs] = await Promise.all([cluster.nodeViews(), cluster.jobs.list().catch(() => null)]);
-    return { node_id: config.nodeId, nodes, ...(error && { nodes_error: error }), cluster_operations: jobs };
+    const { nodes, operations, asOf, error } = cluster.statusView;
+    return { node_id: config.nodeId, nodes, cluster_operations: operations, cluster_as_of: asOf, ...(error && { cluster_error: error }) };
   };
 
   /**
@@ -317,7 +317,7 @@ export function adminRoutes(deps: AdminDeps) {
         },
         resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
         instances: registry.all.map(instanceView),
-        ...(await clusterView()),
+        ...clusterView(),
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )
@@ -478,9 +478,12 @@ export function adminRoutes(deps: AdminDeps) {
               throw notFound(`No collection ${collection}; GET /collection/mappings lists them`);
             }
             const run = onceInCluster("resync", `${instance.name}/${collection ?? "*"}`, () => deps.resyncer.active(), () => deps.resyncer.resyncInstance(instance, collection));
-            // With wait: false a conflict (another node runs it) is still answered now.
-            if (body?.wait === false && deps.cluster) await Promise.race([run, Bun.sleep(200)]);
             if (body?.wait === false) {
+              // Not awaited: a failure later is in /status, never an unhandled rejection. A
+              // refusal (another node runs it, Postgres did not take the claim) comes at once
+              // and is answered as such.
+              const early = await Promise.race([run.then(() => null, (error: unknown) => ({ error })), Bun.sleep(deps.cluster ? 200 : 0).then(() => null)]);
+              if (early) throw early.error;
               set.status = 202;
               return { instance: instance.name, started: true, progress: "GET /status shows resync progress" };
             }

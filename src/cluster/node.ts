@@ -15,7 +15,7 @@ import type { InstanceRegistry } from "../instances/registry";
 import type { WebhookPayload } from "../observability/alerts";
 import type { Logger } from "../observability/log";
 import { bounded, errorText } from "./bounded";
-import { ClusterJobs } from "./jobs";
+import { ClusterJobs, type ClusterJobView } from "./jobs";
 import { NodeRegistry, type NodeRow } from "./nodes";
 import { clusterTables, ensureClusterSchema } from "./schema";
 import { ClusterSwitches } from "./switches";
@@ -36,6 +36,16 @@ export interface NodeView {
   address: string;
   last_heartbeat_at: string;
   leases: number;
+}
+
+/** The cluster as /status shows it. */
+export interface ClusterStatusView {
+  nodes: NodeView[];
+  operations: ClusterJobView[];
+  /** When the lists were read from Postgres (null before the first read). */
+  asOf: string | null;
+  /** Why the last read failed (the lists are then as of `asOf`). */
+  error: string | null;
 }
 
 /** The shortest an alert key stays claimed by the node that posted it (see claimAlert). */
@@ -96,6 +106,7 @@ export class ClusterNode {
     const beat = await this.nodes.heartbeatOnce();
     if (!beat.ok) this.deps.log.error("node heartbeat failed", { nodeId: this.nodeId, error: beat.error });
     await this.listener.checkOnce();
+    await this.statusOnce();
   }
 
   /** Also told of every hint and resync (replay wiring subscribes for `entry` hints). */
@@ -125,6 +136,7 @@ export class ClusterNode {
       { name: "wakeup-listener", everyMs: this.deps.config.nodeHeartbeatIntervalMs, run: () => this.listener.checkOnce() },
       { name: "cluster-sync", everyMs: clusterSyncIntervalMs, run: () => this.syncOnce() },
       { name: "cluster-job-progress", everyMs: clusterSyncIntervalMs, run: () => this.jobs.reportOnce() },
+      { name: "cluster-status", everyMs: clusterSyncIntervalMs, run: () => this.statusOnce() },
     ];
   }
 
@@ -159,14 +171,26 @@ export class ClusterNode {
     return rows[0]!.v;
   }
 
-  /** The live nodes for /status; this node alone (as it knows itself) when Postgres does not answer. */
-  async nodeViews(): Promise<{ nodes: NodeView[]; error: string | null }> {
+  /**
+   * What /status shows of the cluster, read from Postgres each second (`statusOnce`), so
+   * that /status answers at once even while Postgres does not: it then shows the last list
+   * read, when it was read, and why it is not newer.
+   */
+  get statusView(): ClusterStatusView {
+    return this.status;
+  }
+
+  private status: ClusterStatusView = { nodes: [], operations: [], asOf: null, error: null };
+
+  /** One bounded step: reads the live nodes and the latest operations for /status. */
+  async statusOnce(): Promise<ClusterStatusView> {
     try {
-      const rows = await this.nodes.liveNodes();
-      return { nodes: rows.map(view), error: null };
+      const [rows, operations] = await Promise.all([this.nodes.liveNodes(), this.jobs.list()]);
+      this.status = { nodes: rows.map(view), operations, asOf: new Date().toISOString(), error: null };
     } catch (error) {
-      return { nodes: [], error: errorText(error) };
+      this.status = { ...this.status, error: errorText(error) };
     }
+    return this.status;
   }
 
   /**

@@ -252,7 +252,7 @@
     );
     const head = h("tr", {}, h("th", {}, "node"), h("th", {}, "address"), h("th", {}, "last heartbeat"), h("th", {}, "replay leases"));
     const parts = [h("table", { class: "nodes-table" }, h("thead", {}, head), h("tbody", {}, ...rows))];
-    if (status.nodes_error) parts.push(h("p", { class: "muted" }, `node list unavailable: ${status.nodes_error}`));
+    if (status.cluster_error) parts.push(h("p", { class: "muted", "data-testid": "nodes-error" }, `as of ${status.cluster_as_of || "never"}: Postgres did not answer (${status.cluster_error})`));
     $("nodes").replaceChildren(...parts);
   }
 

@@ -193,14 +193,19 @@ export function createAlerter(options: AlerterOptions): Alerter {
       message,
       at: new Date(now()).toISOString(),
     };
-    const claimed = options.claim ? options.claim(payload) : Promise.resolve(true);
-    void claimed
+    const failed = (error: unknown) => log.warn("alert not delivered", { event: state.event, status, error: String(error) });
+    if (!options.claim) {
+      void deliver(payload).catch(failed);
+      return;
+    }
+    void options
+      .claim(payload)
       .then((mine) => {
         if (mine) return deliver(payload);
         log.debug("alert posted by another node", { event: state.event, status });
         options.onOutcome?.(state.event, "posted_by_other_node");
       })
-      .catch((error) => log.warn("alert not delivered", { event: state.event, status, error: String(error) }));
+      .catch(failed);
   };
 
   /** Posts the alert of a key whose condition holds, saying how many episodes were missed before it. */

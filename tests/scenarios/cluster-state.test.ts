@@ -11,6 +11,7 @@
  * - A resync asked while another node runs the same one is refused with that node's name,
  *   and every node's /status shows the running operation.
  * - An instance that goes down is posted once for the cluster, and so is its return.
+ * - A reset through one node clears the other node's mappings and log view too.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
@@ -46,11 +47,11 @@ async function freshDatabase(): Promise<string> {
 }
 
 /** Two nodes, `a` and `b`, on a database of their own. */
-async function twoNodes(env: Record<string, string> = {}) {
+async function twoNodes(env: Record<string, string> = {}, chroma: ChromaServers = servers) {
   const databaseUrl = await freshDatabase();
   const common = {
-    CHROMA_PRIMARY_URL: servers[0]!.url,
-    CHROMA_REPLICA_URL: servers[1]!.url,
+    CHROMA_PRIMARY_URL: chroma[0]!.url,
+    CHROMA_REPLICA_URL: chroma[1]!.url,
     LOG_STORE: "postgres",
     DATABASE_URL: databaseUrl,
     HEALTH_CHECK_INTERVAL: "1",
@@ -104,10 +105,11 @@ test("each node's /status lists every live node with its heartbeat and leases; /
     expect(samples.length).toBeGreaterThan(10);
     expect(samples.filter((line) => !line.includes(`node="${status.node_id}"`))).toEqual([]);
   }
-  // A node that stops leaves the list at once (it deletes its row).
+  // A node that stops deletes its row: the others' lists (read each second) drop it at once.
+  const stoppedAt = performance.now();
   await b.stop();
-  const left = await json<{ nodes: Array<{ id: string }> }>(`${a.url}/status`);
-  expect(left.nodes.map((n) => n.id)).toEqual(["a"]);
+  const nodesOfA = async () => (await json<{ nodes: Array<{ id: string }> }>(`${a.url}/status`)).nodes.map((n) => n.id);
+  expect(await within(stoppedAt, async () => JSON.stringify(await nodesOfA()) === JSON.stringify(["a"]), "a's list drops b")).toBeLessThan(clusterWideMsMax);
 });
 
 test("with SQLite, /status lists this node alone", async () => {
@@ -159,7 +161,7 @@ test("a collection created through one node is served by the other; a mapping re
   const mappedOnB = async () => (await json<{ mappings: Array<{ collection_name: string }> }>(`${b.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name);
   expect(await within(start, mappedOnB, "b knows the collection")).toBeLessThan(clusterWideMsMax);
   await docs.add({ ids: ["x"], embeddings: [[1, 2]], documents: ["x"] });
-  const onB = await viaB.getCollection({ name: docs.name, embeddingFunction: null });
+  const onB = await viaB.getCollection({ name: docs.name });
   expect(onB.id).toBe(docs.id);
   const read = await waitFor(async () => {
     const got = await onB.get({ ids: ["x"] });
@@ -172,7 +174,7 @@ test("a collection created through one node is served by the other; a mapping re
   expect(await within(removedAt, async () => !(await mappedOnB.call(null)) && !(await json<{ mappings: Array<{ collection_name: string }> }>(`${a.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name), "a forgets the mapping")).toBeLessThan(clusterWideMsMax);
 });
 
-test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, and every node shows it", async () => {
+test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, every node shows it, and a dead node's run does not block the next", async () => {
   await using cluster = await twoNodes();
   const { a, b, databaseUrl } = cluster;
   await waitFor(async () => (await instance(b.url, "replica")).healthy);
@@ -192,20 +194,27 @@ test("a resync runs once in the cluster: asked on another node meanwhile it is r
     const body = (await refused.json()) as { error: string; message: string };
     expect(body.error).toBe("UniqueConstraintError");
     expect(body.message).toContain("already runs on node a");
+    type Operations = { cluster_operations: Array<{ kind: string; scope: string; node_id: string; state: string; progress: unknown }> };
+    // (The nodes' own repair passes are listed too.)
+    const resyncsOf = async (url: string) =>
+      (await json<Operations>(`${url}/status`)).cluster_operations.filter((o) => o.kind === "resync").map(({ kind, scope, node_id, state, progress }) => ({ kind, scope, node_id, state, progress }));
+    const expected = [{ kind: "resync", scope: "replica/*", node_id: "a", state: "running", progress: { records_copied: 7 } }];
     for (const node of [a, b]) {
-      const status = await json<{ cluster_operations: Array<{ kind: string; scope: string; node_id: string; state: string; progress: unknown }> }>(`${node.url}/status`);
-      // (The nodes' own repair passes are listed too.)
-      expect(status.cluster_operations.filter((o) => o.kind === "resync").map(({ kind, scope, node_id, state, progress }) => ({ kind, scope, node_id, state, progress }))).toEqual([
-        { kind: "resync", scope: "replica/*", node_id: "a", state: "running", progress: { records_copied: 7 } },
-      ]);
+      await waitFor(async () => JSON.stringify(await resyncsOf(node.url)) === JSON.stringify(expected), { timeoutMs: clusterWideMsMax, message: "the progress is shown" });
+      expect(await resyncsOf(node.url)).toEqual(expected);
     }
     release();
     expect(await running).toEqual({ ran: true, result: undefined });
     // Once it ended, the same resync asked through b runs there.
     const ran = await post(`${b.url}/admin/instances/replica/resync`, {});
     expect(ran.status).toBe(200);
-    const after = await json<{ cluster_operations: Array<{ kind: string; node_id: string; state: string }> }>(`${a.url}/status`);
-    expect(after.cluster_operations.filter((o) => o.kind === "resync").map((o) => `${o.node_id} ${o.state}`)).toEqual(["b done"]);
+    const resyncRuns = async (url: string) => (await resyncsOf(url)).map((o) => `${o.node_id} ${o.state}`).join();
+    await waitFor(async () => (await resyncRuns(a.url)) === "b done", { timeoutMs: clusterWideMsMax, message: "a shows b's run done" });
+
+    // A run whose node died (no progress written for 3 lease times) does not block the next.
+    await sql`update chroma_lb_jobs set node_id = 'gone', state = 'running', heartbeat_at = now() - interval '1 minute' where kind = 'resync' and scope = 'replica/*'`;
+    expect((await post(`${a.url}/admin/instances/replica/resync`, {})).status).toBe(200);
+    await waitFor(async () => (await resyncRuns(b.url)) === "a done", { timeoutMs: clusterWideMsMax, message: "b shows a's run done" });
   } finally {
     await sql.end({ timeout: 1 });
   }
@@ -235,4 +244,41 @@ test("an instance down, and its return, are posted once for the cluster, not onc
   }
   await waitFor(async () => receiver.rows().includes("instance_down resolved replica") && (await otherNodeCount("instance_down")) >= 2, { message: "one node posts the return, the other defers" });
   expect(receiver.rows().filter((r) => r.startsWith("instance_down"))).toEqual(["instance_down firing replica", "instance_down resolved replica"]);
+});
+
+test("a reset through one node clears the other's mappings and log within 2 s; the name is usable again through either", async () => {
+  await using chroma = await startChromaServers(2, { allowReset: true });
+  await using cluster = await twoNodes({ ALLOW_RESET: "true" }, chroma);
+  const { a, b } = cluster;
+  await waitFor(async () => (await json<{ healthy_instances: string }>(`${b.url}/health`)).healthy_instances === "2/2");
+  const viaA = new ChromaClient({ host: "127.0.0.1", port: a.port });
+  const docs = await viaA.createCollection({ name: "reset_docs", embeddingFunction: null });
+  await docs.add({ ids: ["a", "b"], embeddings: [[1, 2], [3, 4]], documents: ["a", "b"] });
+  const mappingsOf = async (url: string) => (await json<{ count: number }>(`${url}/collection/mappings`)).count;
+  const logOf = async (url: string) => {
+    const wal = await json<{ total_entries: number; pending_writes: number }>(`${url}/wal/status`);
+    return { total: wal.total_entries, pending: wal.pending_writes };
+  };
+  await waitFor(async () => (await mappingsOf(b.url)) === 1 && (await logOf(b.url)).total > 0, { message: "b knows the collection and its entries" });
+
+  const resetAt = performance.now();
+  const res = await fetch(`${a.url}/api/v2/reset`, { method: "POST" });
+  expect(res.status).toBe(200);
+  const cleared = await within(resetAt, async () => (await mappingsOf(b.url)) === 0 && JSON.stringify(await logOf(b.url)) === JSON.stringify({ total: 0, pending: 0 }), "b's view is cleared");
+  expect(cleared).toBeLessThan(clusterWideMsMax);
+  expect(await logOf(a.url)).toEqual({ total: 0, pending: 0 });
+
+  // The name is free again on both nodes: made through b, written and read through a.
+  const viaB = new ChromaClient({ host: "127.0.0.1", port: b.port });
+  const again = await viaB.createCollection({ name: "reset_docs", embeddingFunction: null });
+  expect(again.id).not.toBe(docs.id);
+  await waitFor(async () => (await mappingsOf(a.url)) === 1);
+  const onA = await waitFor(() => viaA.getCollection({ name: "reset_docs" }).catch(() => null));
+  expect(onA.id).toBe(again.id);
+  await onA.add({ ids: ["c"], embeddings: [[5, 6]], documents: ["c"] });
+  const read = await waitFor(async () => {
+    const got = await again.get({ ids: ["c"] });
+    return got.ids.length ? got : null;
+  });
+  expect(read.documents).toEqual(["c"]);
 });
