@@ -43,7 +43,7 @@ export interface ReplicationDeps {
 /** Connections of the lock client: locks held at once, across writes and replay. */
 const lockConnectionsMax = 10;
 /** Reloads of the view after hints are at least this far apart. */
-const hintRefreshGapMs = 200;
+const hintRefreshGapMs = 500;
 /** Partitions with `new` entries looked at per orphan pass. */
 const orphanPartitionsMax = 100;
 
@@ -158,15 +158,19 @@ export class ReplicationCluster {
     return this.refreshing;
   }
 
-  /** After a hint: a reload (at most one per hintRefreshGapMs), then replay of what this node holds. */
+  /**
+   * After a hint (another node recorded a write): replay starts at once on every instance
+   * this node reaches (replay reads what is owed from Postgres, not from the view), and the
+   * view is reloaded, at most once per hintRefreshGapMs (a reload reads every owed row).
+   */
   private refreshSoon() {
-    if (this.refreshTimer || this.stopped) return;
+    if (this.stopped) return;
+    for (const instance of this.deps.registry.all) if (instance.healthy) void this.deps.replayer.kick(instance);
+    if (this.refreshTimer) return;
     const waitMs = Math.max(0, hintRefreshGapMs - (performance.now() - this.lastRefreshMs));
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null;
-      this.refreshOnce()
-        .then(() => this.deps.replayer.kickAll())
-        .catch(() => {}); // The poll tries again; the store's own errors surface on its writes.
+      this.refreshOnce().catch(() => {}); // The poll tries again; the store's own errors surface on its writes.
     }, waitMs);
   }
 
