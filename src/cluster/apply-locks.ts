@@ -62,6 +62,17 @@ export class WriteLockUnavailable extends Error {
   }
 }
 
+/** Runs what waited for a commit; one failing does not stop the others. */
+function runAll(changes: Array<() => void>) {
+  for (const change of changes) {
+    try {
+      change();
+    } catch {
+      // A view update that throws is fixed by the next reload.
+    }
+  }
+}
+
 export class ApplyLocks {
   private readonly idleMs: number;
   /** Counters for /metrics and tests. */
@@ -92,6 +103,7 @@ export class ApplyLocks {
     let done: { value: T } | null = null;
     let failure: { error: unknown } | null = null;
     let started = false;
+    const onCommit: Array<() => void> = [];
     try {
       await this.sql.begin(async (tx) => {
         await this.bound(tx);
@@ -107,9 +119,10 @@ export class ApplyLocks {
           } catch (error) {
             failure = { error };
           }
-        });
+        }, onCommit);
         await tx`select pg_notify(${wakeupChannel}, ${hintPayload(this.options.nodeId, { kind: "entry", collection: partition })})`;
       });
+      runAll(onCommit);
     } catch (error) {
       if (failure) throw (failure as { error: unknown }).error;
       if (done) return (done as { value: T }).value;
@@ -129,14 +142,16 @@ export class ApplyLocks {
    */
   async recoverIfFree(partition: string, recover: () => Promise<number[]>): Promise<number> {
     let recovered = 0;
+    const onCommit: Array<() => void> = [];
     await this.scope.detach(() =>
       this.sql.begin(async (tx) => {
         await this.bound(tx);
         const [row] = await tx<Array<{ got: boolean }>>`select pg_try_advisory_xact_lock(${writeLockSpace}, hashtext(${partition})) as got`;
         if (!row?.got) return;
-        recovered = (await this.scope.run(tx, recover)).length;
+        recovered = (await this.scope.run(tx, recover, onCommit)).length;
       }),
     );
+    runAll(onCommit);
     this.stats.orphansRecovered += recovered;
     return recovered;
   }
@@ -166,6 +181,7 @@ export class ApplyLocks {
     const lease = fenced ? this.options.leaseOf({ instance, collection: partition }) : null;
     if (fenced && !lease) return null;
     let result: T | null = null;
+    const onCommit: Array<() => void> = [];
     await this.scope.detach(() =>
       this.sql.begin(async (tx) => {
         await this.bound(tx);
@@ -179,10 +195,38 @@ export class ApplyLocks {
           return;
         }
         this.stats.applyLocks += 1;
-        result = await this.scope.run(tx, fn);
+        result = await this.scope.run(tx, fn, onCommit);
       }),
     );
+    runAll(onCommit);
     return result;
+  }
+
+  /**
+   * Runs `fn` (a resync's copy: long, many requests) holding the apply lock of (instance,
+   * partition), waiting for it up to REQUEST_TIMEOUT. A statement every few seconds keeps
+   * the transaction from its idle bound; if the transaction is lost meanwhile, what `fn`
+   * records in it fails, and the copy is tried again (its copy stays marked under repair).
+   */
+  async holding<T>(instance: string, partition: string, fn: () => Promise<T>): Promise<T> {
+    const key = JSON.stringify([instance, partition]);
+    let result: { value: T } | null = null;
+    const onCommit: Array<() => void> = [];
+    await this.scope.detach(() =>
+      this.sql.begin(async (tx) => {
+        await this.bound(tx);
+        await tx`select pg_advisory_xact_lock(${applyLockSpace}, hashtext(${key}))`;
+        this.stats.applyLocks += 1;
+        const keepalive = setInterval(() => void tx`select 1`.catch(() => {}), Math.max(500, Math.floor(this.idleMs / 4)));
+        try {
+          result = { value: await this.scope.run(tx, fn, onCommit) };
+        } finally {
+          clearInterval(keepalive);
+        }
+      }),
+    );
+    runAll(onCommit);
+    return (result as unknown as { value: T }).value;
   }
 
   /**

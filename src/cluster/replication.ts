@@ -43,7 +43,7 @@ export interface ReplicationDeps {
 /** Connections of the lock client: locks held at once, across writes and replay. */
 const lockConnectionsMax = 10;
 /** Reloads of the view after hints are at least this far apart. */
-const hintRefreshGapMs = 200;
+const hintRefreshGapMs = 500;
 /** Partitions with `new` entries looked at per orphan pass. */
 const orphanPartitionsMax = 100;
 
@@ -83,6 +83,7 @@ export class ReplicationCluster {
     replayer.crossNode = {
       applying: (instance, partition, fn, fenced) => locks.applying(instance, partition, fn, fenced),
       replays: (instance, partitions) => this.replayable(instance, partitions),
+      holding: (instance, partition, fn) => locks.holding(instance, partition, fn),
       beforeSend: () => locks.beforeSend(),
       detach: (fn) => scope.detach(fn),
     };
@@ -104,6 +105,7 @@ export class ReplicationCluster {
       }
     };
     wal.instancesBehind = (instances, partition, uptoSeq) => store.instancesBehind(instances, partition, uptoSeq);
+    wal.deferViewChange = (change) => scope.afterCommit(change);
   }
 
   /**
@@ -149,20 +151,26 @@ export class ReplicationCluster {
       .then(() => {
         this.stats.viewRefreshes += 1;
         this.lastRefreshMs = performance.now();
+        // An instance back from an outage serves again once the reloaded view says it owes nothing.
+        for (const instance of this.deps.registry.all) this.deps.registry.updateCatchingUp(instance, this.deps.wal.pendingCount(instance.name));
       })
       .finally(() => (this.refreshing = null));
     return this.refreshing;
   }
 
-  /** After a hint: a reload (at most one per hintRefreshGapMs), then replay of what this node holds. */
+  /**
+   * After a hint (another node recorded a write): replay starts at once on every instance
+   * this node reaches (replay reads what is owed from Postgres, not from the view), and the
+   * view is reloaded, at most once per hintRefreshGapMs (a reload reads every owed row).
+   */
   private refreshSoon() {
-    if (this.refreshTimer || this.stopped) return;
+    if (this.stopped) return;
+    for (const instance of this.deps.registry.all) if (instance.healthy) void this.deps.replayer.kick(instance);
+    if (this.refreshTimer) return;
     const waitMs = Math.max(0, hintRefreshGapMs - (performance.now() - this.lastRefreshMs));
     this.refreshTimer = setTimeout(() => {
       this.refreshTimer = null;
-      this.refreshOnce()
-        .then(() => this.deps.replayer.kickAll())
-        .catch(() => {}); // The poll tries again; the store's own errors surface on its writes.
+      this.refreshOnce().catch(() => {}); // The poll tries again; the store's own errors surface on its writes.
     }, waitMs);
   }
 

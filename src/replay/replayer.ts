@@ -43,6 +43,8 @@ export interface CrossNode {
   applying<T>(instance: string, partition: string, fn: () => Promise<T>, fenced: boolean): Promise<T | null>;
   /** Of `partitions`, those this node replays in the background now: it holds their lease (taking free ones first). */
   replays(instance: string, partitions: string[]): Promise<Set<string>>;
+  /** Runs `fn` holding (instance, partition) across nodes, waiting for it (a resync's copy). */
+  holding<T>(instance: string, partition: string, fn: () => Promise<T>): Promise<T>;
   /** Right before a request to an instance: proves the lock is still held (throws when not). */
   beforeSend(): Promise<void>;
   /** Runs `fn` outside the current lock's transaction (work that outlives it). */
@@ -159,7 +161,8 @@ export class Replayer {
    * a collection meanwhile; the entries it misses are replayed after, in order).
    */
   holdPartition<T>(instance: Instance, partition: string, fn: () => Promise<T>): Promise<T> {
-    return this.locks.run(Replayer.lockKey(instance.name, partition), fn);
+    const crossNode = this.crossNode;
+    return this.locks.run(Replayer.lockKey(instance.name, partition), () => (crossNode ? crossNode.holding(instance.name, partition, fn) : fn()));
   }
 
   private static lockKey(instance: string, partition: string) {

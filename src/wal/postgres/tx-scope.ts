@@ -15,6 +15,8 @@ import type postgres from "postgres";
 interface ScopeState {
   tx: postgres.TransactionSql;
   open: boolean;
+  /** Run once the transaction has committed (see afterCommit). */
+  onCommit: Array<() => void>;
 }
 
 export class TxScope {
@@ -26,14 +28,25 @@ export class TxScope {
     return state?.open ? state.tx : null;
   }
 
-  /** Runs `fn` in a scope whose store calls go through `tx`; the scope closes when `fn` settles. */
-  async run<T>(tx: postgres.TransactionSql, fn: () => Promise<T>): Promise<T> {
-    const state: ScopeState = { tx, open: true };
+  /**
+   * Runs `fn` in a scope whose store calls go through `tx`; the scope closes when `fn`
+   * settles. What `afterCommit` was given meanwhile goes into `onCommit`: the caller runs it
+   * once the transaction committed, and drops it otherwise.
+   */
+  async run<T>(tx: postgres.TransactionSql, fn: () => Promise<T>, onCommit: Array<() => void> = []): Promise<T> {
+    const state: ScopeState = { tx, open: true, onCommit };
     try {
       return await this.storage.run(state, fn);
     } finally {
       state.open = false;
     }
+  }
+
+  /** Runs `change` once the current scope's transaction commits; at once outside a scope. */
+  afterCommit(change: () => void): void {
+    const state = this.storage.getStore();
+    if (state?.open) state.onCommit.push(change);
+    else change();
   }
 
   /** Runs `fn` outside any scope (work started from inside one that outlives it, e.g. a replay pass). */
