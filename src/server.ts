@@ -91,7 +91,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
-  const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
+  const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local, pg?.db ?? null) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
     minIntervalMs: config.alertMinIntervalMs,
