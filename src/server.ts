@@ -39,12 +39,33 @@ import { WritePath } from "./writes/pipeline";
 
 export type { Services };
 
+/** How long chroma-lb waits between attempts to reach its Postgres store at start. */
+const storeOpenRetryMs = 1_000;
+
+/**
+ * With LOG_STORE=postgres chroma-lb cannot serve without its store (the mappings and the log
+ * are there), so at start it waits for Postgres, trying again each second, instead of
+ * exiting: a chroma-lb restarted while Postgres is down serves as soon as it returns.
+ */
+async function openPostgresStore(databaseUrl: string, log: Logger) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await openMirrorStore(databaseUrl);
+    } catch (error) {
+      if (attempt === 1 || attempt % 30 === 0) {
+        log.warn("the Postgres log store cannot be reached; chroma-lb starts once it answers", { attempt, error: String((error as Error)?.message ?? error).slice(0, 300) });
+      }
+      await Bun.sleep(storeOpenRetryMs);
+    }
+  }
+}
+
 /** Opens the stores and builds every service; starts nothing in the background. */
 export async function buildServices(config: Config, log: Logger = createLogger(config.logLevel)): Promise<Services> {
   // DATA_DIR is opened with either store: it also holds the mirror's watermark and the spare file.
   const local = openLocalStore(config.dataDir);
   const instanceNames = config.instances.map((i) => i.name);
-  const pg = config.logStore === "postgres" ? await openMirrorStore(config.databaseUrl!) : null;
+  const pg = config.logStore === "postgres" ? await openPostgresStore(config.databaseUrl!, log) : null;
   const collections = await CollectionStore.open(pg ? new PostgresMappingStore(pg.db) : local);
   const registry = new InstanceRegistry(config.instances, config, log);
   const reserve = pg ? null : new StorageReserve(config.dataDir, config.walDiskReserveBytes);
@@ -87,7 +108,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   // Replay and writes shared with the other nodes: leases and cross-node locks (README "Running several nodes").
   const replication = cluster && pgStore ? new ReplicationCluster({ node: cluster, config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
   replication?.attach();
-  const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local) });
+  const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local, pg?.db ?? null) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
     minIntervalMs: config.alertMinIntervalMs,

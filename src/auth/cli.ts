@@ -1,8 +1,9 @@
 /**
  * `bun run token ...`: manages tokens in the same store chroma-lb reads (DATA_DIR's SQLite
- * file), with the same environment. Safe while chroma-lb runs: SQLite lets both write (WAL
- * mode, busy timeout), and chroma-lb reloads its tokens every second, so a token made or
- * revoked here holds there within about a second (two at most).
+ * file, or DATABASE_URL with LOG_STORE=postgres), with the same environment. Safe while
+ * chroma-lb runs: both stores let both write (SQLite: WAL mode, busy timeout), and chroma-lb
+ * reloads its tokens every second, so a token made or revoked here holds there within about
+ * a second (two at most).
  *
  *   bun run token create --name cms --role write [--tenant t ...] [--database d ...]
  *   bun run token list
@@ -11,7 +12,7 @@
  */
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config";
-import { openLocalStore } from "../db";
+import { openLocalStore, openMirrorStore } from "../db";
 import { RecentEvents } from "../observability/events";
 import { createLogger } from "../observability/log";
 import { AccessControl } from "./access";
@@ -23,7 +24,7 @@ const usage = `usage:
   bun run token list
   bun run token revoke <id>
   bun run token hash
-Tenants and databases default to * (every one). The store is DATA_DIR's (default ./data), as chroma-lb's.`;
+Tenants and databases default to * (every one). The store is chroma-lb's: DATA_DIR's (default ./data), or DATABASE_URL with LOG_STORE=postgres.`;
 
 class UsageError extends Error {}
 
@@ -44,9 +45,10 @@ export async function runTokenCommand(argv: string[], env: Record<string, string
   if (command !== "create" && command !== "list" && command !== "revoke") throw new UsageError(usage);
   const config = loadConfig(env, { allowNoInstances: true });
   const local = openLocalStore(config.dataDir);
+  const pg = config.logStore === "postgres" ? await openMirrorStore(config.databaseUrl!) : null;
   try {
     const log = createLogger("warn", (line) => process.stderr.write(line + "\n"));
-    const access = new AccessControl({ config, log, events: new RecentEvents(), collections: { resolve: () => undefined }, tokens: openTokenStore(local) });
+    const access = new AccessControl({ config, log, events: new RecentEvents(), collections: { resolve: () => undefined }, tokens: openTokenStore(local, pg?.db ?? null) });
     await access.refreshOnce();
     if (command === "list") {
       out(JSON.stringify({ tokens: await access.listTokens() }, null, 2));
@@ -71,6 +73,7 @@ export async function runTokenCommand(argv: string[], env: Record<string, string
     const [view] = (await access.listTokens()).filter((v) => v.id === record.id);
     out(JSON.stringify({ ...view, token: secret }, null, 2));
   } finally {
+    await pg?.close();
     local.close();
   }
 }

@@ -66,7 +66,12 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
   const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds });
   const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off" });
   const db = drizzlePg({ client, schema: pgSchema });
-  await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
+  try {
+    await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
+  } catch (error) {
+    await Promise.all([client.end({ timeout: 1 }), relaxed.end({ timeout: 1 })]).catch(() => {});
+    throw error;
+  }
   return {
     db,
     sql: client,

@@ -257,27 +257,60 @@ test(
       await page.waitForSelector(instanceCard("replica", "healthy"), { timeout: 15_000 });
       expect(await page.isHidden('[data-testid="work-panel"]')).toBe(true);
 
-      // A manual resync of bulk_0 on the replica, once its copy has started (total known).
+      // A manual resync of bulk_0 on the replica, caught while it copies (total known). What
+      // the page shows is read in one go from the render that first shows it, so the
+      // progress and the marks judged below come from the same poll.
       const resync = { answer: null as { ok: boolean } | null };
-      const work = await whileRepeating(page, '[data-testid="work-resync"][data-instance="replica"][data-collection="bulk_0"][data-total]', async () => {
-        const res = await fetch(`${lb.url}/admin/instances/replica/resync`, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: JSON.stringify({ collection: "bulk_0" }),
-        });
-        resync.answer = (await res.json()) as { ok: boolean };
-      });
-      expect(await work.getAttribute("data-total")).toBe(String(recordsEach));
-      expect(await work.textContent()).toMatch(
-        new RegExp(`^Resync of bulk_0 on replica from primary: (copying|replaying later writes)[\\d,]+ of ${fmt(recordsEach)} records copied · [\\d.,]+ records/s · (.+ left|time left unknown)$`),
+      let shown = false;
+      let runs = 0;
+      const repeating = (async () => {
+        while (!shown) {
+          runs += 1;
+          const res = await fetch(`${lb.url}/admin/instances/replica/resync`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ collection: "bulk_0" }),
+          });
+          resync.answer = (await res.json()) as { ok: boolean };
+        }
+      })();
+      let seen: { total: string | null; text: string | null; repairing: Array<string | null>; repairCard: number; divergedCard: number; divergedCount: string | null };
+      try {
+        const handle = await page.waitForFunction(
+          () => {
+            // Runs in the page (no DOM types in this project's TypeScript setup).
+            const document = (globalThis as unknown as { document: any }).document;
+            const work = document.querySelector('[data-testid="work-resync"][data-instance="replica"][data-collection="bulk_0"][data-total][data-state="copying"]');
+            if (!work) return null;
+            return {
+              total: work.getAttribute("data-total"),
+              text: work.textContent,
+              repairing: [...document.querySelectorAll('[data-testid="diverged-state"]')].map((c: any) => c.getAttribute("data-state") as string | null),
+              repairCard: document.querySelectorAll('[data-testid="instance-replica-under-repair"]').length,
+              divergedCard: document.querySelectorAll('[data-testid="instance-replica-diverged"]').length,
+              divergedCount: document.querySelector('[data-testid="log-diverged-count"]')?.getAttribute("data-value") ?? null,
+            };
+          },
+          undefined,
+          { timeout: 60_000, polling: "raf" },
+        );
+        seen = (await handle.jsonValue())!;
+      } finally {
+        shown = true;
+        await repeating;
+        console.log(`resync shown copying after ${runs} run(s) of the work`);
+      }
+      expect(seen.total).toBe(String(recordsEach));
+      expect(seen.text).toMatch(
+        new RegExp(`^Resync of bulk_0 on replica from primary: copying[\\d,]+ of ${fmt(recordsEach)} records copied · [\\d.,]+ records/s · (.+ left|time left unknown)$`),
       );
       // The copy being rebuilt is under repair, never counted as diverged.
-      const repairing = await page.$$eval('[data-testid="diverged-state"]', (cells) => cells.map((c) => c.getAttribute("data-state")));
-      const repairCard = await page.locator('[data-testid="instance-replica-under-repair"]').count();
-      expect(await page.locator('[data-testid="instance-replica-diverged"]').count()).toBe(0);
-      expect(await page.getAttribute('[data-testid="log-diverged-count"]', "data-value")).toBe("0");
-      // Both views come from the same poll as the progress shown.
-      expect({ repairing, repairCard }).toEqual({ repairing: ["under_repair"], repairCard: 1 });
+      expect({ repairing: seen.repairing, repairCard: seen.repairCard, divergedCard: seen.divergedCard, divergedCount: seen.divergedCount }).toEqual({
+        repairing: ["under_repair"],
+        repairCard: 1,
+        divergedCard: 0,
+        divergedCount: "0",
+      });
       console.log(`resync: ${await screenshot(page, "6-resync.png")}`);
       await page.waitForSelector('[data-testid="work-panel"]', { state: "hidden", timeout: 30_000 });
       expect(resync.answer).toEqual(expect.objectContaining({ ok: true }));

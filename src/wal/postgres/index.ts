@@ -18,9 +18,6 @@ import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryO
 /** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
 const appendLockKey = 0x63686c6f67;
 const cleanupChunkEntries = 2000;
-/** Postgres's type id of bytea, for an array of bodies. */
-const byteaOid = 17;
-const empty = Buffer.alloc(0);
 const unreachableCodes = new Set([
   "ECONNREFUSED",
   "ECONNRESET",
@@ -84,32 +81,54 @@ export class PostgresLogStore implements LogStore {
    * parameters fixed whatever the group's size.
    */
   async appendGroup(group: NewEntry[], nowMs: number): Promise<Entry[]> {
-    const bodies = group.map((e) => (e.body ? Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength) : empty));
-    const rows = await this.durable<Array<{ seq: number }>>`
-      WITH lock AS (SELECT pg_advisory_xact_lock(${appendLockKey})),
-      src AS (
-        SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq, s.*
-          FROM (SELECT u.* FROM lock, unnest(
-                  ${group.map((e) => e.partition)}::text[], ${group.map((e) => e.kind)}::text[], ${group.map((e) => e.op)}::text[],
-                  ${group.map((e) => e.tenant)}::text[], ${group.map((e) => e.database)}::text[], ${group.map((e) => e.collectionId)}::text[],
-                  ${group.map((e) => e.name)}::text[], ${group.map((e) => e.body?.byteLength ?? 0)}::int[],
-                  ${this.durable.array(bodies, byteaOid)}, ${group.map((e) => (e.body !== null ? 1 : 0))}::int[]
-                ) WITH ORDINALITY AS u(partition, kind, op, tenant, database, collection_id, name, body_bytes, body, has_body, ord)
-                ORDER BY u.ord) s
-      ),
-      entries AS (
-        INSERT INTO chroma_lb_wal_entries (seq, created_at_ms, partition, kind, op, tenant, database, collection_id, name, body_bytes, state)
-        SELECT seq, ${nowMs}, partition, kind, op, tenant, database, collection_id, name, body_bytes, 'new' FROM src
-      ),
-      bodies AS (
-        INSERT INTO chroma_lb_wal_bodies (seq, body)
-        SELECT seq, body FROM src WHERE has_body = 1
-      ),
-      pending AS (
-        INSERT INTO chroma_lb_wal_pending (instance, seq, partition, kind)
-        SELECT instance, seq, partition, kind FROM src CROSS JOIN unnest(${this.instances}::text[]) AS instance
-      )
-      SELECT seq FROM src ORDER BY ord`;
+    // Each body its own parameter: a bytea array parameter costs Postgres far more to parse
+    // than the same bytes alone (measured: 48 against 27 ms for a 760 KB body).
+    const params: unknown[] = [
+      appendLockKey,
+      group.map((e) => e.partition),
+      group.map((e) => e.kind),
+      group.map((e) => e.op),
+      group.map((e) => e.tenant),
+      group.map((e) => e.database),
+      group.map((e) => e.collectionId),
+      group.map((e) => e.name),
+      group.map((e) => e.body?.byteLength ?? 0),
+      nowMs,
+      this.instances,
+    ];
+    const bodyRows: string[] = [];
+    group.forEach((e, i) => {
+      if (!e.body) return;
+      params.push(Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength));
+      bodyRows.push(`($${params.length}::bytea, ${i + 1})`);
+    });
+    const rows = await this.durable.unsafe<Array<{ seq: number }>>(
+      `WITH lock AS (SELECT pg_advisory_xact_lock($1)),
+       src AS (
+         SELECT nextval('chroma_lb_wal_entries_seq_seq') AS seq, s.*
+           FROM (SELECT u.* FROM lock, unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])
+                   WITH ORDINALITY AS u(partition, kind, op, tenant, database, collection_id, name, body_bytes, ord)
+                 ORDER BY u.ord) s
+       ),
+       entries AS (
+         INSERT INTO chroma_lb_wal_entries (seq, created_at_ms, partition, kind, op, tenant, database, collection_id, name, body_bytes, state)
+         SELECT seq, $10, partition, kind, op, tenant, database, collection_id, name, body_bytes, 'new' FROM src
+       ),
+       ${
+         bodyRows.length
+           ? `bodies AS (
+         INSERT INTO chroma_lb_wal_bodies (seq, body)
+         SELECT src.seq, v.body FROM src JOIN (VALUES ${bodyRows.join(", ")}) AS v(body, ord) ON v.ord = src.ord
+       ),`
+           : ""
+       }
+       pending AS (
+         INSERT INTO chroma_lb_wal_pending (instance, seq, partition, kind)
+         SELECT instance, seq, partition, kind FROM src CROSS JOIN unnest($11::text[]) AS instance
+       )
+       SELECT seq FROM src ORDER BY ord`,
+      params as never[],
+    );
     return group.map((e, i) => ({ ...e, seq: rows[i]!.seq, createdAtMs: nowMs, state: "new" as const, appliedBy: null, bodyBytes: e.body?.byteLength ?? 0 }));
   }
 
