@@ -19,6 +19,9 @@ export type AdminDeps = Pick<
   "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access" | "cluster"
 >;
 
+/** How long /health, /status and /metrics wait for the log store's counts before saying null. */
+const storeCountsTimeoutMs = 1_000;
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
 
@@ -86,8 +89,29 @@ export function adminRoutes(deps: AdminDeps) {
 
   const healthyCount = () => registry.all.filter((i) => i.healthy).length;
 
+  /**
+   * The log's counts, or nulls when the log store does not answer within a second
+   * (LOG_STORE=postgres while Postgres is down): /health, /status and /metrics must keep
+   * answering what chroma-lb knows then, above all whether an instance serves.
+   */
+  const storeCounts = async (): Promise<{ total: number | null; pendingEntries: number | null; rejected: number | null }> => {
+    const unknown = { total: null, pendingEntries: null, rejected: null };
+    if (wal.storeUnreachable) return unknown;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const counting = wal.counts();
+    // Given up on at the bound, it may still fail later: that failure is expected.
+    counting.catch(() => {});
+    try {
+      return await Promise.race([counting, new Promise<typeof unknown>((resolve) => (timer = setTimeout(() => resolve(unknown), storeCountsTimeoutMs)))]);
+    } catch {
+      return unknown;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
   const walStatus = async () => {
-    const counts = await wal.counts();
+    const counts = await storeCounts();
     const lag = replayer.stats.lagPercentiles();
     return {
       head_position: wal.headSeq(),
@@ -153,7 +177,7 @@ export function adminRoutes(deps: AdminDeps) {
     const cpu = process.cpuUsage();
     const uptimeSeconds = (Date.now() - deps.startedAtMs) / 1000;
     const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-    const counts = await wal.counts();
+    const counts = await storeCounts();
     return {
       service: "chroma-lb",
       uptime_seconds: Math.round(uptimeSeconds),
@@ -257,7 +281,7 @@ export function adminRoutes(deps: AdminDeps) {
           healthy_instances: `${healthy}/${registry.all.length}`,
           service: "chroma-lb",
           architecture: "write-ahead log with ordered replay",
-          pending_writes: (await wal.counts()).pendingEntries,
+          pending_writes: (await storeCounts()).pendingEntries,
         };
       },
       { detail: { summary: "200 while any instance answers, else 503", ...statusTag } },
@@ -282,7 +306,7 @@ export function adminRoutes(deps: AdminDeps) {
           peak_memory_mb: mb(sizer.peakRssBytes),
         },
         unified_wal: {
-          pending_writes: (await wal.counts()).pendingEntries,
+          pending_writes: (await storeCounts()).pendingEntries,
           is_syncing: replayer.isReplaying(),
           sync_interval_seconds: config.walSyncIntervalMs / 1000,
           head_position: wal.headSeq(),

@@ -73,7 +73,11 @@ export class ClusterNode {
     const { config } = deps;
     if (!config.databaseUrl) throw new Error("a cluster node needs DATABASE_URL");
     const url = config.databaseUrl;
-    const connect = (max: number) => postgres(url, { max, connect_timeout: 5, idle_timeout: 30, onnotice: () => {} });
+    // postgres.js waits up to 20 s between reconnection attempts once many have failed (its
+    // default backoff grows as 3^n); heartbeats, leases and switches must resume within a
+    // second or so of Postgres's return, so attempts here are at most a second apart.
+    const connect = (max: number) =>
+      postgres(url, { max, connect_timeout: 5, idle_timeout: 30, backoff: (retries: number) => Math.min(0.1 * 2 ** retries, 1), onnotice: () => {} });
     this.sql = connect(3);
     // A third of the lease time: a statement that waits longer is worth nothing to a heartbeat.
     this.statementTimeoutMs = Math.max(500, Math.floor(config.leaseTtlMs / 3));

@@ -146,7 +146,13 @@ export class Metrics {
         registers,
         async collect() {
           const values: Array<[Record<string, string>, number]> = [];
-          await read((labels, value) => values.push([labels, Number.isFinite(value) ? value : 0]));
+          try {
+            await read((labels, value) => values.push([labels, Number.isFinite(value) ? value : 0]));
+          } catch {
+            // The figure cannot be read now (the log store is unreachable): no sample rather than a stale one.
+            this.reset();
+            return;
+          }
           this.reset();
           for (const [labels, value] of values) this.set(labels, value);
         },

@@ -12,6 +12,8 @@
  *   and every node's /status shows the running operation.
  * - An instance that goes down is posted once for the cluster, and so is its return.
  * - A reset through one node clears the other node's mappings and log view too.
+ * - While Postgres is down, /status still answers within a second or so (saying since when its cluster
+ *   lists are old), and a switch is refused (503) rather than held on one node only.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
@@ -38,17 +40,17 @@ afterAll(async () => {
   await killAll();
 });
 
-async function freshDatabase(): Promise<string> {
+async function freshDatabase(server: PgServer = pg): Promise<string> {
   const name = `state_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = postgres(pg.url(), { max: 1, onnotice: () => {} });
+  const admin = postgres(server.url(), { max: 1, onnotice: () => {} });
   await admin.unsafe(`create database ${name}`);
   await admin.end();
-  return pg.url(name);
+  return server.url(name);
 }
 
 /** Two nodes, `a` and `b`, on a database of their own. */
-async function twoNodes(env: Record<string, string> = {}, chroma: ChromaServers = servers) {
-  const databaseUrl = await freshDatabase();
+async function twoNodes(env: Record<string, string> = {}, chroma: ChromaServers = servers, server: PgServer = pg) {
+  const databaseUrl = await freshDatabase(server);
   const common = {
     CHROMA_PRIMARY_URL: chroma[0]!.url,
     CHROMA_REPLICA_URL: chroma[1]!.url,
@@ -281,4 +283,42 @@ test("a reset through one node clears the other's mappings and log within 2 s; t
     return got.ids.length ? got : null;
   });
   expect(read.documents).toEqual(["c"]);
+});
+
+test("while Postgres is down /status answers within its bound with the last lists and the error, and a switch is refused, not held on one node", async () => {
+  const own = await startPgServer();
+  try {
+    await using cluster = await twoNodes({}, servers, own);
+    const { a, b } = cluster;
+    await waitFor(async () => (await json<{ nodes: unknown[] }>(`${a.url}/status`)).nodes.length === 2);
+    await own.kill();
+    const status = await waitFor(async () => {
+      const s = await json<{ nodes: Array<{ id: string }>; cluster_error?: string; cluster_as_of: string }>(`${a.url}/status`);
+      return s.cluster_error ? s : null;
+    }, { message: "a reports that Postgres does not answer" });
+    expect(status.nodes.map((n) => n.id)).toEqual(["a", "b"]);
+    expect(Date.parse(status.cluster_as_of)).toBeLessThan(Date.now());
+    const started = performance.now();
+    await json(`${a.url}/status`);
+    // Bounded by the wait for the log's counts (a second), never by Postgres's connect timeouts.
+    expect(performance.now() - started).toBeLessThan(1_500);
+
+    // Readiness holds: the instances still answer, only the log's counts are unknown.
+    const health = await fetch(`${a.url}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ healthy_instances: "2/2", pending_writes: null });
+    expect((await fetch(`${a.url}/metrics`)).status).toBe(200);
+
+    const refused = await post(`${a.url}/admin/instances/replica/maintenance`, { enabled: true });
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { error: string }).error).toBe("ServiceUnavailableError");
+    expect((await instance(a.url, "replica")).maintenance).toBe(false);
+
+    await own.restart();
+    await waitFor(async () => !(await json<{ cluster_error?: string }>(`${a.url}/status`)).cluster_error, { timeoutMs: 20_000, message: "a reads Postgres again" });
+    expect((await post(`${a.url}/admin/instances/replica/maintenance`, { enabled: true })).status).toBe(200);
+    await waitFor(async () => (await instance(b.url, "replica")).maintenance, { timeoutMs: clusterWideMsMax, message: "b applies the switch" });
+  } finally {
+    await own.stop();
+  }
 });
