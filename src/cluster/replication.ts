@@ -65,10 +65,10 @@ export class ReplicationCluster {
 
   constructor(private readonly deps: ReplicationDeps) {
     const { config, node } = deps;
-    this.lockClient = postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2 });
+    this.lockClient = postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true });
     // Leases on a client of their own: a renewal never queues behind the node's other
     // statements (switches, mappings, claims), nor behind a lock holder.
-    this.leaseClient = postgresClient(config.databaseUrl!, { max: leaseConnectionsMax, connectTimeoutSeconds: 2 });
+    this.leaseClient = postgresClient(config.databaseUrl!, { max: leaseConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true });
     this.leases = new LeaseManager(this.leaseClient, { nodeId: config.nodeId, ttlMs: config.leaseTtlMs });
     node.onWakeup((event) => {
       if (event.kind !== "entry" && event.kind !== "resync") return;

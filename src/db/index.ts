@@ -83,9 +83,13 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
 }
 
 /** A postgres.js client as the log store reads and writes with it (commits durable unless told, bigint as number). */
-export function postgresClient(databaseUrl: string, options: { max: number; connectTimeoutSeconds?: number; synchronousCommit?: "on" | "off" }) {
+export function postgresClient(
+  databaseUrl: string,
+  options: { max: number; connectTimeoutSeconds?: number; synchronousCommit?: "on" | "off"; /** Reconnect at least once a second (postgres.js backs off up to 20 s). */ fastReconnect?: boolean },
+) {
   return postgres(databaseUrl, {
     max: options.max,
+    ...(options.fastReconnect ? { backoff: (retries: number) => Math.min(0.1 * 2 ** retries, 1) } : {}),
     connect_timeout: options.connectTimeoutSeconds ?? 5,
     idle_timeout: 30,
     onnotice: () => {},
