@@ -63,8 +63,10 @@ export interface MirrorStore {
  */
 export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
   // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
-  const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds });
-  const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off" });
+  // Reconnecting at least once a second: writes are taken again soon after Postgres returns
+  // (postgres.js would otherwise wait up to 20 s after a long outage).
+  const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, fastReconnect: true });
+  const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off", fastReconnect: true });
   const db = drizzlePg({ client, schema: pgSchema });
   try {
     await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });

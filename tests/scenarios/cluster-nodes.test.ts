@@ -423,16 +423,19 @@ test("a node cut from Postgres answers writes 503 with Retry-After, the other no
   });
   await proxy.reopen();
   const reopenedAt = outcomes.length;
+  const reopenedAtMs = performance.now();
   await waitFor(() => outcomes.slice(reopenedAt).some((o) => o.via === "a" && o.status === 201), {
     timeoutMs: 15_000,
     message: `node A takes writes again (last answer: ${JSON.stringify(outcomes.findLast((o) => o.via === "a"))})`,
   }).catch((error) => {
     throw new Error(`${(error as Error).message}; node A answers ${JSON.stringify(outcomes.findLast((o) => o.via === "a"))}\n${a.logs().slice(-3000)}`);
   });
+  const backMs = Math.round(performance.now() - reopenedAtMs);
   stop = true;
   await clients;
 
   const acknowledged = outcomes.filter((o) => o.status === 200 || o.status === 201);
+  console.log(`[cluster-nodes] cut: node A took writes again ${backMs} ms after Postgres was reachable again`);
   const refused = outcomes.filter((o) => !(o.status === 200 || o.status === 201));
   const refusedCounts = Object.fromEntries(Object.entries(Object.groupBy(refused, (o) => `node ${o.via} ${o.status}`)).map(([k, v]) => [k, v!.length]));
   console.log(`[cluster-nodes] cut: ${outcomes.length} writes, ${acknowledged.length} acknowledged; refused: ${JSON.stringify(refusedCounts)}`);
