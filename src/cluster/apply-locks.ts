@@ -106,8 +106,11 @@ export class ApplyLocks {
     const onCommit: Array<() => void> = [];
     try {
       await this.sql.begin(async (tx) => {
-        await this.bound(tx);
-        await tx`select pg_advisory_xact_lock(${writeLockSpace}, hashtext(${partition}))`;
+        // One round trip: the bounds, the lock, and the hint (Postgres sends it at commit).
+        await tx`select set_config('idle_in_transaction_session_timeout', ${String(this.idleMs)}, true),
+                        set_config('lock_timeout', ${String(this.options.requestTimeoutMs)}, true),
+                        pg_advisory_xact_lock(${writeLockSpace}, hashtext(${partition})),
+                        pg_notify(${wakeupChannel}, ${hintPayload(this.options.nodeId, { kind: "entry", collection: partition })})`;
         started = true;
         this.stats.writeLocks += 1;
         await this.scope.run(tx, async () => {
@@ -120,7 +123,6 @@ export class ApplyLocks {
             failure = { error };
           }
         }, onCommit);
-        await tx`select pg_notify(${wakeupChannel}, ${hintPayload(this.options.nodeId, { kind: "entry", collection: partition })})`;
       });
       runAll(onCommit);
     } catch (error) {

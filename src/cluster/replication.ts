@@ -42,6 +42,8 @@ export interface ReplicationDeps {
 
 /** Connections of the lock client: locks held at once, across writes and replay. */
 const lockConnectionsMax = 10;
+/** Connections of the lease client (acquire, renew, release). */
+const leaseConnectionsMax = 2;
 /** Reloads of the view after hints are at least this far apart. */
 const hintRefreshGapMs = 500;
 /** Partitions with `new` entries looked at per orphan pass. */
@@ -51,6 +53,7 @@ export class ReplicationCluster {
   readonly leases: LeaseManager;
   readonly locks: ApplyLocks;
   private readonly lockClient: postgres.Sql;
+  private readonly leaseClient: postgres.Sql;
   private refreshing: Promise<void> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private lastRefreshMs = 0;
@@ -62,8 +65,11 @@ export class ReplicationCluster {
 
   constructor(private readonly deps: ReplicationDeps) {
     const { config, node } = deps;
-    this.lockClient = postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2 });
-    this.leases = new LeaseManager(node.sql, { nodeId: config.nodeId, ttlMs: config.leaseTtlMs });
+    this.lockClient = postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true });
+    // Leases on a client of their own: a renewal never queues behind the node's other
+    // statements (switches, mappings, claims), nor behind a lock holder.
+    this.leaseClient = postgresClient(config.databaseUrl!, { max: leaseConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true });
+    this.leases = new LeaseManager(this.leaseClient, { nodeId: config.nodeId, ttlMs: config.leaseTtlMs });
     node.onWakeup((event) => {
       if (event.kind !== "entry" && event.kind !== "resync") return;
       this.stats.hints += 1;
@@ -125,17 +131,22 @@ export class ReplicationCluster {
       return true;
     });
     if (this.triedAtMs.size > 100_000) this.triedAtMs.clear();
-    if (untried.length > 0 && this.heartbeatIsRecent()) {
+    if (untried.length > 0 && this.ownsNodeId()) {
       const { acquired } = await this.leases.tryAcquire(untried.map((collection) => ({ instance, collection })));
       this.stats.leasesAcquired += acquired.length;
     }
     return new Set(partitions.filter(held));
   }
 
-  /** Leases are taken only while this node's heartbeat goes through (it owns its NODE_ID). */
-  private heartbeatIsRecent(): boolean {
-    const beat = this.deps.node.nodes.lastHeartbeatOkMs;
-    return beat !== null && performance.now() - beat <= this.deps.config.leaseTtlMs;
+  /**
+   * Leases are taken once a heartbeat proved this process owns its NODE_ID, and not while
+   * the registry says another live process runs under it. A heartbeat that merely fails
+   * (the node's client waiting on Postgres) does not stop replay: the lease statements
+   * themselves then fail or succeed on their own.
+   */
+  private ownsNodeId(): boolean {
+    const { nodes } = this.deps.node;
+    return nodes.lastHeartbeatOkMs !== null && !(nodes.lastError ?? "").startsWith("another live process");
   }
 
   /** The (instance, collection) pairs this node should replay: owed entries, on instances it reaches. */
@@ -207,7 +218,7 @@ export class ReplicationCluster {
    * new work) is replayed at once.
    */
   async acquireOnce(): Promise<number> {
-    if (!this.heartbeatIsRecent()) return 0;
+    if (!this.ownsNodeId()) return 0;
     const { acquired } = await this.leases.tryAcquire(this.wantedKeys());
     this.stats.leasesAcquired += acquired.length;
     for (const name of new Set(acquired.map((l) => l.instance))) {
@@ -235,6 +246,6 @@ export class ReplicationCluster {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     await this.leases.releaseAll().catch(() => {});
-    await this.lockClient.end({ timeout: 2 }).catch(() => {});
+    await Promise.all([this.lockClient.end({ timeout: 2 }), this.leaseClient.end({ timeout: 2 })]).catch(() => {});
   }
 }

@@ -63,8 +63,10 @@ export interface MirrorStore {
  */
 export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
   // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
-  const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds });
-  const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off" });
+  // Reconnecting at least once a second: writes are taken again soon after Postgres returns
+  // (postgres.js would otherwise wait up to 20 s after a long outage).
+  const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, fastReconnect: true });
+  const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off", fastReconnect: true });
   const db = drizzlePg({ client, schema: pgSchema });
   try {
     await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
@@ -83,9 +85,13 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
 }
 
 /** A postgres.js client as the log store reads and writes with it (commits durable unless told, bigint as number). */
-export function postgresClient(databaseUrl: string, options: { max: number; connectTimeoutSeconds?: number; synchronousCommit?: "on" | "off" }) {
+export function postgresClient(
+  databaseUrl: string,
+  options: { max: number; connectTimeoutSeconds?: number; synchronousCommit?: "on" | "off"; /** Reconnect at least once a second (postgres.js backs off up to 20 s). */ fastReconnect?: boolean },
+) {
   return postgres(databaseUrl, {
     max: options.max,
+    ...(options.fastReconnect ? { backoff: (retries: number) => Math.min(0.1 * 2 ** retries, 1) } : {}),
     connect_timeout: options.connectTimeoutSeconds ?? 5,
     idle_timeout: 30,
     onnotice: () => {},

@@ -196,6 +196,14 @@ function classifyError(error: unknown): { outcome: Outcome; error: string } {
 
 const outcomeOfStatus = (status: number): Outcome => (status >= 200 && status < 300 ? "ok" : status >= 400 && status < 500 ? "failed" : "indeterminate");
 
+/**
+ * The 503s chroma-lb answers before anything is logged (its log store cannot be reached, or
+ * an earlier write of the collection is not recorded yet): the write cannot have taken
+ * effect, so it failed. Any other 5xx may have.
+ */
+const refusedBeforeLogging = (status: number, text: string) =>
+  status === 503 && (text.includes("nothing was kept") || text.includes("is not recorded in chroma-lb's log yet"));
+
 /** Starts `opts.clients` clients; each runs until {@link Workload.stop}. */
 export function startWorkload(opts: WorkloadOptions): Workload {
   const history: OpRecord[] = [];
@@ -217,7 +225,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
           signal: AbortSignal.timeout(opts.requestTimeoutMs),
         });
         const text = await res.text();
-        const outcome = outcomeOfStatus(res.status);
+        const outcome = refusedBeforeLogging(res.status, text) ? "failed" : outcomeOfStatus(res.status);
         record = { ...op, startMs, endMs: now(), outcome, status: res.status, servedBy: res.headers.get("x-chroma-lb-instance") ?? undefined };
         if (outcome !== "ok") record.error = text.slice(0, 200);
         if (res.headers.get("x-chroma-lb-diverged") === "true") record.divergedRead = true;

@@ -288,16 +288,20 @@ test("leases: a backlog is replayed exactly once across nodes, and a SIGKILLed n
   let held: Row[] = [];
   await waitFor(
     async () => {
-      // Leases of node-a on collections with replay still ahead of it.
-      held = await sql<Row[]>`
+      // Leases on collections with replay still ahead of their holder.
+      const rows = await sql<Row[]>`
         select l.instance, l.collection, l.node_id, l.token::text as token from chroma_lb_replay_leases l
-         where l.expires_at > now() and l.node_id = 'node-a'
+         where l.expires_at > now()
            and (select count(*) from chroma_lb_wal_pending p where p.instance = l.instance and p.partition = l.collection) >= 20`;
+      held = rows.filter((r) => r.node_id === rows[0]?.node_id);
       return held.length > 0;
     },
-    { timeoutMs: 20_000, intervalMs: 20, message: "node-a holds replay leases" },
+    { timeoutMs: 20_000, intervalMs: 20, message: "a node holds replay leases with work ahead" },
   );
-  await a.kill("SIGKILL");
+  // The holder is killed; the other node must take its leases over.
+  const [victim, survivor] = held[0]!.node_id === "node-a" ? [a, "node-b"] : [b, "node-a"];
+  const survivorLb = victim === a ? b : a;
+  await victim.kill("SIGKILL");
   const killedAtMs = performance.now();
   const owedStill = async (row: Row) =>
     (await sql`select 1 from chroma_lb_wal_pending where instance = ${row.instance} and partition = ${row.collection} limit 1`).length > 0;
@@ -308,18 +312,18 @@ test("leases: a backlog is replayed exactly once across nodes, and a SIGKILLed n
       for (const row of held) {
         const [now] = await sql<Array<{ node_id: string; token: string }>>`
           select node_id, token::text as token from chroma_lb_replay_leases where instance = ${row.instance} and collection = ${row.collection}`;
-        if (now?.node_id === "node-b" && BigInt(now.token) > BigInt(row.token)) takenOver += 1;
+        if (now?.node_id === survivor && BigInt(now.token) > BigInt(row.token)) takenOver += 1;
         else if (await owedStill(row)) return false;
       }
       return true;
     },
-    { timeoutMs: 15_000, intervalMs: 100, message: "node-b took over node-a's leases" },
+    { timeoutMs: 15_000, intervalMs: 100, message: `${survivor} took over the killed node's leases` },
   );
   const takeoverMs = Math.round(performance.now() - killedAtMs);
-  console.log(`[cluster-nodes] node-a held ${held.length} leases at its SIGKILL; node-b took over ${takenOver} in ${takeoverMs} ms`);
+  console.log(`[cluster-nodes] ${held[0]!.node_id} held ${held.length} leases at its SIGKILL; ${survivor} took over ${takenOver} in ${takeoverMs} ms`);
   expect(takenOver).toBeGreaterThan(0);
   expect(takeoverMs).toBeLessThan(10_000);
-  await waitFor(async () => (await pendingWrites(b)) === 0, { timeoutMs: 60_000, message: "the replica caught up through node-b" });
+  await waitFor(async () => (await pendingWrites(survivorLb)) === 0, { timeoutMs: 60_000, message: `the replica caught up through ${survivor}` });
   const [onPrimary, onReplica] = await dumpInstances([primary!.url, replica!.url]);
   expect(onReplica).toEqual(onPrimary!);
 }, 180_000);
@@ -419,16 +423,19 @@ test("a node cut from Postgres answers writes 503 with Retry-After, the other no
   });
   await proxy.reopen();
   const reopenedAt = outcomes.length;
+  const reopenedAtMs = performance.now();
   await waitFor(() => outcomes.slice(reopenedAt).some((o) => o.via === "a" && o.status === 201), {
     timeoutMs: 15_000,
     message: `node A takes writes again (last answer: ${JSON.stringify(outcomes.findLast((o) => o.via === "a"))})`,
   }).catch((error) => {
     throw new Error(`${(error as Error).message}; node A answers ${JSON.stringify(outcomes.findLast((o) => o.via === "a"))}\n${a.logs().slice(-3000)}`);
   });
+  const backMs = Math.round(performance.now() - reopenedAtMs);
   stop = true;
   await clients;
 
   const acknowledged = outcomes.filter((o) => o.status === 200 || o.status === 201);
+  console.log(`[cluster-nodes] cut: node A took writes again ${backMs} ms after Postgres was reachable again`);
   const refused = outcomes.filter((o) => !(o.status === 200 || o.status === 201));
   const refusedCounts = Object.fromEntries(Object.entries(Object.groupBy(refused, (o) => `node ${o.via} ${o.status}`)).map(([k, v]) => [k, v!.length]));
   console.log(`[cluster-nodes] cut: ${outcomes.length} writes, ${acknowledged.length} acknowledged; refused: ${JSON.stringify(refusedCounts)}`);
