@@ -10,7 +10,8 @@ import { alertsOnce } from "./observability/alerts";
 import { BatchSizer } from "./replay/sizing";
 import type { Services } from "./services";
 
-export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access">;
+export type ScheduleDeps = Pick<Services, "config" | "log" | "registry" | "replayer" | "sizer" | "wal" | "adoption" | "mirror" | "consistency" | "alerter" | "resyncer" | "access" | "cluster"> &
+  Partial<Pick<Services, "replication">>;
 
 function everySeconds(ms: number): { pattern: string; interval: number } {
   const seconds = Math.max(1, Math.ceil(ms / 1000));
@@ -52,17 +53,22 @@ export function startSchedules(deps: ScheduleDeps): { stop(): void } {
     const result = await deps.wal.cleanup(deps.config.walRetentionMs);
     if (result.deletedEntries) deps.log.info("log retention", { deletedEntries: result.deletedEntries });
   });
-  if (deps.config.autoRepair) job("repair", 5_000, () => deps.resyncer.repairOnce());
+  // With several nodes, a repair pass and a scheduled check run on one node at a time (cluster/jobs.ts).
+  const once = <T>(kind: string, progress: () => unknown, fn: () => Promise<T>) => (deps.cluster ? deps.cluster.jobs.run(kind, "*", progress, fn) : fn());
+  if (deps.config.autoRepair) job("repair", 5_000, () => once("repair", () => deps.resyncer.active(), () => deps.resyncer.repairOnce()));
   if (deps.config.consistencyCheckIntervalMs > 0) {
     // Not at start: the instances are catching up then, and the check would mostly wait.
-    job("consistency-check", deps.config.consistencyCheckIntervalMs, () => deps.consistency.checkOnce(), { firstAfterInterval: true });
+    job("consistency-check", deps.config.consistencyCheckIntervalMs, () => once("consistency", () => deps.consistency.progress, () => deps.consistency.checkOnce()), { firstAfterInterval: true });
   }
+  for (const clusterJob of deps.cluster?.backgroundJobs() ?? []) job(clusterJob.name, clusterJob.everyMs, clusterJob.run);
   // Lag, backlog, memory, disk and mirror alerts, and held-back alerts whose interval is over.
   job("alert-check", deps.config.alertCheckIntervalMs, () => alertsOnce(deps));
   if (deps.mirror) {
     const mirror = deps.mirror;
     job("mirror-sync", deps.config.mirrorSyncIntervalMs, () => mirror.syncOnce());
   }
+  // Several nodes: replay leases, view reloads, orphaned entries (cluster/replication.ts).
+  for (const replication of deps.replication?.jobs() ?? []) job(replication.name, replication.everyMs, replication.run);
   return {
     stop() {
       for (const j of jobs) j.stop();

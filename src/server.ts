@@ -13,6 +13,9 @@ import type { Config } from "./config";
 import { openLocalStore, openMirrorStore } from "./db";
 import { PostgresMappingStore } from "./collections/mappings-postgres";
 import { PostgresLogStore } from "./wal/postgres";
+import { TxScope } from "./wal/postgres/tx-scope";
+import { ClusterNode } from "./cluster/node";
+import { ReplicationCluster } from "./cluster/replication";
 import { InstanceRegistry, type Instance } from "./instances/registry";
 import type { CollectionRecord } from "./collections/store";
 import { createAlerter, diskFullMessages, instanceDownMessage } from "./observability/alerts";
@@ -73,9 +76,13 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     const key = instanceAnswers.keyFor("/api/v2/pre-flight-checks", new Headers());
     if (key) instanceAnswers.remember(key, body, contentType);
   };
-  const logStore = pg ? new PostgresLogStore({ durable: pg.sql, relaxed: pg.relaxed }, instanceNames) : new SqliteLogStore(local, instanceNames);
+  const scope = new TxScope();
+  const pgStore = pg ? new PostgresLogStore({ durable: pg.sql, relaxed: pg.relaxed }, instanceNames, undefined, scope) : null;
+  const logStore = pgStore ?? new SqliteLogStore(local, instanceNames);
   const wal = await WriteAheadLog.open(logStore, instanceNames, undefined, reserve);
-  const recovered = await wal.recoverUnanswered();
+  // With Postgres other nodes may be applying their `new` entries now: those of gone writers
+  // are recovered partition by partition under the write lock (cluster/node.ts).
+  const recovered = pgStore ? 0 : await wal.recoverUnanswered();
   if (recovered) log.warn("log entries left unanswered by a crash will be replayed everywhere", { entries: recovered });
   const sizer = new BatchSizer(config.walDefaultBatchSize, config.walMaxBatchSize, config.walMaxMemoryMb * 1024 * 1024);
   sizer.observe(BatchSizer.sampleProcess());
@@ -91,6 +98,16 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
+  // Several nodes may share this Postgres: switches, mappings, jobs and alerts are held for all of them.
+  const cluster = pg ? new ClusterNode({ config, log, registry, collections, onMaintenanceEnded: (name) => void replayer.kick(registry.get(name)!) }) : null;
+  if (cluster) {
+    await cluster.open();
+    collections.onChanged = () => void cluster.hint({ kind: "mapping", collection: null });
+    metrics.registry.setDefaultLabels({ node: config.nodeId });
+  }
+  // Replay and writes shared with the other nodes: leases and cross-node locks (README "Running several nodes").
+  const replication = cluster && pgStore ? new ReplicationCluster({ node: cluster, config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
+  replication?.attach();
   const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local, pg?.db ?? null) });
   const alerter = createAlerter({
     webhookUrl: config.alertWebhookUrl,
@@ -98,6 +115,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     log,
     events,
     onOutcome: (event, outcome) => metrics.alerts.inc({ event, outcome }),
+    claim: cluster ? (payload) => cluster.claimAlert(payload) : undefined,
   });
   for (const instance of registry.all) instance.client.observer = (options, result) => metrics.observeInstanceRequest(instance.name, options, result);
   replayer.stats.onLag = (ms) => metrics.replayLag.observe(ms / 1000);
@@ -130,6 +148,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     events,
     metrics,
     access,
+    cluster,
+    replication,
     startedAtMs: Date.now(),
     async close() {
       replayer.stop();
@@ -137,6 +157,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);
       await mirror?.syncOnce();
       await mirror?.close();
+      await replication?.stop();
+      await cluster?.stop();
       await wal.close();
       await pg?.close();
       local.close();
@@ -304,6 +326,7 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     fetch: (incoming: Request) => instrumented(withRoutableUrl(incoming, url)),
   });
   url = `http://${config.host === "0.0.0.0" ? "127.0.0.1" : config.host.includes(":") ? `[${config.host}]` : config.host}:${server.port}`;
+  await services.cluster?.start(url);
   log.info("chroma-lb listening", {
     url,
     instances: registry.all.map((i) => ({ name: i.name, url: i.url, healthy: i.healthy })),

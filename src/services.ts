@@ -4,6 +4,8 @@
  * need only a few take a `Pick<Services, ...>`.
  */
 import type { AccessControl } from "./auth/access";
+import type { ClusterNode } from "./cluster/node";
+import type { ReplicationCluster } from "./cluster/replication";
 import type { Adoption } from "./collections/adoption";
 import type { Mirror } from "./collections/mirror";
 import type { CollectionStore } from "./collections/store";
@@ -52,6 +54,10 @@ export interface Services {
   metrics: Metrics;
   /** Who may do what: tokens, roles, scopes, the open or closed data API, audit. */
   access: AccessControl;
+  /** This node among several sharing one Postgres (LOG_STORE=postgres); null with SQLite (one node). */
+  cluster: ClusterNode | null;
+  /** Replay and writes shared with the other nodes: leases, cross-node locks (LOG_STORE=postgres); null with SQLite. */
+  replication: ReplicationCluster | null;
   startedAtMs: number;
   close(): Promise<void>;
 }

@@ -16,8 +16,11 @@ import type { Services } from "../services";
 
 export type AdminDeps = Pick<
   Services,
-  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access"
+  "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "sizer" | "adoption" | "mirror" | "writes" | "startedAtMs" | "inflight" | "consistency" | "resyncer" | "metrics" | "events" | "access" | "cluster"
 >;
+
+/** How long /health, /status and /metrics wait for the log store's counts before saying null. */
+const storeCountsTimeoutMs = 1_000;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
@@ -86,8 +89,29 @@ export function adminRoutes(deps: AdminDeps) {
 
   const healthyCount = () => registry.all.filter((i) => i.healthy).length;
 
+  /**
+   * The log's counts, or nulls when the log store does not answer within a second
+   * (LOG_STORE=postgres while Postgres is down): /health, /status and /metrics must keep
+   * answering what chroma-lb knows then, above all whether an instance serves.
+   */
+  const storeCounts = async (): Promise<{ total: number | null; pendingEntries: number | null; rejected: number | null }> => {
+    const unknown = { total: null, pendingEntries: null, rejected: null };
+    if (wal.storeUnreachable) return unknown;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const counting = wal.counts();
+    // Given up on at the bound, it may still fail later: that failure is expected.
+    counting.catch(() => {});
+    try {
+      return await Promise.race([counting, new Promise<typeof unknown>((resolve) => (timer = setTimeout(() => resolve(unknown), storeCountsTimeoutMs)))]);
+    } catch {
+      return unknown;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
   const walStatus = async () => {
-    const counts = await wal.counts();
+    const counts = await storeCounts();
     const lag = replayer.stats.lagPercentiles();
     return {
       head_position: wal.headSeq(),
@@ -153,7 +177,7 @@ export function adminRoutes(deps: AdminDeps) {
     const cpu = process.cpuUsage();
     const uptimeSeconds = (Date.now() - deps.startedAtMs) / 1000;
     const cpuSeconds = (cpu.user + cpu.system) / 1e6;
-    const counts = await wal.counts();
+    const counts = await storeCounts();
     return {
       service: "chroma-lb",
       uptime_seconds: Math.round(uptimeSeconds),
@@ -205,6 +229,38 @@ export function adminRoutes(deps: AdminDeps) {
     };
   };
 
+  /**
+   * The nodes of the cluster and the operations run once in it (LOG_STORE=postgres); with
+   * SQLite chroma-lb is one node, listed alone.
+   */
+  const clusterView = () => {
+    const cluster = deps.cluster;
+    if (!cluster) return { node_id: config.nodeId, nodes: [{ id: config.nodeId, address: config.nodeAddress ?? null, last_heartbeat_at: null, leases: 0 }] };
+    const { nodes, operations, asOf, error } = cluster.statusView;
+    return { node_id: config.nodeId, nodes, cluster_operations: operations, cluster_as_of: asOf, ...(error && { cluster_error: error }) };
+  };
+
+  /**
+   * Runs an operation once in the cluster (resync, consistency check): on another node when
+   * it runs there already (answered 409 with that node). With one node, simply runs it.
+   */
+  const onceInCluster = async <T>(kind: string, scope: string, progress: () => unknown, fn: () => Promise<T>): Promise<T> => {
+    if (!deps.cluster) return fn();
+    const outcome = await clusterCall(() => deps.cluster!.jobs.run(kind, scope, progress, fn));
+    if (!outcome.ran) throw conflict(`This ${kind} (${scope}) already runs on node ${outcome.runningOn} since ${outcome.startedAt}; GET /status on any node shows its progress`);
+    return outcome.result;
+  };
+
+  /** A switch or claim that Postgres did not take is not held for the cluster: 503, the caller retries. */
+  const clusterCall = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (error) {
+      if (error instanceof LbError) throw error;
+      throw new LbError(503, "ServiceUnavailableError", `The cluster's Postgres did not take the change (${error instanceof Error ? error.message : String(error)}); nothing changed, retry`);
+    }
+  };
+
   const findInstance = (name: string) => {
     const instance = registry.get(name);
     if (!instance) throw notFound(`No instance named ${name}; GET /admin/instances lists them`);
@@ -225,7 +281,7 @@ export function adminRoutes(deps: AdminDeps) {
           healthy_instances: `${healthy}/${registry.all.length}`,
           service: "chroma-lb",
           architecture: "write-ahead log with ordered replay",
-          pending_writes: (await wal.counts()).pendingEntries,
+          pending_writes: (await storeCounts()).pendingEntries,
         };
       },
       { detail: { summary: "200 while any instance answers, else 503", ...statusTag } },
@@ -250,7 +306,7 @@ export function adminRoutes(deps: AdminDeps) {
           peak_memory_mb: mb(sizer.peakRssBytes),
         },
         unified_wal: {
-          pending_writes: (await wal.counts()).pendingEntries,
+          pending_writes: (await storeCounts()).pendingEntries,
           is_syncing: replayer.isReplaying(),
           sync_interval_seconds: config.walSyncIntervalMs / 1000,
           head_position: wal.headSeq(),
@@ -285,6 +341,7 @@ export function adminRoutes(deps: AdminDeps) {
         },
         resync: { active: deps.resyncer.active(), recent: deps.resyncer.history.slice(-10) },
         instances: registry.all.map(instanceView),
+        ...clusterView(),
       }),
       { detail: { summary: "Instances, roles, lag and replay figures", ...statusTag } },
     )
@@ -430,7 +487,7 @@ export function adminRoutes(deps: AdminDeps) {
           },
         )
         .post("/admin/adopt", () => deps.adoption.adoptOnce(), { detail: adminDetail("Match collections on the instances to mappings now") })
-        .get("/admin/consistency", ({ query }) => deps.consistency.checkOnce(query.collection), {
+        .get("/admin/consistency", ({ query }) => onceInCluster("consistency", query.collection ?? "*", () => deps.consistency.progress, () => deps.consistency.checkOnce(query.collection)), {
           query: t.Object({ collection: t.Optional(t.String({ description: "a collection name or id; all collections when absent" })) }),
           detail: adminDetail(
             "Compare the instances' copies, collection by collection, at a log position both have applied (progress in GET /status while it runs)",
@@ -444,8 +501,13 @@ export function adminRoutes(deps: AdminDeps) {
             if (collection !== undefined && !collections.list().some((c) => c.id === collection || c.name === collection)) {
               throw notFound(`No collection ${collection}; GET /collection/mappings lists them`);
             }
-            const run = deps.resyncer.resyncInstance(instance, collection);
+            const run = onceInCluster("resync", `${instance.name}/${collection ?? "*"}`, () => deps.resyncer.active(), () => deps.resyncer.resyncInstance(instance, collection));
             if (body?.wait === false) {
+              // Not awaited: a failure later is in /status, never an unhandled rejection. A
+              // refusal (another node runs it, Postgres did not take the claim) comes at once
+              // and is answered as such.
+              const early = await Promise.race([run.then(() => null, (error: unknown) => ({ error })), Bun.sleep(deps.cluster ? 200 : 0).then(() => null)]);
+              if (early) throw early.error;
               set.status = 202;
               return { instance: instance.name, started: true, progress: "GET /status shows resync progress" };
             }
@@ -473,7 +535,7 @@ export function adminRoutes(deps: AdminDeps) {
         )
         .post(
           "/admin/instances/:name/health",
-          ({ params, body }) => {
+          async ({ params, body }) => {
             const instance = findInstance(params.name);
             const original = instance.healthy;
             // Only an outage can be simulated. `{"healthy": true}` (the old balancer's way to end
@@ -481,6 +543,7 @@ export function adminRoutes(deps: AdminDeps) {
             // and hands the instance back to the checker: what probes see is then its health,
             // so no call can make a dead instance look alive.
             if (body.healthy || body.clear) {
+              if (deps.cluster) await clusterCall(() => deps.cluster!.switches.endSimulation(instance.name));
               registry.clearSimulation(instance);
               if (instance.healthy) void replayer.kick(instance);
               return {
@@ -496,7 +559,8 @@ export function adminRoutes(deps: AdminDeps) {
               };
             }
             const durationMs = body.duration_seconds === undefined || body.duration_seconds === null ? null : body.duration_seconds * 1000;
-            registry.simulateOutage(instance, durationMs);
+            if (deps.cluster) await clusterCall(() => deps.cluster!.switches.simulate(instance.name, durationMs));
+            else registry.simulateOutage(instance, durationMs);
             return {
               success: true,
               instance: instance.name,
@@ -521,6 +585,7 @@ export function adminRoutes(deps: AdminDeps) {
           "/admin/instances/:name/maintenance",
           async ({ params, body }) => {
             const instance = findInstance(params.name);
+            if (deps.cluster) await clusterCall(() => deps.cluster!.switches.setMaintenance(instance.name, body.enabled));
             instance.maintenance = body.enabled;
             deps.log.warn(body.enabled ? "instance in maintenance" : "instance back from maintenance", { instance: instance.name });
             let drained = true;

@@ -1,5 +1,6 @@
 /**
- * The cluster's two tables in Postgres: the node registry and the replay leases.
+ * The cluster's tables in Postgres: the node registry, the replay leases, the cluster-wide
+ * switches, the operations run once in the cluster, and the alerts posted.
  *
  * They are created here with idempotent DDL, not by a drizzle migration, because the
  * Postgres store (which owns drizzle's pg migrations) is being built at the same time; once
@@ -17,6 +18,12 @@ import type postgres from "postgres";
 export const clusterTables = {
   nodes: "chroma_lb_nodes",
   leases: "chroma_lb_replay_leases",
+  /** Maintenance and simulated-outage switches, one row per (instance, kind) while it holds. */
+  switches: "chroma_lb_switches",
+  /** Operations that run once in the cluster (resync, consistency check, repair pass) and their progress. */
+  jobs: "chroma_lb_jobs",
+  /** The last alert status posted per key, so that one alert is posted once for the cluster. */
+  alertsPosted: "chroma_lb_alerts_posted",
 } as const;
 
 /**
@@ -47,6 +54,35 @@ const statements = [
      PRIMARY KEY (instance, collection)
    )`,
   `CREATE INDEX IF NOT EXISTS ${clusterTables.leases}_node_idx ON ${clusterTables.leases} (node_id)`,
+  `CREATE TABLE IF NOT EXISTS ${clusterTables.switches} (
+     instance text NOT NULL,
+     kind text NOT NULL CHECK (kind IN ('maintenance', 'simulation')),
+     -- When a simulated outage ends; null holds until ended. Maintenance has none.
+     until timestamptz,
+     set_by text NOT NULL,
+     set_at timestamptz NOT NULL,
+     PRIMARY KEY (instance, kind)
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${clusterTables.jobs} (
+     kind text NOT NULL,
+     scope text NOT NULL,
+     node_id text NOT NULL,
+     state text NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+     progress jsonb,
+     started_at timestamptz NOT NULL,
+     heartbeat_at timestamptz NOT NULL,
+     finished_at timestamptz,
+     PRIMARY KEY (kind, scope)
+   )`,
+  `CREATE TABLE IF NOT EXISTS ${clusterTables.alertsPosted} (
+     event text NOT NULL,
+     instance text NOT NULL,
+     collection text NOT NULL,
+     status text NOT NULL,
+     node_id text NOT NULL,
+     posted_at timestamptz NOT NULL,
+     PRIMARY KEY (event, instance, collection)
+   )`,
 ];
 
 /** Creates the cluster's tables when they are missing; safe to run concurrently from several nodes. */

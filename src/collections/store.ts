@@ -66,9 +66,50 @@ export class CollectionStore {
     return collections;
   }
 
+  /** Store writes not answered yet: a refresh waits until none is, so it never drops a change made here. */
+  private pendingWrites = 0;
+  /** Changes made here so far: a refresh whose load overlapped one is not applied. */
+  private changes = 0;
+  /** Told after each change made here is in the store (the cluster tells other nodes). */
+  onChanged: (() => void) | null = null;
+
   /** Reads every mapping from the store into memory. */
   async reload() {
-    const { collections, instanceUuids } = await this.store.load();
+    this.apply(await this.store.load());
+  }
+
+  /**
+   * Reads the mappings again when other nodes changed them (LOG_STORE=postgres, several
+   * nodes). Applied only when no change of this node's own was in flight during the load, so
+   * a record created here and not yet in the store is never dropped; returns whether it
+   * applied (false: try again at the next poll).
+   */
+  async refreshOnce(): Promise<boolean> {
+    if (this.pendingWrites > 0) return false;
+    const changesBefore = this.changes;
+    const loaded = await this.store.load();
+    if (this.pendingWrites > 0 || this.changes !== changesBefore) return false;
+    this.apply(loaded);
+    return true;
+  }
+
+  /** Counts a store write of a change made here until it is answered. */
+  private track(persisted: Promise<void>): Promise<void> {
+    this.changes += 1;
+    this.pendingWrites += 1;
+    return persisted.then(
+      () => {
+        this.pendingWrites -= 1;
+        this.onChanged?.();
+      },
+      (error) => {
+        this.pendingWrites -= 1;
+        throw error;
+      },
+    );
+  }
+
+  private apply({ collections, instanceUuids }: { collections: CollectionRow[]; instanceUuids: InstanceUuidRow[] }) {
     this.byId.clear();
     this.activeByName.clear();
     this.byInstanceUuid.clear();
@@ -128,7 +169,7 @@ export class CollectionStore {
       updatedAtMs: now,
       instanceUuids: new Map(),
     };
-    const persisted = this.store.upsertCollection({ id, tenant, database, name, status: "active", createdAtMs: now, updatedAtMs: now });
+    const persisted = this.track(this.store.upsertCollection({ id, tenant, database, name, status: "active", createdAtMs: now, updatedAtMs: now }));
     this.index(record);
     await persisted;
     return record;
@@ -139,7 +180,7 @@ export class CollectionStore {
     if (!record) return done;
     if (record.instanceUuids.get(instance) === instanceUuid) return done;
     const now = Date.now();
-    const persisted = this.store.setInstanceUuid({ collectionId: id, instance, instanceUuid, updatedAtMs: now });
+    const persisted = this.track(this.store.setInstanceUuid({ collectionId: id, instance, instanceUuid, updatedAtMs: now }));
     this.uuidUpdatedAtMs.set(uuidKey(id, instance), now);
     const previous = record.instanceUuids.get(instance);
     if (previous && this.byInstanceUuid.get(previous) === record) this.byInstanceUuid.delete(previous);
@@ -152,7 +193,7 @@ export class CollectionStore {
     const record = this.byId.get(id);
     if (!record) return done;
     const now = Date.now();
-    const persisted = this.store.updateCollection(id, { name: newName, updatedAtMs: now });
+    const persisted = this.track(this.store.updateCollection(id, { name: newName, updatedAtMs: now }));
     if (record.status === "active") this.activeByName.delete(nameKey(record.tenant, record.database, record.name));
     record.name = newName;
     record.updatedAtMs = now;
@@ -165,7 +206,7 @@ export class CollectionStore {
     const record = this.byId.get(id);
     if (!record || record.status === "deleted") return done;
     const now = Date.now();
-    const persisted = this.store.updateCollection(id, { status: "deleted", updatedAtMs: now });
+    const persisted = this.track(this.store.updateCollection(id, { status: "deleted", updatedAtMs: now }));
     this.activeByName.delete(nameKey(record.tenant, record.database, record.name));
     record.status = "deleted";
     record.updatedAtMs = now;
@@ -178,7 +219,7 @@ export class CollectionStore {
 
   /** Replaces everything with rows restored from the mirror. */
   async restore(rows: CollectionRow[], instanceRows: InstanceUuidRow[]) {
-    await this.store.replaceAll(rows, instanceRows);
+    await this.track(this.store.replaceAll(rows, instanceRows));
     await this.reload();
   }
 

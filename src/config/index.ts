@@ -173,6 +173,11 @@ export interface Config {
    */
   nodeId: string;
   /**
+   * NODE_ADDRESS (the URL this node listens on): where operators and other nodes reach this
+   * node, as /status lists it (e.g. `http://$(POD_IP):8000` in Kubernetes).
+   */
+  nodeAddress: string | null;
+  /**
    * NODE_HEARTBEAT_INTERVAL (1 s): time between a node's heartbeats and lease renewals in
    * Postgres. Whole seconds, because croner runs jobs on whole seconds.
    */
@@ -517,6 +522,7 @@ export function loadConfig(env: Env, options: LoadOptions = {}): Config {
     consistencyCheckIntervalMs: seconds(env, "CONSISTENCY_CHECK_INTERVAL", 3600, 0, 7 * 24 * 3600),
     autoRepair: bool(env, "AUTO_REPAIR", true),
     nodeId: parseNodeId(env, port, options),
+    nodeAddress: read(env, "NODE_ADDRESS") ?? null,
     nodeHeartbeatIntervalMs,
     leaseTtlMs,
   } satisfies Config);

@@ -107,6 +107,7 @@
       record(current, derived);
       renderSummary(statusBody, walBody);
       renderInstances(statusBody, walBody, derived, at);
+      renderNodes(statusBody);
       renderLog(statusBody, walBody);
       renderWork(statusBody);
       renderCharts(at);
@@ -234,6 +235,25 @@
       );
     });
     $("instances").replaceChildren(...cards);
+  }
+
+  /** The chroma-lb nodes (GET /status `nodes`): id, address, last heartbeat, replay leases; this page's node marked. */
+  function renderNodes(status) {
+    const nodes = status.nodes || [];
+    const rows = nodes.map((node) =>
+      h(
+        "tr",
+        { "data-testid": "node", "data-node": node.id },
+        h("td", {}, node.id + (node.id === status.node_id ? " (this node)" : "")),
+        h("td", {}, node.address || "—"),
+        h("td", {}, node.last_heartbeat_at ? ago(node.last_heartbeat_at) : "—"),
+        h("td", { "data-testid": "node-leases" }, fmtInt(node.leases)),
+      ),
+    );
+    const head = h("tr", {}, h("th", {}, "node"), h("th", {}, "address"), h("th", {}, "last heartbeat"), h("th", {}, "replay leases"));
+    const parts = [h("table", { class: "nodes-table" }, h("thead", {}, head), h("tbody", {}, ...rows))];
+    if (status.cluster_error) parts.push(h("p", { class: "muted", "data-testid": "nodes-error" }, `as of ${status.cluster_as_of || "never"}: Postgres did not answer (${status.cluster_error})`));
+    $("nodes").replaceChildren(...parts);
   }
 
   function renderLog(status, wal) {

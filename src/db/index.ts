@@ -62,19 +62,9 @@ export interface MirrorStore {
  * from the first query, so callers treat the mirror as optional and retry later.
  */
 export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds = 5): Promise<MirrorStore> {
-  const pool = (synchronousCommit: "on" | "off") =>
-    postgres(databaseUrl, {
-      max: 4,
-      connect_timeout: connectTimeoutSeconds,
-      idle_timeout: 30,
-      onnotice: () => {},
-      connection: { synchronous_commit: synchronousCommit },
-      // Positions and counts are bigint in Postgres, and well within 2^53 here.
-      types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
-    });
   // A commit returns only once it is on the server's disk: the log acknowledges writes by it.
-  const client = pool("on");
-  const relaxed = pool("off");
+  const client = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds });
+  const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off" });
   const db = drizzlePg({ client, schema: pgSchema });
   try {
     await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
@@ -90,4 +80,17 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
       await Promise.all([client.end({ timeout: 2 }), relaxed.end({ timeout: 2 })]);
     },
   };
+}
+
+/** A postgres.js client as the log store reads and writes with it (commits durable unless told, bigint as number). */
+export function postgresClient(databaseUrl: string, options: { max: number; connectTimeoutSeconds?: number; synchronousCommit?: "on" | "off" }) {
+  return postgres(databaseUrl, {
+    max: options.max,
+    connect_timeout: options.connectTimeoutSeconds ?? 5,
+    idle_timeout: 30,
+    onnotice: () => {},
+    connection: { synchronous_commit: options.synchronousCommit ?? "on" },
+    // Positions and counts are bigint in Postgres, and well within 2^53 here.
+    types: { bigint: { to: 20, from: [20], parse: (value: string) => Number(value), serialize: (value: number) => String(value) } },
+  });
 }

@@ -105,8 +105,13 @@ export interface AlerterOptions {
   now?: () => number;
   /** Posts one payload (tests inject one); the default POSTs JSON to `webhookUrl` within 5 s. */
   deliver?: (payload: WebhookPayload) => Promise<void>;
+  /**
+   * Asked before each payload is delivered, with several nodes: whether this node posts it
+   * (the first node to claim it does; see cluster/node.ts claimAlert). Absent: always.
+   */
+  claim?: (payload: WebhookPayload) => Promise<boolean>;
   /** Told of every alert posted, resolution posted, and alert held back (metrics). */
-  onOutcome?: (event: AlertEvent, outcome: "firing" | "resolved" | "suppressed") => void;
+  onOutcome?: (event: AlertEvent, outcome: "firing" | "resolved" | "suppressed" | "posted_by_other_node") => void;
 }
 
 const alertTimeoutMs = 5_000;
@@ -188,7 +193,19 @@ export function createAlerter(options: AlerterOptions): Alerter {
       message,
       at: new Date(now()).toISOString(),
     };
-    void deliver(payload).catch((error) => log.warn("alert not delivered", { event: state.event, status, error: String(error) }));
+    const failed = (error: unknown) => log.warn("alert not delivered", { event: state.event, status, error: String(error) });
+    if (!options.claim) {
+      void deliver(payload).catch(failed);
+      return;
+    }
+    void options
+      .claim(payload)
+      .then((mine) => {
+        if (mine) return deliver(payload);
+        log.debug("alert posted by another node", { event: state.event, status });
+        options.onOutcome?.(state.event, "posted_by_other_node");
+      })
+      .catch(failed);
   };
 
   /** Posts the alert of a key whose condition holds, saying how many episodes were missed before it. */

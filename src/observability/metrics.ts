@@ -120,7 +120,7 @@ export class Metrics {
     });
     this.alerts = new Counter({
       name: `${prefix}alerts_total`,
-      help: "Alerts by event and outcome: firing and resolved were posted, suppressed were held back by ALERT_MIN_INTERVAL.",
+      help: "Alerts by event and outcome: firing and resolved were posted, suppressed were held back by ALERT_MIN_INTERVAL, posted_by_other_node were posted once for the cluster by another node.",
       labelNames: ["event", "outcome"],
       registers,
     });
@@ -146,7 +146,13 @@ export class Metrics {
         registers,
         async collect() {
           const values: Array<[Record<string, string>, number]> = [];
-          await read((labels, value) => values.push([labels, Number.isFinite(value) ? value : 0]));
+          try {
+            await read((labels, value) => values.push([labels, Number.isFinite(value) ? value : 0]));
+          } catch {
+            // The figure cannot be read now (the log store is unreachable): no sample rather than a stale one.
+            this.reset();
+            return;
+          }
           this.reset();
           for (const [labels, value] of values) this.set(labels, value);
         },

@@ -24,7 +24,8 @@ import { parsedView, rawView, validateRecordRead, validateRecordWrite, type Body
 export type ApiDeps = Pick<
   Services,
   "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "adoption" | "writes" | "instanceAnswers" | "access"
->;
+> &
+  Partial<Pick<Services, "cluster">>;
 
 export type RecordWriteOp = "add" | "upsert" | "update" | "delete";
 export type RecordReadOp = "get" | "query" | "count";
@@ -51,7 +52,7 @@ interface ReadPlan {
   path: (instance: Instance) => string | null;
   body?: Uint8Array | null;
   /** Rewrites a 200 answer (collection ids). */
-  rewrite?: (body: Uint8Array, headers: Headers) => Uint8Array;
+  rewrite?: (body: Uint8Array, headers: Headers) => Uint8Array | Promise<Uint8Array>;
   /** Extra headers on the answer. */
   headers?: (instance: Instance) => Record<string, string>;
   /** The answer when no instance could serve, instead of the 503; null keeps the 503. */
@@ -167,7 +168,7 @@ export class ChromaApi {
         if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
         continue;
       }
-      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? plan.rewrite(result.body, result.headers) : result.body;
+      const body = "stream" in result ? result.stream : plan.rewrite && result.status === 200 ? await plan.rewrite(result.body, result.headers) : result.body;
       return new Response(body, {
         status: result.status,
         headers: responseHeaders(result.headers, { [INSTANCE_HEADER]: instance.name, ...plan.headers?.(instance) }),
@@ -236,7 +237,21 @@ export class ChromaApi {
   ): Promise<Response> {
     const { wal, replayer } = this.deps;
     const candidates = readCandidates(this.views(), (name) => wal.isCatalogCaughtUp(name), this.config.readReplicaRatio);
-    const idFor = (uuid: string) => this.deps.collections.logicalIdFor(uuid);
+    /**
+     * Rewrites instance UUIDs to the ids clients know. With several nodes, a UUID this node
+     * does not know yet may have been mapped by another node a moment ago (the instance
+     * applied the create it replayed): the mappings are read again before answering it raw.
+     */
+    const rewriteIds = async (out: Uint8Array, rewriteWith: (idFor: (uuid: string) => string) => Uint8Array) => {
+      let unknown = false;
+      const first = rewriteWith((uuid) => {
+        const record = this.deps.collections.byUuid(uuid);
+        if (!record) unknown = true;
+        return record?.id ?? uuid;
+      });
+      if (!unknown || !this.deps.cluster || !(await this.deps.cluster.mappingsOnce().catch(() => false))) return first;
+      return rewriteWith((uuid) => this.deps.collections.logicalIdFor(uuid));
+    };
     return this.read(request, {
       what: "this read",
       candidates,
@@ -245,12 +260,13 @@ export class ChromaApi {
       body,
       rewrite:
         rewrite === "collection"
-          ? (out) => rewriteCollection(out, idFor)
+          ? (out) => rewriteIds(out, (idFor) => rewriteCollection(out, idFor))
           : rewrite === "collections"
-            ? (out) => {
-                const list = rewriteCollectionList(out, idFor);
-                return list ? joinArray(list.map((c) => c.bytes)) : out;
-              }
+            ? (out) =>
+                rewriteIds(out, (idFor) => {
+                  const list = rewriteCollectionList(out, idFor);
+                  return list ? joinArray(list.map((c) => c.bytes)) : out;
+                })
             : undefined,
     });
   }
@@ -268,6 +284,12 @@ export class ChromaApi {
   async resolve(tenant: string, database: string, ref: string, byName = false): Promise<CollectionRecord> {
     const found = this.deps.collections.resolve(tenant, database, ref);
     if (found) return found;
+    // Another node may have made it a moment ago: its mapping is read before any adoption,
+    // which would otherwise map the instances' copies a second time.
+    if (this.deps.cluster && (await this.deps.cluster.mappingsOnce().catch(() => false))) {
+      const loaded = this.deps.collections.resolve(tenant, database, ref);
+      if (loaded) return loaded;
+    }
     await this.deps.adoption.adoptSoon(tenant);
     const adopted = this.deps.collections.resolve(tenant, database, ref);
     if (adopted) return adopted;
@@ -288,9 +310,16 @@ export class ChromaApi {
     // A copy that is lost or being rebuilt never serves; one that diverged only when no whole copy can.
     const views = this.views().filter((v) => !wal.isUnderRepair(v.name, record.id));
     const whole = views.filter((v) => !wal.isDiverged(v.name, record.id));
+    // With several nodes another node may have acknowledged writes this node's view does
+    // not show yet: which instance has them is read from the log store now.
+    const behindNow = await wal.behindNow(views.map((v) => v.name), record.id, minPosition);
+    const caughtUpNow = async (name: string) => {
+      const behind = await wal.behindNow([name], record.id, minPosition);
+      return behind ? !behind.has(name) : wal.isCaughtUp(name, record.id, minPosition);
+    };
     const candidates = readCandidates(
       whole.some((v) => v.serving) ? whole : views,
-      (name) => wal.isCaughtUp(name, record.id, minPosition),
+      (name) => (behindNow ? !behindNow.has(name) : wal.isCaughtUp(name, record.id, minPosition)),
       this.config.readReplicaRatio,
     );
     return this.read(request, {
@@ -301,7 +330,7 @@ export class ChromaApi {
         const caughtUp = await replayer
           .drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true })
           .catch((error) => ({ ok: false as const, applied: 0, reason: String(error) }));
-        return caughtUp.ok && wal.isCaughtUp(instance.name, record.id, minPosition);
+        return caughtUp.ok && (await caughtUpNow(instance.name));
       },
       path: (instance) => {
         const uuid = record.instanceUuids.get(instance.name);

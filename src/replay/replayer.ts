@@ -30,6 +30,25 @@ export interface DrainOptions {
   urgent?: boolean;
   /** Apply at most this many entries of the partition (replayOnce's bound). */
   entriesMax?: number;
+  /** Background replay with several nodes: only under this node's lease, checked where progress is recorded. */
+  fenced?: boolean;
+}
+
+/**
+ * How replay and the write path share instances with other chroma-lb nodes (cluster/);
+ * null on one node, where the in-process locks suffice.
+ */
+export interface CrossNode {
+  /** Runs `fn` holding (instance, partition) across nodes; null when another holder has it (or the lease, when `fenced`). */
+  applying<T>(instance: string, partition: string, fn: () => Promise<T>, fenced: boolean): Promise<T | null>;
+  /** Of `partitions`, those this node replays in the background now: it holds their lease (taking free ones first). */
+  replays(instance: string, partitions: string[]): Promise<Set<string>>;
+  /** Runs `fn` holding (instance, partition) across nodes, waiting for it (a resync's copy). */
+  holding<T>(instance: string, partition: string, fn: () => Promise<T>): Promise<T>;
+  /** Right before a request to an instance: proves the lock is still held (throws when not). */
+  beforeSend(): Promise<void>;
+  /** Runs `fn` outside the current lock's transaction (work that outlives it). */
+  detach<T>(fn: () => T): T;
 }
 
 /** Latency figures of replay, for /wal/status and the benchmark. */
@@ -100,6 +119,8 @@ export class Replayer {
   private readonly again = new Set<string>();
   private readonly divergedListeners: Array<(event: DivergedEvent) => void> = [];
   private stopped = false;
+  /** Set when several nodes share the log (server.ts wires it with LOG_STORE=postgres). */
+  crossNode: CrossNode | null = null;
   /** While paused (see pause), no replay pass starts and no batch is sent. */
   private paused = false;
 
@@ -140,7 +161,8 @@ export class Replayer {
    * a collection meanwhile; the entries it misses are replayed after, in order).
    */
   holdPartition<T>(instance: Instance, partition: string, fn: () => Promise<T>): Promise<T> {
-    return this.locks.run(Replayer.lockKey(instance.name, partition), fn);
+    const crossNode = this.crossNode;
+    return this.locks.run(Replayer.lockKey(instance.name, partition), () => (crossNode ? crossNode.holding(instance.name, partition, fn) : fn()));
   }
 
   private static lockKey(instance: string, partition: string) {
@@ -178,7 +200,12 @@ export class Replayer {
       return { kind: "not_ready", reason: `catching up failed: ${String((error as Error)?.message ?? error)}` };
     }
     if (!ready.ok) return { kind: "not_ready", reason: ready.reason };
-    return this.locks.run(Replayer.lockKey(instance.name, first.partition), async () => {
+    const held = await this.locks.run(Replayer.lockKey(instance.name, first.partition), () => this.exclusive(instance, first.partition, false, async (): Promise<TargetOutcome> => {
+      try {
+        await this.crossNode?.beforeSend();
+      } catch (error) {
+        return { kind: "not_ready", reason: `the apply lock was lost: ${String((error as Error)?.message ?? error)}` };
+      }
       const outcome = await applyEntries(instance, entries, body, this.collections, {
         headers: options.headers,
         timeoutMs: this.config.requestTimeoutMs,
@@ -203,7 +230,13 @@ export class Replayer {
         }
       }
       return outcome;
-    });
+    }));
+    return held ?? { kind: "not_ready", reason: "another chroma-lb node is applying to this instance" };
+  }
+
+  /** Runs `fn` holding (instance, partition) across nodes too, when there are several; null when another node holds it. */
+  private exclusive<T>(instance: Instance, partition: string, fenced: boolean, fn: () => Promise<T>): Promise<T | null> {
+    return this.crossNode ? this.crossNode.applying(instance.name, partition, fn, fenced) : fn();
   }
 
   /**
@@ -215,7 +248,12 @@ export class Replayer {
     let applied = 0;
     let previousBlocker = -1;
     for (let guard = 0; guard < 10_000; guard++) {
-      const step = await this.locks.run(Replayer.lockKey(instance.name, partition), () => this.drainLocked(instance, partition, { ...options, entriesMax: (options.entriesMax ?? Number.MAX_SAFE_INTEGER) - applied }));
+      const step =
+        (await this.locks.run(Replayer.lockKey(instance.name, partition), () =>
+          this.exclusive(instance, partition, options.fenced ?? false, () =>
+            this.drainLocked(instance, partition, { ...options, entriesMax: (options.entriesMax ?? Number.MAX_SAFE_INTEGER) - applied }),
+          ),
+        )) ?? { ok: false as const, applied: 0, reason: "another chroma-lb node is applying to this instance" };
       applied += step.applied;
       if (!step.ok) return { ok: false, applied, reason: step.reason };
       if (!step.blockedBy) return { ok: true, applied };
@@ -326,6 +364,11 @@ export class Replayer {
   private async applyPiece(instance: Instance, entries: Entry[], body: Uint8Array | null): Promise<PieceOutcome<PieceResult>> {
     const stop = (reason: string): PieceOutcome<PieceResult> => ({ kind: "stop", results: [{ applied: 0, reason }] });
     if (this.paused || this.stopped) return stop("replay is paused");
+    try {
+      await this.crossNode?.beforeSend();
+    } catch (error) {
+      return stop(`the apply lock was lost: ${String((error as Error)?.message ?? error)}`);
+    }
     const startedMs = performance.now();
     const outcome = await applyEntries(instance, entries, body, this.collections, {
       timeoutMs: this.config.requestTimeoutMs,
@@ -393,19 +436,23 @@ export class Replayer {
     this.stats.syncCycles += 1;
     const started = Date.now();
     const budget = this.config.replayStepEntriesMax;
-    const partitions = await this.wal.pendingPartitions(instance.name, 1000);
+    const owed = await this.wal.pendingPartitions(instance.name, 1000);
+    // With several nodes, each (instance, collection) is replayed by the node holding its lease.
+    const crossNode = this.crossNode;
+    const mine = crossNode ? await crossNode.replays(instance.name, owed.map((p) => p.partition)) : null;
+    const partitions = mine ? owed.filter((p) => mine.has(p.partition)) : owed;
     let next = 0;
     const worker = async () => {
       while (next < partitions.length && applied < budget && instance.healthy && !this.stopped) {
         const { partition } = partitions[next++]!;
-        const result = await this.drain(instance, partition, { entriesMax: budget - applied });
+        const result = await this.drain(instance, partition, { entriesMax: budget - applied, fenced: crossNode !== null });
         applied += result.applied;
         if (!result.ok) blocked += 1;
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.config.walMaxWorkers, partitions.length) }, worker));
     this.stats.lastCycleMs = Date.now() - started;
-    return { applied, blocked, more: applied >= budget || partitions.length >= 1000 };
+    return { applied, blocked, more: applied >= budget || owed.length >= 1000 };
   }
 
   /**
@@ -421,7 +468,7 @@ export class Replayer {
       this.again.add(instance.name);
       return current;
     }
-    const run = (async () => {
+    const pass = async () => {
       try {
         for (;;) {
           this.again.delete(instance.name);
@@ -435,7 +482,9 @@ export class Replayer {
       } finally {
         this.running.delete(instance.name);
       }
-    })();
+    };
+    // A kick from inside a lock's transaction (a write just recorded) must not run in it.
+    const run = this.crossNode ? this.crossNode.detach(pass) : pass();
     this.running.set(instance.name, run);
     return run;
   }

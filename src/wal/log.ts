@@ -14,7 +14,7 @@ import { DiskBound, diskSampleMs, type DiskState } from "./disk-bound";
 import { GroupCommit } from "./group-commit";
 import { LogStoreUnreachableError, Reachability } from "./reachability";
 import { isStorageFullError, StorageFullError, type StorageReserve } from "./storage";
-import type { LogStore } from "./store";
+import type { LogSnapshot, LogStore } from "./store";
 import type { Entry, EntryKind, NewEntry, PendingEntry } from "./types";
 import { UnresolvedChanges, type UnresolvedView } from "./unresolved";
 import { LogView } from "./view";
@@ -130,7 +130,7 @@ export class WriteAheadLog {
       action: "ready (left unanswered by a crash)",
       run: async () => {
         n = await this.store.recoverUnanswered();
-        this.view.answeredAll();
+        this.viewChange(() => this.view.answeredAll());
       },
     });
     return n;
@@ -146,7 +146,7 @@ export class WriteAheadLog {
       action: "ready",
       run: async () => {
         await this.store.markReady(seqs, appliedBy);
-        this.view.answered(seqs);
+        this.viewChange(() => this.view.answered(seqs));
         this.notify(partition);
       },
     });
@@ -164,7 +164,7 @@ export class WriteAheadLog {
       action: "ready (outcome unknown)",
       run: async () => {
         await this.store.keepUnanswered(seqs);
-        this.view.answered(seqs);
+        this.viewChange(() => this.view.answered(seqs));
         this.notify(partition);
       },
     });
@@ -178,8 +178,8 @@ export class WriteAheadLog {
       action: `applied by ${instance}`,
       run: async () => {
         const removed = await this.store.completeOnTarget(instance, seqs);
-        this.view.answered(seqs);
-        this.view.removed(instance, partition, removed);
+        this.viewChange(() => this.view.answered(seqs));
+        this.viewChange(() => this.view.removed(instance, partition, removed));
         this.notify(partition);
       },
     });
@@ -193,7 +193,7 @@ export class WriteAheadLog {
       action: "rejected",
       run: async () => {
         await this.store.reject(entry.seq);
-        this.view.removedEverywhere(entry.partition, entry.seq);
+        this.viewChange(() => this.view.removedEverywhere(entry.partition, entry.seq));
       },
     });
   }
@@ -279,25 +279,25 @@ export class WriteAheadLog {
     if (entries.length === 0) return;
     const removed = await this.write(() => this.store.markApplied(instance, entries.map((e) => e.seq)));
     const partitions = new Set(entries.map((e) => e.partition));
-    for (const partition of partitions) this.view.removed(instance, partition, removed);
+    this.viewChange(() => { for (const partition of partitions) this.view.removed(instance, partition, removed); });
   }
 
   /** A replay attempt failed; the error stays visible on the entry until it succeeds. */
   async recordFailure(instance: string, entry: Positioned, error: string) {
     await this.write(() => this.store.recordFailure(instance, entry.seq, error, false));
-    this.view.failed(instance, entry.partition, entry.seq, error);
+    this.viewChange(() => this.view.failed(instance, entry.partition, entry.seq, error));
   }
 
   /** The instance refused an entry no instance has applied (see refusedEverywhere). */
   async recordRefusal(instance: string, entry: Positioned, error: string) {
     await this.write(() => this.store.recordFailure(instance, entry.seq, error, true));
-    this.view.failed(instance, entry.partition, entry.seq, error);
+    this.viewChange(() => this.view.failed(instance, entry.partition, entry.seq, error));
   }
 
   /** An operator gives up on one entry for one instance; the skip is logged by the caller. */
   async skip(instance: string, seq: number): Promise<boolean> {
     const partition = await this.store.skip(instance, seq);
-    if (partition !== null) this.view.removed(instance, partition, [seq]);
+    this.viewChange(() => { if (partition !== null) this.view.removed(instance, partition, [seq]); });
     return partition !== null;
   }
 
@@ -307,7 +307,7 @@ export class WriteAheadLog {
    */
   async markCopiedUpTo(instance: string, partition: string, uptoSeq: number): Promise<number> {
     const removed = await this.store.markCopiedUpTo(instance, partition, uptoSeq);
-    this.view.removed(instance, partition, removed);
+    this.viewChange(() => this.view.removed(instance, partition, removed));
     return removed.length;
   }
 
@@ -320,8 +320,8 @@ export class WriteAheadLog {
    */
   async markDiverged(instance: string, entry: Pick<Entry, "seq" | "partition" | "op">, error: string): Promise<{ first: boolean }> {
     const { first, mark } = await this.store.markDiverged(instance, entry, error, Date.now());
-    this.view.removed(instance, entry.partition, [entry.seq]);
-    this.view.marked(mark);
+    this.viewChange(() => this.view.removed(instance, entry.partition, [entry.seq]));
+    this.viewChange(() => this.view.marked(mark));
     return { first };
   }
 
@@ -334,7 +334,8 @@ export class WriteAheadLog {
     if (!this.view.isDiverged(instance, partition)) {
       this.view.marked({ instance, partition, seq: this.view.headSeq(), op: "repair", error: reason, refusedEntries: 0, atMs: Date.now() });
     }
-    this.view.marked(await this.store.markUnderRepair(instance, partition, reason, Date.now()));
+    const mark = await this.store.markUnderRepair(instance, partition, reason, Date.now());
+    this.viewChange(() => this.view.marked(mark));
   }
 
   /** A repair made the instance's copy whole again (or an operator vouches for it). */
@@ -342,6 +343,59 @@ export class WriteAheadLog {
     const removed = await this.store.clearDiverged(instance, partition);
     this.view.unmarked(instance, partition);
     return removed;
+  }
+
+  // Several nodes (cluster/).
+
+  /**
+   * With several nodes, a change recorded inside a lock's transaction reaches the view when
+   * that transaction commits (cluster/apply-locks.ts), so a reload of the view never undoes
+   * it (see refreshView). Null on one node: the view changes at once.
+   */
+  deferViewChange: ((change: () => void) => void) | null = null;
+
+  private viewChange(change: () => void) {
+    if (this.deferViewChange) this.deferViewChange(change);
+    else change();
+  }
+
+  /**
+   * Reloads the view from the store: what other nodes appended and recorded. The head
+   * never goes back; what this node changes meanwhile is kept (see deferViewChange).
+   * Decisions that cannot wait for the next reload read the store (see instancesBehind).
+   */
+  async refreshView(): Promise<void> {
+    // Changes committed after the snapshot's reads began reach the view while they run (or
+    // after): they are journaled and applied again on top of the snapshot.
+    this.view.startJournal();
+    let snapshot: LogSnapshot;
+    try {
+      snapshot = await this.store.load();
+    } catch (error) {
+      this.view.replayJournal(null);
+      throw error;
+    }
+    this.view.replayJournal({ ...snapshot, headSeq: Math.max(snapshot.headSeq, this.view.headSeq()) });
+  }
+
+  /**
+   * With several nodes: which of `instances` lack an acknowledged entry of the partition up
+   * to `uptoSeq`, read from the store at decision time. Null on one node (the view knows).
+   */
+  instancesBehind: ((instances: string[], partition: string, uptoSeq: number) => Promise<Set<string>>) | null = null;
+
+  /**
+   * `instancesBehind` when there is one and the store answers; null otherwise, and the
+   * caller goes by the view: while Postgres cannot be reached no node acknowledges a write,
+   * so the view lacks at most what other nodes acknowledged in its last reload interval.
+   */
+  async behindNow(instances: string[], partition: string, uptoSeq = Number.MAX_SAFE_INTEGER): Promise<Set<string> | null> {
+    if (!this.instancesBehind || this.storeUnreachable) return null;
+    try {
+      return await this.instancesBehind(instances, partition, uptoSeq);
+    } catch {
+      return null;
+    }
   }
 
   // Reads for replay (replay/order.ts).

@@ -4,8 +4,10 @@
  * divergence and repair marks, the head. Built from the store when the log opens and fed by
  * every outcome the log records (log.ts), so it never waits for the store.
  *
- * With several chroma-lb nodes on one store, each node's view would also have to learn the
- * others' outcomes (a change feed); on one node every change passes through log.ts.
+ * With several chroma-lb nodes on one store, each node reloads its view from the store on a
+ * poll and on wake-up hints (cluster/node.ts), so it lags what other nodes did by up to
+ * that poll: decisions that must not lag (which instance may serve a read, what an
+ * instance owes before a write) read the store itself.
  */
 import type { LogSnapshot } from "./store";
 import type { Divergence, Entry, EntryKind } from "./types";
@@ -93,6 +95,8 @@ export class LogView {
   private readonly unanswered = new Set<number>();
   private readonly marks = new Map<string, Divergence>();
   private head = 0;
+  /** While a reload reads the store: the changes made meanwhile, applied again on top of what it read. */
+  private journal: Array<() => void> | null = null;
 
   constructor(private readonly instances: string[]) {
     this.reset();
@@ -110,6 +114,24 @@ export class LogView {
     for (const mark of snapshot.divergences) this.marks.set(markKey(mark.instance, mark.partition), mark);
   }
 
+  /** A reload starts: changes from now on are journaled (see replayJournal). */
+  startJournal() {
+    this.journal = [];
+  }
+
+  /** The reload read `snapshot` (null: it failed): loads it, then applies the journaled changes again. */
+  replayJournal(snapshot: LogSnapshot | null) {
+    const journal = this.journal ?? [];
+    this.journal = null;
+    if (!snapshot) return;
+    this.load(snapshot);
+    for (const change of journal) change();
+  }
+
+  private journaled(change: () => void) {
+    this.journal?.push(change);
+  }
+
   reset() {
     this.owed.clear();
     for (const name of this.instances) this.owed.set(name, { partitions: new Map(), count: 0, catalog: new Set(), failing: new Map() });
@@ -120,6 +142,7 @@ export class LogView {
   // Fed by log.ts after each change the store committed.
 
   appended(entries: Entry[]) {
+    this.journaled(() => this.appended(entries));
     for (const entry of entries) {
       for (const name of this.instances) this.addOwed(name, entry.seq, entry.partition, entry.kind, entry.createdAtMs);
       this.unanswered.add(entry.seq);
@@ -128,15 +151,22 @@ export class LogView {
   }
 
   answered(seqs: number[]) {
+    this.journaled(() => this.answered(seqs));
     for (const seq of seqs) this.unanswered.delete(seq);
   }
 
   answeredAll() {
+    this.journaled(() => this.answeredAll());
     this.unanswered.clear();
   }
 
   /** The instance no longer owes these entries of the partition. */
   removed(instance: string, partition: string, seqs: Iterable<number>) {
+    if (this.journal) {
+      const copy = [...seqs];
+      this.journaled(() => this.removed(instance, partition, copy));
+      seqs = copy;
+    }
     const owed = this.owed.get(instance);
     const queue = owed?.partitions.get(partition);
     if (!owed || !queue) return;
@@ -151,20 +181,24 @@ export class LogView {
 
   /** No instance owes the entry (rejected). */
   removedEverywhere(partition: string, seq: number) {
+    this.journaled(() => this.removedEverywhere(partition, seq));
     for (const name of this.instances) this.removed(name, partition, [seq]);
     this.unanswered.delete(seq);
   }
 
   failed(instance: string, partition: string, seq: number, error: string) {
+    this.journaled(() => this.failed(instance, partition, seq, error));
     const owed = this.owed.get(instance);
     if (owed?.partitions.get(partition)?.has(seq)) owed.failing.set(seq, error);
   }
 
   marked(mark: Divergence) {
+    this.journaled(() => this.marked(mark));
     this.marks.set(markKey(mark.instance, mark.partition), mark);
   }
 
   unmarked(instance: string, partition: string) {
+    this.journaled(() => this.unmarked(instance, partition));
     this.marks.delete(markKey(instance, partition));
   }
 
@@ -172,6 +206,11 @@ export class LogView {
 
   headSeq(): number {
     return this.head;
+  }
+
+  /** Partitions in which the instance owes entries (any state). */
+  owedPartitions(instance: string): string[] {
+    return [...(this.owed.get(instance)?.partitions.keys() ?? [])];
   }
 
   pendingCount(instance: string): number {

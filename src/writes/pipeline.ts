@@ -66,6 +66,12 @@ export class WritePath {
   /** Set while `exclusive` runs: new writes wait for it. */
   private gate: Promise<void> | null = null;
   private onDrained: (() => void) | null = null;
+  /**
+   * With several nodes (cluster/): runs a group's append, apply and record holding the
+   * collection's write lock in Postgres, so writers on different nodes take turns. Throws
+   * an LbError (503) when the lock cannot be had. Null on one node.
+   */
+  partitionLock: (<T>(partition: string, fn: () => Promise<T>) => Promise<T>) | null = null;
 
   constructor(private readonly deps: WritePathDeps) {}
 
@@ -122,7 +128,8 @@ export class WritePath {
           continue;
         }
         try {
-          const results = await this.appendAndApply(group, body);
+          const lock = this.partitionLock;
+          const results = lock ? await lock(partition, () => this.appendAndApply(group, body)) : await this.appendAndApply(group, body);
           group.forEach((item, i) => item.resolve(results[i]!));
         } catch (error) {
           for (const item of group) item.reject(error);

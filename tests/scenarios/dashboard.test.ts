@@ -148,6 +148,8 @@ test(
       expect(await page.getAttribute('[data-testid="instance-primary"]', "data-role")).toBe("primary");
       expect(await page.getAttribute('[data-testid="instance-replica"]', "data-role")).toBe("replica");
       expect(await page.getAttribute('[data-testid="connection"]', "data-state")).toBe("live");
+      // One node with SQLite: the nodes panel lists this node alone.
+      expect(await page.$$eval('[data-testid="node"]', (rows) => rows.map((r) => r.getAttribute("data-node")))).toEqual([lb.config.nodeId]);
       // A few polls, so the charts have lines and the rates are measured.
       await page.waitForSelector('[data-testid="chart-requests"] path[data-series="replica"]', { state: "attached", timeout: 15_000 });
       await page.waitForSelector(positive("log-head"), { timeout: 15_000 });

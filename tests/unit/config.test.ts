@@ -73,6 +73,7 @@ describe("loadConfig", () => {
       alertBacklogEntries: 10_000,
       alertCheckIntervalMs: 5000,
       nodeId: "lb-1:8000",
+      nodeAddress: null,
       nodeHeartbeatIntervalMs: 1000,
       leaseTtlMs: 6000,
     });

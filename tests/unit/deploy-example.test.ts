@@ -33,10 +33,14 @@ test("the environment the example gives chroma-lb is a valid configuration", asy
     if (e.value !== undefined) env[e.name] = e.value;
     else if (e.valueFrom.secretKeyRef) env[e.name] = secret!.stringData[e.valueFrom.secretKeyRef.key];
     else if (e.valueFrom.fieldRef?.fieldPath === "metadata.name") env[e.name] = "chroma-lb-7d9f8c6b5-x2x4k";
+    else if (e.valueFrom.fieldRef?.fieldPath === "status.podIP") env[e.name] = "10.0.0.7";
   }
+  // Kubernetes expands $(NAME) of variables defined earlier in the list.
+  for (const [name, value] of Object.entries(env)) env[name] = value.replace(/\$\((\w+)\)/g, (_, v: string) => env[v] ?? `$(${v})`);
   expect(env.LOG_STORE).toBe("postgres");
   const config = loadConfig(env);
   expect(config.nodeId).toBe("chroma-lb-7d9f8c6b5-x2x4k");
+  expect(config.nodeAddress).toBe("http://10.0.0.7:8000");
   expect(config.databaseUrl).toStartWith("postgres://");
   expect(config.instances.map((i) => i.name)).toEqual(["primary", "replica"]);
 });

@@ -12,6 +12,7 @@
  */
 import type postgres from "postgres";
 import type { LogSnapshot, LogStore, OwedQuery } from "../store";
+import type { TxScope } from "./tx-scope";
 import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryOp, type FailedEntry, type NewEntry, type OwedRow, type PendingEntry } from "../types";
 
 /** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
@@ -45,6 +46,8 @@ export class PostgresLogStore implements LogStore {
     pools: { durable: postgres.Sql; relaxed: postgres.Sql },
     private readonly instances: string[],
     private readonly onClose: () => Promise<void> = async () => {},
+    /** With several nodes: the apply lock's transaction, which state changes join while it is open (tx-scope.ts). */
+    private readonly scope: TxScope | null = null,
   ) {
     this.durable = pools.durable;
     this.sql = pools.relaxed;
@@ -52,6 +55,22 @@ export class PostgresLogStore implements LogStore {
 
   private readonly durable: postgres.Sql;
   private readonly sql: postgres.Sql;
+
+  /** Where a state change or a read for a decision runs: the open apply-lock transaction, else the pool. */
+  private get q(): postgres.Sql | postgres.TransactionSql {
+    return this.scope?.current() ?? this.sql;
+  }
+
+  /** The same, for a change of an entry's state, which must be durable (see the constructor). */
+  private get qd(): postgres.Sql | postgres.TransactionSql {
+    return this.scope?.current() ?? this.durable;
+  }
+
+  /** One transaction: the open apply-lock transaction (its commit is the commit), else a new one. */
+  private atomic<T>(fn: (tx: postgres.TransactionSql) => Promise<T>): Promise<T> {
+    const current = this.scope?.current();
+    return current ? fn(current) : (this.sql.begin(fn) as Promise<T>);
+  }
 
   // Append.
 
@@ -116,16 +135,18 @@ export class PostgresLogStore implements LogStore {
   // Positions.
 
   async load(): Promise<LogSnapshot> {
+    // The head first: every entry up to it is then among the owed rows read next.
+    const headSeq = await this.headSeq();
     const owed = await this.sql<OwedRow[]>`
       SELECT p.instance, p.seq, p.partition, p.kind, e.created_at_ms AS "createdAtMs", e.state, p.attempts, p.last_error AS "lastError"
         FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq ORDER BY p.seq`;
     const divergences = await this.sql<Divergence[]>`
       SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs" FROM chroma_lb_wal_diverged ORDER BY at_ms`;
-    return { headSeq: await this.headSeq(), owed: [...owed], divergences: [...divergences] };
+    return { headSeq, owed: [...owed], divergences: [...divergences] };
   }
 
   async owed(instance: string, partition: string, query: OwedQuery): Promise<PendingEntry[]> {
-    const heads = await this.sql<Array<{ seq: number; state: string; bodyBytes: number }>>`
+    const heads = await this.q<Array<{ seq: number; state: string; bodyBytes: number }>>`
       SELECT p.seq, e.state, e.body_bytes AS "bodyBytes" FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
        WHERE p.instance = ${instance} AND p.partition = ${partition} AND p.seq <= ${query.uptoSeq}
        ORDER BY p.seq LIMIT ${query.limit}`;
@@ -138,7 +159,7 @@ export class PostgresLogStore implements LogStore {
       last = head.seq;
     }
     if (last === -1) return [];
-    const rows = await this.sql`
+    const rows = await this.q`
       SELECT e.*, b.body, p.attempts, p.last_error FROM chroma_lb_wal_pending p
         JOIN chroma_lb_wal_entries e ON e.seq = p.seq LEFT JOIN chroma_lb_wal_bodies b ON b.seq = p.seq
        WHERE p.instance = ${instance} AND p.partition = ${partition} AND p.seq <= ${last} ORDER BY p.seq`;
@@ -162,24 +183,24 @@ export class PostgresLogStore implements LogStore {
   }
 
   async firstOwedBefore(instance: string, beforeSeq: number, kinds?: EntryKind[], exceptPartition?: string) {
-    const rows = await this.sql<Array<{ seq: number; partition: string }>>`
+    const rows = await this.q<Array<{ seq: number; partition: string }>>`
       SELECT seq, partition FROM chroma_lb_wal_pending
        WHERE instance = ${instance} AND seq < ${beforeSeq}
-         ${kinds ? this.sql`AND kind = ANY(${kinds})` : this.sql``}
-         ${exceptPartition !== undefined ? this.sql`AND partition <> ${exceptPartition}` : this.sql``}
+         ${kinds ? this.q`AND kind = ANY(${kinds})` : this.q``}
+         ${exceptPartition !== undefined ? this.q`AND partition <> ${exceptPartition}` : this.q``}
        ORDER BY seq LIMIT 1`;
     return rows[0] ? { seq: rows[0].seq, partition: rows[0].partition } : null;
   }
 
   async owedPartitions(instance: string, limit: number) {
-    const rows = await this.sql<Array<{ partition: string; firstSeq: number }>>`
+    const rows = await this.q<Array<{ partition: string; firstSeq: number }>>`
       SELECT partition, min(seq) AS "firstSeq" FROM chroma_lb_wal_pending WHERE instance = ${instance}
        GROUP BY partition ORDER BY min(seq) LIMIT ${limit}`;
     return [...rows];
   }
 
   async owedAhead(instance: string, partition: string, beforeSeq: number, kinds: EntryKind[]) {
-    const [row] = await this.sql<Array<{ same: number | null; barrierSeq: number | null; barrierPartition: string | null }>>`
+    const [row] = await this.q<Array<{ same: number | null; barrierSeq: number | null; barrierPartition: string | null }>>`
       SELECT (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1) AS same,
              b.seq AS "barrierSeq", b.partition AS "barrierPartition"
         FROM (SELECT 1) AS one
@@ -194,13 +215,13 @@ export class PostgresLogStore implements LogStore {
   }
 
   async owesBefore(instance: string, partition: string, beforeSeq: number) {
-    const rows = await this.sql<Array<{ seq: number }>>`
+    const rows = await this.q<Array<{ seq: number }>>`
       SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq < ${beforeSeq} ORDER BY seq LIMIT 1`;
     return rows[0] ? { seq: rows[0].seq } : null;
   }
 
   async owedBy(seq: number) {
-    const [row] = await this.sql<Array<{ owed: number; refused: number }>>`
+    const [row] = await this.q<Array<{ owed: number; refused: number }>>`
       SELECT count(*) AS owed, count(*) FILTER (WHERE last_error LIKE ${refusedPrefix + "%"}) AS refused FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
     return { owed: row?.owed ?? 0, refused: row?.refused ?? 0 };
   }
@@ -208,27 +229,27 @@ export class PostgresLogStore implements LogStore {
   // Outcomes.
 
   async recoverUnanswered() {
-    return (await this.durable`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
+    return (await this.qd`UPDATE chroma_lb_wal_entries SET state = 'ready' WHERE state = 'new'`).count;
   }
 
   async markReady(seqs: number[], appliedBy: string | null) {
-    await this.durable`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
+    await this.qd`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${appliedBy} WHERE seq = ANY(${seqs})`;
   }
 
   async keepUnanswered(seqs: number[]) {
-    await this.durable`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
+    await this.qd`UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL WHERE seq = ANY(${seqs}) AND state = 'new'`;
   }
 
   async completeOnTarget(instance: string, seqs: number[]) {
     // One statement (one round trip, one transaction): ready for all, applied on the target.
-    const removed = await this.durable<Array<{ seq: number }>>`
+    const removed = await this.qd<Array<{ seq: number }>>`
       WITH ready AS (UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = ${instance} WHERE seq = ANY(${seqs}::bigint[]))
       DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}::bigint[]) RETURNING seq`;
     return removed.map((r) => r.seq);
   }
 
   async reject(seq: number) {
-    await this.durable`
+    await this.qd`
       WITH rejected AS (UPDATE chroma_lb_wal_entries SET state = 'rejected', applied_by = NULL WHERE seq = ${seq}),
            body AS (DELETE FROM chroma_lb_wal_bodies WHERE seq = ${seq})
       DELETE FROM chroma_lb_wal_pending WHERE seq = ${seq}`;
@@ -236,23 +257,23 @@ export class PostgresLogStore implements LogStore {
 
   async markApplied(instance: string, seqs: number[]) {
     if (seqs.length === 0) return [];
-    const removed = await this.sql<Array<{ seq: number }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}) RETURNING seq`;
+    const removed = await this.q<Array<{ seq: number }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ANY(${seqs}) RETURNING seq`;
     return removed.map((r) => r.seq);
   }
 
   async recordFailure(instance: string, seq: number, error: string, refused: boolean) {
     const text = (refused ? `${refusedPrefix}${error}` : error).slice(0, 2000);
-    await this.sql`UPDATE chroma_lb_wal_pending SET attempts = attempts + 1, last_error = ${text}, last_attempt_at_ms = ${Date.now()}
+    await this.q`UPDATE chroma_lb_wal_pending SET attempts = attempts + 1, last_error = ${text}, last_attempt_at_ms = ${Date.now()}
                     WHERE instance = ${instance} AND seq = ${seq}`;
   }
 
   async skip(instance: string, seq: number) {
-    const rows = await this.sql<Array<{ partition: string }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ${seq} RETURNING partition`;
+    const rows = await this.q<Array<{ partition: string }>>`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ${seq} RETURNING partition`;
     return rows[0]?.partition ?? null;
   }
 
   async markCopiedUpTo(instance: string, partition: string, uptoSeq: number) {
-    const rows = await this.sql<Array<{ seq: number }>>`
+    const rows = await this.q<Array<{ seq: number }>>`
       DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND partition = ${partition} AND seq <= ${uptoSeq} RETURNING seq`;
     return rows.map((r) => r.seq);
   }
@@ -260,7 +281,7 @@ export class PostgresLogStore implements LogStore {
   // Divergence and repair marks.
 
   async markDiverged(instance: string, entry: Pick<Entry, "seq" | "partition" | "op">, error: string, atMs: number) {
-    return this.sql.begin(async (tx) => {
+    return this.atomic(async (tx) => {
       await tx`DELETE FROM chroma_lb_wal_pending WHERE instance = ${instance} AND seq = ${entry.seq}`;
       const [row] = await tx`
         INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
@@ -274,10 +295,10 @@ export class PostgresLogStore implements LogStore {
 
   async markUnderRepair(instance: string, partition: string, reason: string, atMs: number) {
     const head = await this.headSeq();
-    await this.sql`
+    await this.q`
       INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
       VALUES (${instance}, ${partition}, ${head}, 'repair', ${reason.slice(0, 2000)}, 0, ${atMs}) ON CONFLICT DO NOTHING`;
-    const [mark] = await this.sql<Divergence[]>`
+    const [mark] = await this.q<Divergence[]>`
       SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs"
         FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`;
     return mark!;
@@ -285,6 +306,45 @@ export class PostgresLogStore implements LogStore {
 
   async clearDiverged(instance: string, partition: string) {
     return (await this.sql`DELETE FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`).count > 0;
+  }
+
+  // Several nodes (cluster/).
+
+  /**
+   * Entries of the partition still `new` become ready for every instance. Called only while
+   * holding the partition's write lock (cluster/apply-locks.ts): every writer holds it from
+   * before its append until its outcome is recorded, so a `new` entry seen then was left by a
+   * writer that is gone (killed, or cut off and its transaction ended).
+   */
+  async recoverOrphans(partition: string): Promise<number[]> {
+    // A `new` entry is owed by every instance (none applied it), so one instance's owed rows
+    // (indexed, as few as its lag) find them all without scanning the partition's log.
+    const rows = await this.qd<Array<{ seq: number }>>`
+      UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL
+       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${this.instances[0]!} AND partition = ${partition})
+         AND state = 'new' RETURNING seq`;
+    return rows.map((r) => r.seq);
+  }
+
+  /** Partitions with entries still `new` (being applied, or left by a writer that is gone). */
+  async partitionsWithUnanswered(limit: number): Promise<string[]> {
+    const rows = await this.sql<Array<{ partition: string }>>`
+      SELECT DISTINCT p.partition FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+       WHERE p.instance = ${this.instances[0]!} AND e.state = 'new' LIMIT ${limit}`;
+    return rows.map((r) => r.partition);
+  }
+
+  /**
+   * Which of `instances` owe an acknowledged entry (not `new`) of the partition up to
+   * `uptoSeq`: read at decision time, so entries other nodes acknowledged count.
+   */
+  async instancesBehind(instances: string[], partition: string, uptoSeq: number): Promise<Set<string>> {
+    // EXISTS stops at the first such row: one index probe per instance, whatever its backlog.
+    const rows = await this.sql<Array<{ instance: string }>>`
+      SELECT i.name AS instance FROM unnest(${instances}::text[]) AS i(name)
+       WHERE EXISTS (SELECT 1 FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
+                      WHERE p.instance = i.name AND p.partition = ${partition} AND p.seq <= ${uptoSeq} AND e.state <> 'new')`;
+    return new Set(rows.map((r) => r.instance));
   }
 
   // Retention.

@@ -1,0 +1,324 @@
+/**
+ * Two chroma-lb nodes on one Postgres (LOG_STORE=postgres, a private server), two real
+ * Chroma servers: what one node is told holds on the other within 2 s.
+ * - /status lists both nodes (id, address, heartbeat, leases) on each node, and /metrics
+ *   carries each node's `node` label; with SQLite the one node lists itself alone.
+ * - Maintenance and simulated outages moved through one node hold on the other; a simulated
+ *   outage takes an instance out of routing on every node while /status still says what
+ *   the probes see, and {"healthy": true} through either node ends it everywhere.
+ * - A collection created through one node is served by the other; a mapping removed through
+ *   one is gone on the other.
+ * - A resync asked while another node runs the same one is refused with that node's name,
+ *   and every node's /status shows the running operation.
+ * - An instance that goes down is posted once for the cluster, and so is its return.
+ * - A reset through one node clears the other node's mappings and log view too.
+ * - While Postgres is down, /status still answers within a second or so (saying since when its cluster
+ *   lists are old), and a switch is refused (503) rather than held on one node only.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { ChromaClient } from "chromadb";
+import postgres from "postgres";
+import { ClusterJobs } from "../../src/cluster/jobs";
+import { alertReceiver } from "../support/alerts";
+import { json, post } from "../support/http";
+import { startPgServer, type PgServer } from "../support/pg-server";
+import { killAll, startChromaServers, startLbInProcess, waitFor, type ChromaServers } from "../support";
+
+/** What the issue promises: a change through one node holds on all within this. */
+const clusterWideMsMax = 2_000;
+
+let pg: PgServer;
+let servers: ChromaServers;
+
+beforeAll(async () => {
+  [pg, servers] = await Promise.all([startPgServer(), startChromaServers(2)]);
+}, 60_000);
+
+afterAll(async () => {
+  await servers?.[Symbol.asyncDispose]();
+  await pg?.stop();
+  await killAll();
+});
+
+async function freshDatabase(server: PgServer = pg): Promise<string> {
+  const name = `state_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  const admin = postgres(server.url(), { max: 1, onnotice: () => {} });
+  await admin.unsafe(`create database ${name}`);
+  await admin.end();
+  return server.url(name);
+}
+
+/** Two nodes, `a` and `b`, on a database of their own. */
+async function twoNodes(env: Record<string, string> = {}, chroma: ChromaServers = servers, server: PgServer = pg) {
+  const databaseUrl = await freshDatabase(server);
+  const common = {
+    CHROMA_PRIMARY_URL: chroma[0]!.url,
+    CHROMA_REPLICA_URL: chroma[1]!.url,
+    LOG_STORE: "postgres",
+    DATABASE_URL: databaseUrl,
+    HEALTH_CHECK_INTERVAL: "1",
+    HEALTH_CHECK_TIMEOUT: "0.3",
+    ...env,
+  };
+  const a = await startLbInProcess({ ...common, NODE_ID: "a" });
+  const b = await startLbInProcess({ ...common, NODE_ID: "b" });
+  return {
+    a,
+    b,
+    databaseUrl,
+    async [Symbol.asyncDispose]() {
+      await Promise.all([a[Symbol.asyncDispose](), b[Symbol.asyncDispose]()]);
+    },
+  };
+}
+
+interface InstanceStatus {
+  name: string;
+  healthy: boolean;
+  state: string;
+  maintenance: boolean;
+  probe_healthy: boolean;
+  simulated: { healthy: boolean; until: string | null } | null;
+}
+const instance = async (url: string, name: string) => (await json<{ instances: InstanceStatus[] }>(`${url}/status`)).instances.find((i) => i.name === name)!;
+
+/** Waits for `condition` and says how long it took from `sinceMs`. */
+async function within<T>(sinceMs: number, condition: () => Promise<T>, message: string): Promise<number> {
+  await waitFor(condition, { timeoutMs: 10_000, message });
+  return performance.now() - sinceMs;
+}
+
+test("each node's /status lists every live node with its heartbeat and leases; /metrics carries the node label", async () => {
+  await using cluster = await twoNodes();
+  const { a, b } = cluster;
+  for (const node of [a, b]) {
+    const status = await waitFor(async () => {
+      const s = await json<{ node_id: string; nodes: Array<{ id: string; address: string; last_heartbeat_at: string; leases: number }> }>(`${node.url}/status`);
+      return s.nodes.length === 2 ? s : null;
+    });
+    expect(status.nodes.map((n) => ({ id: n.id, address: n.address, leases: typeof n.leases }))).toEqual([
+      { id: "a", address: a.url, leases: "number" },
+      { id: "b", address: b.url, leases: "number" },
+    ]);
+    for (const n of status.nodes) expect(Date.now() - Date.parse(n.last_heartbeat_at)).toBeLessThan(10_000);
+    expect(status.node_id).toBe(node === a ? "a" : "b");
+    const metrics = await (await fetch(`${node.url}/metrics`)).text();
+    const samples = metrics.split("\n").filter((line) => line.startsWith("chroma_lb_"));
+    expect(samples.length).toBeGreaterThan(10);
+    expect(samples.filter((line) => !line.includes(`node="${status.node_id}"`))).toEqual([]);
+  }
+  // A node that stops deletes its row: the others' lists (read each second) drop it at once.
+  const stoppedAt = performance.now();
+  await b.stop();
+  const nodesOfA = async () => (await json<{ nodes: Array<{ id: string }> }>(`${a.url}/status`)).nodes.map((n) => n.id);
+  expect(await within(stoppedAt, async () => JSON.stringify(await nodesOfA()) === JSON.stringify(["a"]), "a's list drops b")).toBeLessThan(clusterWideMsMax);
+});
+
+test("with SQLite, /status lists this node alone", async () => {
+  await using lb = await startLbInProcess({ CHROMA_PRIMARY_URL: servers[0]!.url, CHROMA_REPLICA_URL: servers[1]!.url, LOG_STORE: "sqlite", NODE_ID: "solo" });
+  const status = await json<{ nodes: unknown[] }>(`${lb.url}/status`);
+  expect(status.nodes).toEqual([{ id: "solo", address: null, last_heartbeat_at: null, leases: 0 }]);
+});
+
+test("maintenance and simulated outages moved through one node hold on the other within 2 s; a simulation never changes what is reported", async () => {
+  await using cluster = await twoNodes();
+  const { a, b } = cluster;
+  await waitFor(async () => (await instance(b.url, "replica")).healthy && (await instance(a.url, "replica")).healthy);
+
+  // Maintenance on through a, seen by b; off through b, seen by a.
+  let start = performance.now();
+  expect((await post(`${a.url}/admin/instances/replica/maintenance`, { enabled: true })).status).toBe(200);
+  expect(await within(start, async () => (await instance(b.url, "replica")).state === "maintenance", "b sees maintenance")).toBeLessThan(clusterWideMsMax);
+  start = performance.now();
+  expect((await post(`${b.url}/admin/instances/replica/maintenance`, { enabled: false })).status).toBe(200);
+  expect(await within(start, async () => (await instance(a.url, "replica")).state === "healthy", "a sees maintenance end")).toBeLessThan(clusterWideMsMax);
+
+  // A simulated outage through b takes the replica out on a; the probes' view is still reported.
+  start = performance.now();
+  expect((await post(`${b.url}/admin/instances/replica/health`, { healthy: false })).status).toBe(200);
+  expect(await within(start, async () => (await instance(a.url, "replica")).state === "down", "a sees the simulation")).toBeLessThan(clusterWideMsMax);
+  const onA = await instance(a.url, "replica");
+  expect({ healthy: onA.healthy, probe_healthy: onA.probe_healthy, simulated: onA.simulated }).toEqual({ healthy: false, probe_healthy: true, simulated: { healthy: false, until: null } });
+  expect((await json<{ healthy_instances: string }>(`${a.url}/health`)).healthy_instances).toBe("1/2");
+
+  // {"healthy": true} through a ends it on b.
+  start = performance.now();
+  expect((await post(`${a.url}/admin/instances/replica/health`, { healthy: true })).status).toBe(200);
+  expect(await within(start, async () => (await instance(b.url, "replica")).healthy, "b sees the simulation end")).toBeLessThan(clusterWideMsMax);
+  expect((await instance(b.url, "replica")).simulated).toBeNull();
+
+  // A timed simulation through a holds on b, then ends on both by itself.
+  expect((await post(`${a.url}/admin/instances/replica/health`, { healthy: false, duration_seconds: 3 })).status).toBe(200);
+  await waitFor(async () => (await instance(b.url, "replica")).state === "down", { timeoutMs: clusterWideMsMax, message: "b sees the timed simulation" });
+  await waitFor(async () => (await instance(a.url, "replica")).healthy && (await instance(b.url, "replica")).healthy, { timeoutMs: 10_000, message: "the timed simulation ends on both" });
+});
+
+test("a collection created through one node is served by the other; a mapping removed through one is gone on the other within 2 s", async () => {
+  await using cluster = await twoNodes();
+  const { a, b } = cluster;
+  const viaA = new ChromaClient({ host: "127.0.0.1", port: a.port });
+  const viaB = new ChromaClient({ host: "127.0.0.1", port: b.port });
+  const start = performance.now();
+  const docs = await viaA.createCollection({ name: `docs_${crypto.randomUUID().slice(0, 8)}`, embeddingFunction: null });
+  const mappedOnB = async () => (await json<{ mappings: Array<{ collection_name: string }> }>(`${b.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name);
+  expect(await within(start, mappedOnB, "b knows the collection")).toBeLessThan(clusterWideMsMax);
+  await docs.add({ ids: ["x"], embeddings: [[1, 2]], documents: ["x"] });
+  const onB = await viaB.getCollection({ name: docs.name });
+  expect(onB.id).toBe(docs.id);
+  const read = await waitFor(async () => {
+    const got = await onB.get({ ids: ["x"] });
+    return got.ids.length ? got : null;
+  });
+  expect(read.documents).toEqual(["x"]);
+
+  const removedAt = performance.now();
+  expect((await fetch(`${b.url}/collection/mappings/${docs.name}`, { method: "DELETE" })).status).toBe(200);
+  expect(await within(removedAt, async () => !(await mappedOnB.call(null)) && !(await json<{ mappings: Array<{ collection_name: string }> }>(`${a.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name), "a forgets the mapping")).toBeLessThan(clusterWideMsMax);
+});
+
+test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, every node shows it, and a dead node's run does not block the next", async () => {
+  await using cluster = await twoNodes();
+  const { a, b, databaseUrl } = cluster;
+  await waitFor(async () => (await instance(b.url, "replica")).healthy);
+  // Node a's own claim, held open by the test: the resync "runs" on a until released.
+  const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+  try {
+    const jobsOfA = new ClusterJobs(sql, { nodeId: "a", statementTimeoutMs: 2_000, staleMs: 30_000 });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const running = jobsOfA.run("resync", "replica/*", () => ({ records_copied: 7 }), () => held);
+    // The claim is in once b's /status shows it; the progress is written by a's report.
+    await waitFor(async () => (await json<{ cluster_operations: Array<{ kind: string; node_id: string }> }>(`${b.url}/status`)).cluster_operations.some((o) => o.kind === "resync" && o.node_id === "a"));
+    await jobsOfA.reportOnce();
+
+    const refused = await post(`${b.url}/admin/instances/replica/resync`, {});
+    expect(refused.status).toBe(409);
+    const body = (await refused.json()) as { error: string; message: string };
+    expect(body.error).toBe("UniqueConstraintError");
+    expect(body.message).toContain("already runs on node a");
+    type Operations = { cluster_operations: Array<{ kind: string; scope: string; node_id: string; state: string; progress: unknown }> };
+    // (The nodes' own repair passes are listed too.)
+    const resyncsOf = async (url: string) =>
+      (await json<Operations>(`${url}/status`)).cluster_operations.filter((o) => o.kind === "resync").map(({ kind, scope, node_id, state, progress }) => ({ kind, scope, node_id, state, progress }));
+    const expected = [{ kind: "resync", scope: "replica/*", node_id: "a", state: "running", progress: { records_copied: 7 } }];
+    for (const node of [a, b]) {
+      await waitFor(async () => JSON.stringify(await resyncsOf(node.url)) === JSON.stringify(expected), { timeoutMs: clusterWideMsMax, message: "the progress is shown" });
+      expect(await resyncsOf(node.url)).toEqual(expected);
+    }
+    release();
+    expect(await running).toEqual({ ran: true, result: undefined });
+    // Once it ended, the same resync asked through b runs there.
+    const ran = await post(`${b.url}/admin/instances/replica/resync`, {});
+    expect(ran.status).toBe(200);
+    const resyncRuns = async (url: string) => (await resyncsOf(url)).map((o) => `${o.node_id} ${o.state}`).join();
+    await waitFor(async () => (await resyncRuns(a.url)) === "b done", { timeoutMs: clusterWideMsMax, message: "a shows b's run done" });
+
+    // A run whose node died (no progress written for 3 lease times) does not block the next.
+    await sql`update chroma_lb_jobs set node_id = 'gone', state = 'running', heartbeat_at = now() - interval '1 minute' where kind = 'resync' and scope = 'replica/*'`;
+    expect((await post(`${a.url}/admin/instances/replica/resync`, {})).status).toBe(200);
+    await waitFor(async () => (await resyncRuns(b.url)) === "a done", { timeoutMs: clusterWideMsMax, message: "b shows a's run done" });
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("an instance down, and its return, are posted once for the cluster, not once per node", async () => {
+  using receiver = alertReceiver();
+  await using cluster = await twoNodes({ ALERT_WEBHOOK_URL: receiver.url, ALERT_MIN_INTERVAL: "0", ALERT_CHECK_INTERVAL: "1" });
+  const { a, b } = cluster;
+  await waitFor(async () => (await instance(a.url, "replica")).healthy && (await instance(b.url, "replica")).healthy);
+  const otherNodeCount = async (event: string) => {
+    let total = 0;
+    for (const node of [a, b]) {
+      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const line = text.split("\n").find((l) => l.startsWith(`chroma_lb_alerts_total{`) && l.includes(`event="${event}"`) && l.includes(`outcome="posted_by_other_node"`));
+      total += line ? Number(line.split(" ").at(-1)) : 0;
+    }
+    return total;
+  };
+  const replica = servers[1]!;
+  await replica.kill();
+  try {
+    // Both nodes see it down (each records it); one posts it, the other is told it was posted.
+    await waitFor(async () => receiver.rows().includes("instance_down firing replica") && (await otherNodeCount("instance_down")) >= 1, { message: "one node posts instance_down, the other defers" });
+  } finally {
+    await replica.restart();
+  }
+  await waitFor(async () => receiver.rows().includes("instance_down resolved replica") && (await otherNodeCount("instance_down")) >= 2, { message: "one node posts the return, the other defers" });
+  expect(receiver.rows().filter((r) => r.startsWith("instance_down"))).toEqual(["instance_down firing replica", "instance_down resolved replica"]);
+});
+
+test("a reset through one node clears the other's mappings and log within 2 s; the name is usable again through either", async () => {
+  await using chroma = await startChromaServers(2, { allowReset: true });
+  await using cluster = await twoNodes({ ALLOW_RESET: "true" }, chroma);
+  const { a, b } = cluster;
+  await waitFor(async () => (await json<{ healthy_instances: string }>(`${b.url}/health`)).healthy_instances === "2/2");
+  const viaA = new ChromaClient({ host: "127.0.0.1", port: a.port });
+  const docs = await viaA.createCollection({ name: "reset_docs", embeddingFunction: null });
+  await docs.add({ ids: ["a", "b"], embeddings: [[1, 2], [3, 4]], documents: ["a", "b"] });
+  const mappingsOf = async (url: string) => (await json<{ count: number }>(`${url}/collection/mappings`)).count;
+  const logOf = async (url: string) => {
+    const wal = await json<{ total_entries: number; pending_writes: number }>(`${url}/wal/status`);
+    return { total: wal.total_entries, pending: wal.pending_writes };
+  };
+  await waitFor(async () => (await mappingsOf(b.url)) === 1 && (await logOf(b.url)).total > 0, { message: "b knows the collection and its entries" });
+
+  const resetAt = performance.now();
+  const res = await fetch(`${a.url}/api/v2/reset`, { method: "POST" });
+  expect(res.status).toBe(200);
+  const cleared = await within(resetAt, async () => (await mappingsOf(b.url)) === 0 && JSON.stringify(await logOf(b.url)) === JSON.stringify({ total: 0, pending: 0 }), "b's view is cleared");
+  expect(cleared).toBeLessThan(clusterWideMsMax);
+  expect(await logOf(a.url)).toEqual({ total: 0, pending: 0 });
+
+  // The name is free again on both nodes: made through b, written and read through a.
+  const viaB = new ChromaClient({ host: "127.0.0.1", port: b.port });
+  const again = await viaB.createCollection({ name: "reset_docs", embeddingFunction: null });
+  expect(again.id).not.toBe(docs.id);
+  await waitFor(async () => (await mappingsOf(a.url)) === 1);
+  const onA = await waitFor(() => viaA.getCollection({ name: "reset_docs" }).catch(() => null));
+  expect(onA.id).toBe(again.id);
+  await onA.add({ ids: ["c"], embeddings: [[5, 6]], documents: ["c"] });
+  const read = await waitFor(async () => {
+    const got = await again.get({ ids: ["c"] });
+    return got.ids.length ? got : null;
+  });
+  expect(read.documents).toEqual(["c"]);
+});
+
+test("while Postgres is down /status answers within its bound with the last lists and the error, and a switch is refused, not held on one node", async () => {
+  const own = await startPgServer();
+  try {
+    await using cluster = await twoNodes({}, servers, own);
+    const { a, b } = cluster;
+    await waitFor(async () => (await json<{ nodes: unknown[] }>(`${a.url}/status`)).nodes.length === 2);
+    await own.kill();
+    const status = await waitFor(async () => {
+      const s = await json<{ nodes: Array<{ id: string }>; cluster_error?: string; cluster_as_of: string }>(`${a.url}/status`);
+      return s.cluster_error ? s : null;
+    }, { message: "a reports that Postgres does not answer" });
+    expect(status.nodes.map((n) => n.id)).toEqual(["a", "b"]);
+    expect(Date.parse(status.cluster_as_of)).toBeLessThan(Date.now());
+    const started = performance.now();
+    await json(`${a.url}/status`);
+    // Bounded by the wait for the log's counts (a second), never by Postgres's connect timeouts.
+    expect(performance.now() - started).toBeLessThan(1_500);
+
+    // Readiness holds: the instances still answer, only the log's counts are unknown.
+    const health = await fetch(`${a.url}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ healthy_instances: "2/2", pending_writes: null });
+    expect((await fetch(`${a.url}/metrics`)).status).toBe(200);
+
+    const refused = await post(`${a.url}/admin/instances/replica/maintenance`, { enabled: true });
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { error: string }).error).toBe("ServiceUnavailableError");
+    expect((await instance(a.url, "replica")).maintenance).toBe(false);
+
+    await own.restart();
+    await waitFor(async () => !(await json<{ cluster_error?: string }>(`${a.url}/status`)).cluster_error, { timeoutMs: 20_000, message: "a reads Postgres again" });
+    expect((await post(`${a.url}/admin/instances/replica/maintenance`, { enabled: true })).status).toBe(200);
+    await waitFor(async () => (await instance(b.url, "replica")).maintenance, { timeoutMs: clusterWideMsMax, message: "b applies the switch" });
+  } finally {
+    await own.stop();
+  }
+});
