@@ -102,6 +102,12 @@ export async function applyEntries(
     if (!uuid) return { kind: "failed", status, headers: result.headers, body: result.body, reason: "create answered without an id" };
     if (first.collectionId) await collections.setInstanceUuid(first.collectionId, instance.name, uuid);
   }
+  // A replayed delete is one its write target applied, or one left unanswered by a crash and
+  // now replayed everywhere: the collection is gone, from chroma-lb's mappings too (the write
+  // path marks them only when it answers the client, which a crash may have prevented).
+  if (options.replay && first.op === "delete_collection" && first.collectionId && (status < 300 || alreadyThere)) {
+    await collections.markDeleted(first.collectionId);
+  }
   if (status < 300 || alreadyThere) return { kind: "applied", status, headers: result.headers, body: result.body };
   const reason = `${target.method} ${target.path} answered ${status}: ${new TextDecoder().decode(result.body).slice(0, 300)}`;
   if (status === 413) return { kind: "refused", status, ...chromaErrorShape(result.headers, result.body), reason };
