@@ -15,6 +15,7 @@ export class StatementTimeout extends Error {
 
 /** What postgres.js returns for a query: a promise that can be cancelled. */
 interface Cancellable<T> extends PromiseLike<T> {
+  /** postgres.js answers a promise: it rejects when the cancel request cannot reach the server. */
   cancel?: () => unknown;
 }
 
@@ -24,7 +25,9 @@ export async function bounded<T>(what: string, query: Cancellable<T>, timeoutMs:
   const expiry = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       try {
-        query.cancel?.();
+        // The cancel request opens a connection of its own; with Postgres gone it rejects
+        // (refused, or closed mid-handshake), and that rejection is expected, not unhandled.
+        Promise.resolve(query.cancel?.()).catch(() => {});
       } catch {
         // The connection is gone; nothing to cancel.
       }
