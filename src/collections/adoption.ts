@@ -35,6 +35,8 @@ export type Filler = (record: CollectionRecord, source: Instance, targets: Insta
 
 export class Adoption {
   private running: Promise<AdoptionReport> | null = null;
+  /** The pass that starts once the running one ends (see adoptOnce). */
+  private next: Promise<AdoptionReport> | null = null;
   private lastRunMs = 0;
   lastReport: AdoptionReport | null = null;
   /** Tenants named in requests, scanned besides default_tenant and those of known collections. */
@@ -71,14 +73,31 @@ export class Adoption {
     await this.adoptOnce();
   }
 
+  /**
+   * A pass that starts after this call. A pass already running may have listed the instances
+   * before the caller's reason to ask (a collection made on an instance, an instance back),
+   * so it is not shared: one more pass follows it, shared by every caller meanwhile.
+   */
   adoptOnce(): Promise<AdoptionReport> {
-    if (!this.running) {
-      this.running = this.scan().finally(() => {
-        this.running = null;
-        this.lastRunMs = Date.now();
+    if (this.next) return this.next;
+    if (!this.running) return this.start();
+    const next = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.next = null;
+        return this.start();
       });
-    }
-    return this.running;
+    this.next = next;
+    return next;
+  }
+
+  private start(): Promise<AdoptionReport> {
+    const running = this.scan().finally(() => {
+      this.running = null;
+      this.lastRunMs = Date.now();
+    });
+    this.running = running;
+    return running;
   }
 
   private async listAll(instanceName: string, path: string): Promise<unknown[] | null> {
@@ -173,8 +192,10 @@ export class Adoption {
           this.onLost(record, this.registry.get(instance)!);
         }
       }
+      // Healthy now, not only when listed: an instance taken out since (an outage, or a
+      // simulated one) is not written to; the pass after its return fills it.
       const missingOn = [...foundBy.keys()].filter(
-        (instance) => !record.instanceUuids.has(instance) && this.wal.isCaughtUp(instance, record.id),
+        (instance) => !record.instanceUuids.has(instance) && this.registry.get(instance)!.healthy && this.wal.isCaughtUp(instance, record.id),
       );
       if (!missingOn.length) continue;
       const label = `${record.tenant}/${record.database}/${record.name}`;
