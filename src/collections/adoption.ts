@@ -117,7 +117,15 @@ export class Adoption {
     const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], filled: [], scannedInstances: [] };
     const tenants = new Set(["default_tenant", ...this.requestedTenants, ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
     const foundBy = new Map<string, Map<string, Found>>();
+    // The UUIDs each instance was known to hold when its listing began. One learnt later (a
+    // create replayed to it while the pass listed) may be missing from the listing without
+    // the instance having lost anything.
+    const knownAtListing = new Map<string, Set<string>>();
     for (const instance of this.registry.all.filter((i) => i.healthy)) {
+      knownAtListing.set(
+        instance.name,
+        new Set(this.collections.list({ includeDeleted: true }).flatMap((c) => c.instanceUuids.get(instance.name) ?? [])),
+      );
       const found = new Map<string, Found>();
       let complete = true;
       for (const tenant of tenants) {
@@ -187,7 +195,7 @@ export class Adoption {
     for (const record of this.collections.list()) {
       for (const [instance, found] of foundBy) {
         const uuid = record.instanceUuids.get(instance);
-        if (uuid && this.onLost && ![...found.values()].some((f) => f.uuid === uuid)) {
+        if (uuid && this.onLost && knownAtListing.get(instance)?.has(uuid) && ![...found.values()].some((f) => f.uuid === uuid)) {
           this.log.warn("an instance no longer holds a collection it had", { instance, collection: record.name, uuid });
           this.onLost(record, this.registry.get(instance)!);
         }
