@@ -35,6 +35,8 @@ export type Filler = (record: CollectionRecord, source: Instance, targets: Insta
 
 export class Adoption {
   private running: Promise<AdoptionReport> | null = null;
+  /** The pass that starts once the running one ends (see adoptOnce). */
+  private next: Promise<AdoptionReport> | null = null;
   private lastRunMs = 0;
   lastReport: AdoptionReport | null = null;
   /** Tenants named in requests, scanned besides default_tenant and those of known collections. */
@@ -71,14 +73,31 @@ export class Adoption {
     await this.adoptOnce();
   }
 
+  /**
+   * A pass that starts after this call. A pass already running may have listed the instances
+   * before the caller's reason to ask (a collection made on an instance, an instance back),
+   * so it is not shared: one more pass follows it, shared by every caller meanwhile.
+   */
   adoptOnce(): Promise<AdoptionReport> {
-    if (!this.running) {
-      this.running = this.scan().finally(() => {
-        this.running = null;
-        this.lastRunMs = Date.now();
+    if (this.next) return this.next;
+    if (!this.running) return this.start();
+    const next = this.running
+      .catch(() => undefined)
+      .then(() => {
+        this.next = null;
+        return this.start();
       });
-    }
-    return this.running;
+    this.next = next;
+    return next;
+  }
+
+  private start(): Promise<AdoptionReport> {
+    const running = this.scan().finally(() => {
+      this.running = null;
+      this.lastRunMs = Date.now();
+    });
+    this.running = running;
+    return running;
   }
 
   private async listAll(instanceName: string, path: string): Promise<unknown[] | null> {
@@ -98,7 +117,15 @@ export class Adoption {
     const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], filled: [], scannedInstances: [] };
     const tenants = new Set(["default_tenant", ...this.requestedTenants, ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
     const foundBy = new Map<string, Map<string, Found>>();
+    // The UUIDs each instance was known to hold when its listing began. One learnt later (a
+    // create replayed to it while the pass listed) may be missing from the listing without
+    // the instance having lost anything.
+    const knownAtListing = new Map<string, Set<string>>();
     for (const instance of this.registry.all.filter((i) => i.healthy)) {
+      knownAtListing.set(
+        instance.name,
+        new Set(this.collections.list({ includeDeleted: true }).flatMap((c) => c.instanceUuids.get(instance.name) ?? [])),
+      );
       const found = new Map<string, Found>();
       let complete = true;
       for (const tenant of tenants) {
@@ -168,13 +195,15 @@ export class Adoption {
     for (const record of this.collections.list()) {
       for (const [instance, found] of foundBy) {
         const uuid = record.instanceUuids.get(instance);
-        if (uuid && this.onLost && ![...found.values()].some((f) => f.uuid === uuid)) {
+        if (uuid && this.onLost && knownAtListing.get(instance)?.has(uuid) && ![...found.values()].some((f) => f.uuid === uuid)) {
           this.log.warn("an instance no longer holds a collection it had", { instance, collection: record.name, uuid });
           this.onLost(record, this.registry.get(instance)!);
         }
       }
+      // Healthy now, not only when listed: an instance taken out since (an outage, or a
+      // simulated one) is not written to; the pass after its return fills it.
       const missingOn = [...foundBy.keys()].filter(
-        (instance) => !record.instanceUuids.has(instance) && this.wal.isCaughtUp(instance, record.id),
+        (instance) => !record.instanceUuids.has(instance) && this.registry.get(instance)!.healthy && this.wal.isCaughtUp(instance, record.id),
       );
       if (!missingOn.length) continue;
       const label = `${record.tenant}/${record.database}/${record.name}`;

@@ -50,6 +50,55 @@ export async function waitFor<T>(
   throw new Error(text, { cause: lastError });
 }
 
+/** Options for {@link waitWhileProgressing}. */
+export interface ProgressOptions {
+  /** How long `progress` may hold the same value before the wait gives up. Default 15 000 ms. */
+  stallMs?: number;
+  /** Pause between two attempts. Default 25 ms. */
+  intervalMs?: number;
+  /** What was awaited, for the error. Default "condition". */
+  message?: string;
+}
+
+/**
+ * Polls `condition` until it returns a truthy value, for as long as `progress` keeps changing:
+ * the wait gives up only once `progress` has answered the same value for `stallMs`. For work
+ * whose pace is the machine's (replaying a backlog while other processes run), where a fixed
+ * timeout would measure the load rather than the product, and a stop is what must fail.
+ */
+export async function waitWhileProgressing<T>(
+  condition: () => T | Promise<T>,
+  progress: () => unknown,
+  opts: ProgressOptions = {},
+): Promise<Truthy<T>> {
+  const stallMs = opts.stallMs ?? 15_000;
+  const intervalMs = opts.intervalMs ?? intervalMsDefault;
+  const message = opts.message ?? "condition";
+  let last: string | undefined;
+  let changedMs = performance.now();
+  let attempts = 0;
+  let lastError: unknown;
+  while (true) {
+    attempts += 1;
+    try {
+      const value = await withDeadline(condition, stallMs);
+      if (value) return value as Truthy<T>;
+    } catch (error) {
+      if (error !== deadlineReached) lastError = error;
+    }
+    const now = JSON.stringify(await withDeadline(progress, stallMs).catch(() => last));
+    if (now !== last) {
+      last = now;
+      changedMs = performance.now();
+    } else if (performance.now() - changedMs > stallMs) {
+      let text = `waitWhileProgressing: ${message} not met, and no progress for ${stallMs} ms (${attempts} attempts; progress stayed at ${now})`;
+      if (lastError !== undefined) text += `; last error: ${describe(lastError)}`;
+      throw new Error(text, { cause: lastError });
+    }
+    await Bun.sleep(intervalMs);
+  }
+}
+
 const deadlineReached = Symbol("deadlineReached");
 
 async function withDeadline<T>(
