@@ -82,7 +82,7 @@ export interface Workload {
 const T = "/api/v2/tenants/default_tenant/databases/default_database";
 export const dimension = 4;
 const metadataKeys = ["a", "b", "c", "d"] as const;
-/** Pause after a refused connection (chroma-lb restarting), so clients do not spin. */
+/** Pause after a refused connection (chroma-lb restarting) or a write refused before logging (its store cut), so clients do not spin. */
 const refusedPauseMs = 100;
 
 export const idOf = (client: number, n: number) => `c${client}-r${n}`;
@@ -268,7 +268,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
       if (several) record.node = node;
       history.push(record);
       learn(knowledge, record);
-      if (record.error === "connection refused") await Bun.sleep(refusedPauseMs);
+      if (record.error === "connection refused" || (record.status === 503 && record.outcome === "failed")) await Bun.sleep(refusedPauseMs);
     }
   };
 
