@@ -199,7 +199,11 @@ function recordOp(r: Rng, kind: OpKind, client: number, seq: number, collection:
   return { ref, client, kind, collection, ids, writes, base64: base64Sent, method: "POST", path, body };
 }
 
-function classifyError(error: unknown): { outcome: Outcome; error: string } {
+/** How every request of the workload is sent: on a connection of its own (see the header). */
+export const requestInit = { keepalive: false } as const;
+
+/** A fetch that threw: refused (never sent) fails; anything else may have taken effect. */
+export function classifyError(error: unknown): { outcome: Outcome; error: string } {
   const e = error as { name?: string; code?: string; message?: string };
   // Refused: the request never reached chroma-lb, so it cannot have taken effect.
   if (e.code === "ECONNREFUSED" || e.code === "ConnectionRefused") return { outcome: "failed", error: "connection refused" };
@@ -243,7 +247,7 @@ export function startWorkload(opts: WorkloadOptions): Workload {
           headers,
           body: body === null ? undefined : JSON.stringify(body),
           signal: AbortSignal.timeout(opts.requestTimeoutMs),
-          keepalive: false,
+          ...requestInit,
         });
         const text = await res.text();
         const outcome = refusedBeforeLogging(res.status, text) ? "failed" : outcomeOfStatus(res.status);
