@@ -15,6 +15,9 @@ import type { LogSnapshot, LogStore, OwedQuery } from "../store";
 import type { TxScope } from "./tx-scope";
 import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryOp, type FailedEntry, type NewEntry, type OwedRow, type PendingEntry } from "../types";
 
+/** Tries of markUnderRepair when other nodes keep clearing the mark it read. */
+const markAttemptsMax = 3;
+
 /** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
 const appendLockKey = 0x63686c6f67;
 const cleanupChunkEntries = 2000;
@@ -294,14 +297,19 @@ export class PostgresLogStore implements LogStore {
   }
 
   async markUnderRepair(instance: string, partition: string, reason: string, atMs: number) {
-    const head = await this.headSeq();
-    await this.q`
-      INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
-      VALUES (${instance}, ${partition}, ${head}, 'repair', ${reason.slice(0, 2000)}, 0, ${atMs}) ON CONFLICT DO NOTHING`;
-    const [mark] = await this.q<Divergence[]>`
-      SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs"
-        FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`;
-    return mark!;
+    // Another node's repair may clear an existing mark between the insert (which then kept
+    // it) and the read: insert again, a few times (a NODES=3 chaos run saw the read find none).
+    for (let attempt = 1; ; attempt++) {
+      const head = await this.headSeq();
+      await this.q`
+        INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
+        VALUES (${instance}, ${partition}, ${head}, 'repair', ${reason.slice(0, 2000)}, 0, ${atMs}) ON CONFLICT DO NOTHING`;
+      const [mark] = await this.q<Divergence[]>`
+        SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs"
+          FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`;
+      if (mark) return mark;
+      if (attempt >= markAttemptsMax) throw new Error(`the repair mark of ${instance}/${partition} was cleared by another node ${markAttemptsMax} times in a row`);
+    }
   }
 
   async clearDiverged(instance: string, partition: string) {
