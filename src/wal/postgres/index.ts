@@ -325,11 +325,15 @@ export class PostgresLogStore implements LogStore {
    * writer that is gone (killed, or cut off and its transaction ended).
    */
   async recoverOrphans(partition: string): Promise<number[]> {
-    // A `new` entry is owed by every instance (none applied it), so one instance's owed rows
-    // (indexed, as few as its lag) find them all without scanning the partition's log.
+    // A `new` entry is owed by every instance none applied it to, so the instances' owed rows
+    // (indexed, as few as their lag) find them all without scanning the partition's log. Every
+    // instance's, not one's: a resync or a divergence mark may have settled it for one
+    // instance while it was in flight (NODES=3 chaos run, seed 734099232: a wiped primary's
+    // resync settled an in-flight add for the primary, its writer was SIGKILLed, and the
+    // replica owed a `new` entry no recovery looked for, which held back its partition).
     const rows = await this.qd<Array<{ seq: number }>>`
       UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL
-       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${this.instances[0]!} AND partition = ${partition})
+       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ANY(${this.instances}::text[]) AND partition = ${partition})
          AND state = 'new' RETURNING seq`;
     return rows.map((r) => r.seq);
   }
@@ -338,7 +342,7 @@ export class PostgresLogStore implements LogStore {
   async partitionsWithUnanswered(limit: number): Promise<string[]> {
     const rows = await this.sql<Array<{ partition: string }>>`
       SELECT DISTINCT p.partition FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
-       WHERE p.instance = ${this.instances[0]!} AND e.state = 'new' LIMIT ${limit}`;
+       WHERE p.instance = ANY(${this.instances}::text[]) AND e.state = 'new' LIMIT ${limit}`;
     return rows.map((r) => r.partition);
   }
 
