@@ -156,7 +156,12 @@ export class CollectionStore {
     return this.byInstanceUuid.get(instanceUuid)?.id ?? instanceUuid;
   }
 
-  /** The record is in memory at once (before this yields); resolves once the store has it. */
+  /**
+   * The record is in memory at once (before this yields); resolves once the store has it.
+   * When the store refuses it (Postgres cut), it leaves memory again: kept, it would map the
+   * name to a collection no instance has and no log entry creates, and writes to that name
+   * would then be logged against it and never apply (chaos, NODES=3, seed 734099232).
+   */
   async create(id: string, tenant: string, database: string, name: string): Promise<CollectionRecord> {
     const now = Date.now();
     const record: CollectionRecord = {
@@ -171,7 +176,14 @@ export class CollectionStore {
     };
     const persisted = this.track(this.store.upsertCollection({ id, tenant, database, name, status: "active", createdAtMs: now, updatedAtMs: now }));
     this.index(record);
-    await persisted;
+    try {
+      await persisted;
+    } catch (error) {
+      if (this.byId.get(id) === record) this.byId.delete(id);
+      const key = nameKey(tenant, database, name);
+      if (this.activeByName.get(key) === record) this.activeByName.delete(key);
+      throw error;
+    }
     return record;
   }
 

@@ -28,6 +28,8 @@ export interface ChaosOptions {
   faultKinds?: readonly FaultKind[];
   /** `postgres`: chroma-lb keeps its log in a Postgres server of the run's own, which `kill-postgres` SIGKILLs. */
   logStore?: "sqlite" | "postgres";
+  /** chroma-lb nodes sharing the run's Postgres (needs logStore postgres); adds kill-node and cut-node. Default 1. */
+  nodes?: number;
   /** After an instance fault, how long the next one waits for the victim to catch up once it is up. Default 10 000 ms. */
   catchUpWaitMs?: number;
   /** Bound on the wait for the log to drain after the last fault. Default 120 000 ms. */
@@ -107,16 +109,17 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   const churnCollections = Array.from({ length: opts.churnCollections ?? 2 }, (_, i) => `churn_${String.fromCharCode(97 + i)}`);
   const ids = Array.from({ length: clients }, (_, c) => Array.from({ length: idsPerClient }, (_, n) => idOf(c, n))).flat();
   const fixed = opts.faultKinds !== undefined;
-  const plan = planFaults(opts.seed, opts.durationMs, opts.faultKinds, opts.logStore);
+  const nodeCount = opts.nodes ?? 1;
+  const plan = planFaults(opts.seed, opts.durationMs, opts.faultKinds, opts.logStore, nodeCount);
 
   log(
     `seed ${opts.seed} (replay with SEED=${opts.seed}), ${opts.durationMs / 1000} s, ${clients} clients on ${collections.length} collections (${idsPerClient} ids per client each)` +
       (churnCollections.length ? `, 1 client creating, dropping and writing ${churnCollections.length} more` : ""),
   );
-  const planned = [...plan.instances, ...plan.lb, ...plan.postgres].sort((a, b) => a.atMs - b.atMs);
-  log(`planned faults: ${planned.map((f) => `${f.kind}@${f.atMs}/${f.downMs}ms`).join(", ") || "none"}`);
+  const planned = [...plan.instances, ...plan.lb, ...plan.postgres, ...plan.nodes].sort((a, b) => a.atMs - b.atMs);
+  log(`planned faults: ${planned.map((f) => `${f.kind}${f.node !== undefined ? `(node-${f.node})` : ""}@${f.atMs}/${f.downMs}ms`).join(", ") || "none"}`);
 
-  const cluster: Cluster = await startCluster({ logStore: opts.logStore });
+  const cluster: Cluster = await startCluster({ logStore: opts.logStore, nodes: nodeCount });
   const result: ChaosResult = {
     seed: opts.seed,
     durationMs: opts.durationMs,
@@ -134,6 +137,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
   let history: OpRecord[] = [];
   let workload: Workload | null = null;
   try {
+    if (cluster.nodes.length > 1) log(`nodes: ${cluster.nodes.map((n, i) => `node-${i} ${n.lb.url} (pid ${n.lb.pid}, Postgres via proxy :${n.proxy.port})`).join(", ")}`);
     log(`chroma-lb ${cluster.lb.url} (pid ${cluster.lb.pid}), primary ${cluster.instances.primary.url}, replica ${cluster.instances.replica.url}, mirror database ${cluster.database} via proxy :${cluster.postgresProxy.port}`);
     for (const name of [...collections, ...churnCollections]) {
       const res = await fetch(`${cluster.lb.url}${T}/collections`, {
@@ -146,7 +150,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
 
     const t0 = performance.now();
     const now = () => Math.round(performance.now() - t0);
-    workload = startWorkload({ seed: opts.seed, lbUrl: cluster.lb.url, collections, churnCollections, clients, idsPerClient, requestTimeoutMs, t0 });
+    workload = startWorkload({ seed: opts.seed, lbUrls: cluster.nodes.map((n) => n.lb.url), collections, churnCollections, clients, idsPerClient, requestTimeoutMs, t0 });
     history = workload.history;
     const ctx: LaneContext = {
       cluster,
@@ -157,7 +161,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
       recoveryTimeoutMs,
       catchUpWaitMs: opts.catchUpWaitMs ?? catchUpWaitMsDefault,
     };
-    const lanes = Promise.all([runLane(plan.instances, ctx), runLane(plan.lb, ctx), runLane(plan.postgres, ctx)]);
+    const lanes = Promise.all([runLane(plan.instances, ctx), runLane(plan.lb, ctx), runLane(plan.postgres, ctx), runLane(plan.nodes, ctx)]);
     // A fixed plan runs whole even when it outlasts the duration; the clients write until it is done.
     await Promise.all([Bun.sleep(opts.durationMs), fixed ? lanes : Promise.resolve()]);
     await lanes;
@@ -166,9 +170,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosResult> {
     log(`+${clientsStoppedMs} ms clients stopped after ${history.length} operations`);
 
     // Restore everything (each fault undoes itself; this is the safety net).
-    await cluster.postgresProxy.reopen();
+    for (const node of cluster.nodes) await node.proxy.reopen();
     for (const name of instanceNames) if (!cluster.instances[name].alive) await cluster.instances[name].restart();
-    if (!cluster.lb.alive) await cluster.lb.restart();
+    for (const node of cluster.nodes) if (!node.lb.alive) await node.lb.restart();
 
     const lastFaultEndMs = Math.max(0, ...result.faults.map((f) => f.endMs));
     const deadline = performance.now() + (opts.convergeTimeoutMs ?? convergeTimeoutMsDefault);
@@ -242,7 +246,7 @@ export function summarize(result: ChaosResult): string[] {
   lines.push(`faults (${result.faults.length}): ${[...kinds].map(([k, n]) => `${k} ×${n}`).join(", ") || "none"}`);
   for (const f of result.faults) {
     lines.push(
-      `  +${f.startMs} ms ${f.kind}, undone +${f.endMs} ms${f.upMs !== undefined ? `, up +${f.upMs} ms` : ""}${f.recoveredMs !== undefined ? `, caught up +${f.recoveredMs} ms` : ""}${f.resyncSeen ? ", resync seen" : ""}${f.note ? ` (${f.note})` : ""}`,
+      `  +${f.startMs} ms ${f.kind}${f.node !== undefined ? ` node-${f.node}` : ""}, undone +${f.endMs} ms${f.upMs !== undefined ? `, up +${f.upMs} ms` : ""}${f.recoveredMs !== undefined ? `, caught up +${f.recoveredMs} ms` : ""}${f.resyncSeen ? ", resync seen" : ""}${f.note ? ` (${f.note})` : ""}`,
     );
   }
   const o = result.ops;

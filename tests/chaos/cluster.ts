@@ -2,7 +2,9 @@
  * What a chaos run runs against: two real Chroma servers (the primary and the replica, each
  * on its own temp data dir), chroma-lb as a child process, and a fresh Postgres database for
  * the mirror reached through a TCP proxy, so that Postgres can be "stopped" by cutting the
- * proxy without touching the real server.
+ * proxy without touching the real server. With several nodes (LOG_STORE=postgres only), each
+ * node is a chroma-lb process with a proxy of its own in front of the run's Postgres, so one
+ * node can be cut from it while the others go on.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -17,11 +19,22 @@ export const instanceNames: readonly InstanceName[] = ["primary", "replica"];
 /** Where each run creates (and at the end drops) its own mirror database. */
 const postgresAdminUrlDefault = "postgres://postgres@127.0.0.1:5432/test";
 
+/** One chroma-lb node and the proxy its DATABASE_URL points at. */
+export interface Node {
+  readonly lb: LbProcess;
+  readonly proxy: TcpProxy;
+}
+
 export interface Cluster {
   readonly instances: Record<InstanceName, ChromaServer>;
+  /** The first node's chroma-lb. */
   readonly lb: LbProcess;
-  /** The proxy in front of Postgres that chroma-lb's DATABASE_URL points at. */
+  /** The proxy in front of Postgres that the first node's DATABASE_URL points at. */
   readonly postgresProxy: TcpProxy;
+  /** Every node (one unless `nodes` was given). */
+  readonly nodes: readonly Node[];
+  /** The URL of a node whose process is alive (the first one's when none is). */
+  anyLbUrl(): string;
   /** The mirror database's name (or, with LOG_STORE=postgres, the store's). */
   readonly database: string;
   /** With LOG_STORE=postgres: the run's own Postgres server (SIGKILLed by `kill-postgres`), which holds the log. */
@@ -37,10 +50,14 @@ export interface ClusterOptions {
   postgresAdminUrl?: string;
   /** `postgres`: chroma-lb keeps its log in a Postgres server of the run's own (LOG_STORE=postgres). */
   logStore?: "sqlite" | "postgres";
+  /** chroma-lb nodes sharing the run's Postgres; more than one needs logStore postgres. Default 1. */
+  nodes?: number;
 }
 
 /** Starts the two Chroma servers, the Postgres proxy and chroma-lb, and resolves once chroma-lb sees both instances. */
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
+  const nodeCount = opts.nodes ?? 1;
+  if (nodeCount > 1 && opts.logStore !== "postgres") throw new Error("chaos: several nodes need LOG_STORE=postgres (they share its log)");
   const ownPostgres = opts.logStore === "postgres" ? await startPostgresServer() : null;
   const adminUrl = ownPostgres ? ownPostgres.url("postgres") : (opts.postgresAdminUrl ?? process.env.CHAOS_POSTGRES_URL ?? postgresAdminUrlDefault);
   const target = new URL(adminUrl);
@@ -70,36 +87,47 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
     const servers: ChromaServers = await startChromaServers(2);
     disposers.push(async () => servers[Symbol.asyncDispose]());
     const instances = { primary: servers[0]!, replica: servers[1]! };
-    const postgresProxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
-    disposers.push(() => postgresProxy.close());
-    const mirrorUrl = new URL(adminUrl);
-    mirrorUrl.host = `127.0.0.1:${postgresProxy.port}`;
-    mirrorUrl.pathname = `/${database}`;
-    const lb = await startLbProcess({
-      CHROMA_PRIMARY_URL: instances.primary.url,
-      CHROMA_REPLICA_URL: instances.replica.url,
-      HEALTH_CHECK_INTERVAL: "1",
-      HEALTH_CHECK_TIMEOUT: "0.3",
-      REQUEST_TIMEOUT: "5",
-      DATABASE_URL: mirrorUrl.toString(),
-      ...(ownPostgres ? { LOG_STORE: "postgres" } : {}),
-    });
-    disposers.push(() => lb[Symbol.asyncDispose]());
-    await waitFor(async () => ((await (await fetch(`${lb.url}/health`)).json()) as { healthy_instances?: string }).healthy_instances === "2/2", {
-      message: "chroma-lb sees both instances healthy",
-      timeoutMs: 20_000,
-    });
+    const nodes: Node[] = [];
+    for (let i = 0; i < nodeCount; i++) {
+      const proxy = await startTcpProxy({ host: target.hostname, port: Number(target.port || 5432) });
+      disposers.push(() => proxy.close());
+      const mirrorUrl = new URL(adminUrl);
+      mirrorUrl.host = `127.0.0.1:${proxy.port}`;
+      mirrorUrl.pathname = `/${database}`;
+      const lb = await startLbProcess({
+        CHROMA_PRIMARY_URL: instances.primary.url,
+        CHROMA_REPLICA_URL: instances.replica.url,
+        HEALTH_CHECK_INTERVAL: "1",
+        HEALTH_CHECK_TIMEOUT: "0.3",
+        REQUEST_TIMEOUT: "5",
+        DATABASE_URL: mirrorUrl.toString(),
+        ...(ownPostgres ? { LOG_STORE: "postgres" } : {}),
+        ...(nodeCount > 1 ? { NODE_ID: `node-${i}`, NODE_HEARTBEAT_INTERVAL: "1", LEASE_TTL_SECONDS: "6" } : {}),
+      });
+      disposers.push(() => lb[Symbol.asyncDispose]());
+      nodes.push({ lb, proxy });
+    }
+    for (const { lb } of nodes) {
+      await waitFor(async () => ((await (await fetch(`${lb.url}/health`)).json()) as { healthy_instances?: string }).healthy_instances === "2/2", {
+        message: `chroma-lb ${lb.url} sees both instances healthy`,
+        timeoutMs: 20_000,
+      });
+    }
+    const lb = nodes[0]!.lb;
+    const postgresProxy = nodes[0]!.proxy;
     return {
       instances,
       lb,
       postgresProxy,
+      nodes,
+      anyLbUrl: () => (nodes.find((n) => n.lb.alive) ?? nodes[0]!).lb.url,
       database,
       postgres: ownPostgres,
       keepLogs(dir) {
         fs.mkdirSync(dir, { recursive: true });
         const kept: string[] = [];
         for (const [label, logPath] of [
-          ["chroma-lb.log", lb.logPath],
+          ...nodes.map((n, i) => [nodes.length > 1 ? `chroma-lb-node-${i}.log` : "chroma-lb.log", n.lb.logPath] as const),
           ["primary.log", instances.primary.logPath],
           ["replica.log", instances.replica.logPath],
         ] as const) {

@@ -9,6 +9,9 @@
  * - chroma-lb: SIGKILL and restart, at any moment, also during an instance fault;
  * - Postgres: the proxy in front of it cut, then restored; with LOG_STORE=postgres (Postgres
  *   then holds the log) also the server SIGKILLed and restarted.
+ * With several nodes (NODES=N, LOG_STORE=postgres) a fourth lane takes the place of the
+ * chroma-lb one: a node drawn at random SIGKILLed and restarted, or cut from Postgres (its
+ * own proxy closed) and restored, one node at a time; cut-postgres then cuts every node.
  */
 import fs from "node:fs";
 import type { Cluster, InstanceName } from "./cluster";
@@ -23,7 +26,9 @@ export type FaultKind =
   | "outage-replica"
   | "kill-lb"
   | "cut-postgres"
-  | "kill-postgres";
+  | "kill-postgres"
+  | "kill-node"
+  | "cut-node";
 
 export const faultKinds: readonly FaultKind[] = [
   "kill-primary",
@@ -39,6 +44,9 @@ export const faultKinds: readonly FaultKind[] = [
 /** Only with LOG_STORE=postgres: the run's own Postgres server SIGKILLed and restarted. */
 export const postgresStoreFaultKinds: readonly FaultKind[] = ["kill-postgres"];
 
+/** Only with several nodes: one node SIGKILLed and restarted, or cut from Postgres and restored. */
+export const nodeFaultKinds: readonly FaultKind[] = ["kill-node", "cut-node"];
+
 const postgresFaultKinds: readonly FaultKind[] = ["cut-postgres", "kill-postgres"];
 const instanceFaultKinds: readonly FaultKind[] = faultKinds.filter((k) => k !== "kill-lb" && k !== "cut-postgres");
 
@@ -47,12 +55,16 @@ export interface PlannedFault {
   kind: FaultKind;
   atMs: number;
   downMs: number;
+  /** For node faults: the index of the victim node. */
+  node?: number;
 }
 
 export interface FaultPlan {
   instances: PlannedFault[];
   lb: PlannedFault[];
   postgres: PlannedFault[];
+  /** With several nodes only. */
+  nodes: PlannedFault[];
 }
 
 /** A fault as it happened (ms since the run started). */
@@ -67,6 +79,8 @@ export interface FaultRecord {
   recoveredMs?: number;
   /** For instance faults: a resync of the instance was seen running while it came back (expected after a lost disk). */
   resyncSeen?: boolean;
+  /** For node faults: the victim node. */
+  node?: number;
   note?: string;
 }
 
@@ -78,6 +92,9 @@ const plan = {
   lbGapMs: [8_000, 25_000],
   postgresDownMs: [2_000, 12_000],
   postgresGapMs: [8_000, 25_000],
+  nodeKillDownMs: [0, 3_000],
+  nodeCutDownMs: [2_000, 10_000],
+  nodeGapMs: [4_000, 15_000],
   /** No fault starts this close to the end, so the last one is undone before the clients stop. */
   tailMs: 3_000,
 } as const;
@@ -88,11 +105,11 @@ const plan = {
  * suite), each listed kind happens exactly once, instance faults spread over the run in a
  * seeded order, with short outages.
  */
-export function planFaults(seed: number, durationMs: number, kinds?: readonly FaultKind[], logStore: "sqlite" | "postgres" = "sqlite"): FaultPlan {
+export function planFaults(seed: number, durationMs: number, kinds?: readonly FaultKind[], logStore: "sqlite" | "postgres" = "sqlite", nodes = 1): FaultPlan {
   // Its own stream, so a run's other draws (and every SQLite plan) stay what they were.
   const pgKinds = derive(seed, "postgres-faults");
   const r = derive(seed, "faults");
-  const out: FaultPlan = { instances: [], lb: [], postgres: [] };
+  const out: FaultPlan = { instances: [], lb: [], postgres: [], nodes: [] };
   const end = durationMs - plan.tailMs;
   if (kinds) {
     const instanceKinds = r.shuffle(kinds.filter((k) => instanceFaultKinds.includes(k)));
@@ -120,6 +137,19 @@ export function planFaults(seed: number, durationMs: number, kinds?: readonly Fa
     if (t + downMs > end) break;
     out.postgres.push({ kind: logStore === "postgres" ? pgKinds.pick(postgresFaultKinds) : "cut-postgres", atMs: t, downMs });
     t += downMs + r.between(plan.postgresGapMs[0], plan.postgresGapMs[1]);
+  }
+  if (nodes > 1) {
+    // The node lane replaces the chroma-lb one (drawn above all the same, so the other lanes stay what they were).
+    out.lb = [];
+    const n = derive(seed, "node-faults");
+    for (let t = n.between(3_000, 10_000); ; ) {
+      const kind = n.pick(nodeFaultKinds);
+      const bounds = kind === "kill-node" ? plan.nodeKillDownMs : plan.nodeCutDownMs;
+      const downMs = n.between(bounds[0], bounds[1]);
+      if (t + downMs > end) break;
+      out.nodes.push({ kind, atMs: t, downMs, node: n.int(nodes) });
+      t += downMs + n.between(plan.nodeGapMs[0], plan.nodeGapMs[1]);
+    }
   }
   return out;
 }
@@ -163,7 +193,7 @@ async function lbView(lbUrl: string, name: InstanceName): Promise<"down" | "catc
 async function inject(fault: PlannedFault, ctx: LaneContext): Promise<FaultRecord> {
   const { cluster } = ctx;
   const startMs = ctx.now();
-  const record: FaultRecord = { kind: fault.kind, startMs, endMs: startMs };
+  const record: FaultRecord = { kind: fault.kind, startMs, endMs: startMs, ...(fault.node !== undefined ? { node: fault.node } : {}) };
   switch (fault.kind) {
     case "kill-primary":
     case "kill-replica":
@@ -185,7 +215,7 @@ async function inject(fault: PlannedFault, ctx: LaneContext): Promise<FaultRecor
       let sent = false;
       while (!sent && performance.now() < deadline) {
         try {
-          sent = (await postJson(`${cluster.lb.url}/admin/instances/${name}/health`, { healthy: false, duration_seconds: fault.downMs / 1000 })).ok;
+          sent = (await postJson(`${cluster.anyLbUrl()}/admin/instances/${name}/health`, { healthy: false, duration_seconds: fault.downMs / 1000 })).ok;
         } catch {
           // Not answering yet.
         }
@@ -204,11 +234,27 @@ async function inject(fault: PlannedFault, ctx: LaneContext): Promise<FaultRecor
       await cluster.lb.restart();
       break;
     case "cut-postgres":
-      await cluster.postgresProxy.close();
-      ctx.log(`+${startMs} ms cut-postgres: proxy closed for ${fault.downMs} ms`);
+      for (const node of cluster.nodes) await node.proxy.close();
+      ctx.log(`+${startMs} ms cut-postgres: proxy${cluster.nodes.length > 1 ? " of every node" : ""} closed for ${fault.downMs} ms`);
       await Bun.sleep(fault.downMs);
-      await cluster.postgresProxy.reopen();
+      for (const node of cluster.nodes) await node.proxy.reopen();
       break;
+    case "kill-node": {
+      const node = cluster.nodes[fault.node ?? 0]!;
+      await node.lb.kill("SIGKILL");
+      ctx.log(`+${startMs} ms kill-node: node-${fault.node} SIGKILLed, restart in ${fault.downMs} ms`);
+      await Bun.sleep(fault.downMs);
+      await node.lb.restart();
+      break;
+    }
+    case "cut-node": {
+      const node = cluster.nodes[fault.node ?? 0]!;
+      await node.proxy.close();
+      ctx.log(`+${startMs} ms cut-node: node-${fault.node}'s proxy to Postgres closed for ${fault.downMs} ms`);
+      await Bun.sleep(fault.downMs);
+      await node.proxy.reopen();
+      break;
+    }
     case "kill-postgres":
       if (!cluster.postgres) throw new Error("kill-postgres needs LOG_STORE=postgres (the run's own Postgres server)");
       await cluster.postgres.kill();
@@ -233,16 +279,16 @@ export async function runLane(faults: PlannedFault[], ctx: LaneContext): Promise
     }
     const record = await inject(fault, ctx);
     ctx.records.push(record);
-    if (fault.kind === "kill-lb" || postgresFaultKinds.includes(fault.kind)) continue;
+    if (fault.kind === "kill-lb" || postgresFaultKinds.includes(fault.kind) || nodeFaultKinds.includes(fault.kind)) continue;
     // At most one instance down at a time: wait until chroma-lb has the victim up again
     // (and its copy whole), then a little longer for it to catch up, then go on.
     const name = victimOf(fault.kind);
     const upDeadline = performance.now() + ctx.recoveryTimeoutMs;
-    let view = await lbView(ctx.cluster.lb.url, name);
+    let view = await lbView(ctx.cluster.anyLbUrl(), name);
     while (view !== "served" && view !== "catching_up" && performance.now() < upDeadline) {
       if (view === "resync") record.resyncSeen = true;
       await Bun.sleep(100);
-      view = await lbView(ctx.cluster.lb.url, name);
+      view = await lbView(ctx.cluster.anyLbUrl(), name);
     }
     if (view !== "served" && view !== "catching_up") {
       record.note = `${name} not up again within ${ctx.recoveryTimeoutMs} ms (${view ?? "chroma-lb not answering"})`;
@@ -253,7 +299,7 @@ export async function runLane(faults: PlannedFault[], ctx: LaneContext): Promise
     const servedDeadline = performance.now() + ctx.catchUpWaitMs;
     while (view !== "served" && performance.now() < servedDeadline) {
       await Bun.sleep(100);
-      view = (await lbView(ctx.cluster.lb.url, name)) ?? view;
+      view = (await lbView(ctx.cluster.anyLbUrl(), name)) ?? view;
       if (view === "resync") record.resyncSeen = true;
     }
     if (view === "served") record.recoveredMs = ctx.now();

@@ -11,6 +11,9 @@
  *   CHAOS_POSTGRES_URL  where the mirror database is created (default postgres://postgres@127.0.0.1:5432/test)
  *   LOG_STORE       postgres: chroma-lb keeps its log in a Postgres server of the run's own, and
  *                   the Postgres lane also SIGKILLs and restarts it (default sqlite)
+ *   NODES           chroma-lb nodes sharing that Postgres (needs LOG_STORE=postgres; default 1):
+ *                   each operation goes to a node drawn at random, and a node lane SIGKILLs
+ *                   one node and restarts it, or cuts one from Postgres and restores it
  */
 import { runChaos, summarize } from "./chaos";
 import { seedFromEnv } from "./rng";
@@ -26,6 +29,12 @@ function positiveNumber(name: string, fallback: number): number {
   return value;
 }
 
+const logStore = process.env.LOG_STORE === "postgres" ? "postgres" : "sqlite";
+const nodes = Math.round(positiveNumber("NODES", 1));
+if (nodes > 1 && logStore !== "postgres") {
+  console.error("NODES above 1 needs LOG_STORE=postgres: the nodes share its log");
+  process.exit(2);
+}
 const seed = seedFromEnv();
 console.log(`[chaos] seed ${seed}`);
 const result = await runChaos({
@@ -33,7 +42,8 @@ const result = await runChaos({
   durationMs: Math.round(positiveNumber("CHAOS_SECONDS", 120) * 1000),
   clients: Math.round(positiveNumber("CHAOS_CLIENTS", 4)),
   keepDir: process.env.CHAOS_KEEP_DIR || undefined,
-  logStore: process.env.LOG_STORE === "postgres" ? "postgres" : "sqlite",
+  logStore,
+  nodes,
 });
 for (const line of summarize(result)) console.log(`[chaos] ${line}`);
 process.exit(result.violations.length ? 1 : 0);

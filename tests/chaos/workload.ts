@@ -6,6 +6,16 @@
  * - ok: a 2xx answer (a 202 "logged" while no instance answers is an acknowledgement too);
  * - failed: a 4xx answer, or a connection refused (the request never reached chroma-lb);
  * - indeterminate: a timeout, a connection lost after sending, or a 5xx answer.
+ * With several nodes each operation goes to a node drawn at random (a load balancer in
+ * front of them), and a client sends the highest position it was answered as
+ * `X-Chroma-LB-Min-Position` on its reads, as a client must to read its writes through
+ * another node.
+ *
+ * Every request opens a connection of its own (`keepalive: false`): on a pooled connection
+ * that the server closes mid-request (a node SIGKILLed), Bun's fetch retries the request on a
+ * new connection and reports that one's ECONNREFUSED, so a refusal would not prove that
+ * nothing was sent (seed 701998937 with LOG_STORE=postgres: a drop logged and replayed,
+ * reported refused). On a connection of its own, an in-flight request fails ECONNRESET.
  */
 import type { MetadataValue, RecordWrite, WriteKind } from "./model";
 import { readRecords } from "./records";
@@ -38,13 +48,16 @@ export interface OpRecord {
   collectionMissing?: boolean;
   /** `X-Chroma-LB-Instance` of the answer. */
   servedBy?: string;
+  /** With several nodes: the index of the node it was sent to. */
+  node?: number;
   /** The answer said it came from a diverged copy (`X-Chroma-LB-Diverged: true`): not held to read-your-writes. */
   divergedRead?: boolean;
 }
 
 export interface WorkloadOptions {
   seed: number;
-  lbUrl: string;
+  /** One chroma-lb node, or several sharing one Postgres (each operation to one drawn at random). */
+  lbUrls: readonly string[];
   collections: readonly string[];
   clients: number;
   /**
@@ -69,7 +82,7 @@ export interface Workload {
 const T = "/api/v2/tenants/default_tenant/databases/default_database";
 export const dimension = 4;
 const metadataKeys = ["a", "b", "c", "d"] as const;
-/** Pause after a refused connection (chroma-lb restarting), so clients do not spin. */
+/** Pause after a refused connection (chroma-lb restarting) or a write refused before logging (its store cut), so clients do not spin. */
 const refusedPauseMs = 100;
 
 export const idOf = (client: number, n: number) => `c${client}-r${n}`;
@@ -186,7 +199,11 @@ function recordOp(r: Rng, kind: OpKind, client: number, seq: number, collection:
   return { ref, client, kind, collection, ids, writes, base64: base64Sent, method: "POST", path, body };
 }
 
-function classifyError(error: unknown): { outcome: Outcome; error: string } {
+/** How every request of the workload is sent: on a connection of its own (see the header). */
+export const requestInit = { keepalive: false } as const;
+
+/** A fetch that threw: refused (never sent) fails; anything else may have taken effect. */
+export function classifyError(error: unknown): { outcome: Outcome; error: string } {
   const e = error as { name?: string; code?: string; message?: string };
   // Refused: the request never reached chroma-lb, so it cannot have taken effect.
   if (e.code === "ECONNREFUSED" || e.code === "ConnectionRefused") return { outcome: "failed", error: "connection refused" };
@@ -212,21 +229,31 @@ export function startWorkload(opts: WorkloadOptions): Workload {
 
   const runClient = async (client: number, next: typeof nextOp) => {
     const r = derive(opts.seed, `client-${client}`);
+    // Its own stream, so the operations drawn stay those of a one-node run.
+    const nodes = derive(opts.seed, `client-${client}-nodes`);
+    const several = opts.lbUrls.length > 1;
     const knowledge: Knowledge = new Map();
+    let position = 0;
     for (let seq = 0; !stopping; seq++) {
       const { body, method, path, ...op } = next(r, client, seq, opts, knowledge);
+      const node = several ? nodes.int(opts.lbUrls.length) : 0;
+      const headers: Record<string, string> = body === null ? {} : { "content-type": "application/json" };
+      if (several && (op.kind === "get" || op.kind === "query") && position > 0) headers["x-chroma-lb-min-position"] = String(position);
       const startMs = now();
       let record: OpRecord;
       try {
-        const res = await fetch(`${opts.lbUrl}${path}`, {
+        const res = await fetch(`${opts.lbUrls[node]}${path}`, {
           method,
-          headers: body === null ? {} : { "content-type": "application/json" },
+          headers,
           body: body === null ? undefined : JSON.stringify(body),
           signal: AbortSignal.timeout(opts.requestTimeoutMs),
+          ...requestInit,
         });
         const text = await res.text();
         const outcome = refusedBeforeLogging(res.status, text) ? "failed" : outcomeOfStatus(res.status);
         record = { ...op, startMs, endMs: now(), outcome, status: res.status, servedBy: res.headers.get("x-chroma-lb-instance") ?? undefined };
+        const answered = Number(res.headers.get("x-chroma-lb-position"));
+        if (outcome === "ok" && Number.isSafeInteger(answered) && answered > position) position = answered;
         if (outcome !== "ok") record.error = text.slice(0, 200);
         if (res.headers.get("x-chroma-lb-diverged") === "true") record.divergedRead = true;
         if (op.kind === "get" && outcome === "ok") {
@@ -242,9 +269,10 @@ export function startWorkload(opts: WorkloadOptions): Workload {
       } catch (error) {
         record = { ...op, startMs, endMs: now(), ...classifyError(error) };
       }
+      if (several) record.node = node;
       history.push(record);
       learn(knowledge, record);
-      if (record.error === "connection refused") await Bun.sleep(refusedPauseMs);
+      if (record.error === "connection refused" || (record.status === 503 && record.outcome === "failed")) await Bun.sleep(refusedPauseMs);
     }
   };
 

@@ -15,6 +15,9 @@ import type { LogSnapshot, LogStore, OwedQuery } from "../store";
 import type { TxScope } from "./tx-scope";
 import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryOp, type FailedEntry, type NewEntry, type OwedRow, type PendingEntry } from "../types";
 
+/** Tries of markUnderRepair when other nodes keep clearing the mark it read. */
+const markAttemptsMax = 3;
+
 /** The advisory lock appends hold for their transaction (an arbitrary constant: "chroma-lb log"). */
 const appendLockKey = 0x63686c6f67;
 const cleanupChunkEntries = 2000;
@@ -294,14 +297,19 @@ export class PostgresLogStore implements LogStore {
   }
 
   async markUnderRepair(instance: string, partition: string, reason: string, atMs: number) {
-    const head = await this.headSeq();
-    await this.q`
-      INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
-      VALUES (${instance}, ${partition}, ${head}, 'repair', ${reason.slice(0, 2000)}, 0, ${atMs}) ON CONFLICT DO NOTHING`;
-    const [mark] = await this.q<Divergence[]>`
-      SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs"
-        FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`;
-    return mark!;
+    // Another node's repair may clear an existing mark between the insert (which then kept
+    // it) and the read: insert again, a few times (a NODES=3 chaos run saw the read find none).
+    for (let attempt = 1; ; attempt++) {
+      const head = await this.headSeq();
+      await this.q`
+        INSERT INTO chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
+        VALUES (${instance}, ${partition}, ${head}, 'repair', ${reason.slice(0, 2000)}, 0, ${atMs}) ON CONFLICT DO NOTHING`;
+      const [mark] = await this.q<Divergence[]>`
+        SELECT instance, partition, seq, op, error, refused_entries AS "refusedEntries", at_ms AS "atMs"
+          FROM chroma_lb_wal_diverged WHERE instance = ${instance} AND partition = ${partition}`;
+      if (mark) return mark;
+      if (attempt >= markAttemptsMax) throw new Error(`the repair mark of ${instance}/${partition} was cleared by another node ${markAttemptsMax} times in a row`);
+    }
   }
 
   async clearDiverged(instance: string, partition: string) {
@@ -317,11 +325,15 @@ export class PostgresLogStore implements LogStore {
    * writer that is gone (killed, or cut off and its transaction ended).
    */
   async recoverOrphans(partition: string): Promise<number[]> {
-    // A `new` entry is owed by every instance (none applied it), so one instance's owed rows
-    // (indexed, as few as its lag) find them all without scanning the partition's log.
+    // A `new` entry is owed by every instance none applied it to, so the instances' owed rows
+    // (indexed, as few as their lag) find them all without scanning the partition's log. Every
+    // instance's, not one's: a resync or a divergence mark may have settled it for one
+    // instance while it was in flight (NODES=3 chaos run, seed 734099232: a wiped primary's
+    // resync settled an in-flight add for the primary, its writer was SIGKILLed, and the
+    // replica owed a `new` entry no recovery looked for, which held back its partition).
     const rows = await this.qd<Array<{ seq: number }>>`
       UPDATE chroma_lb_wal_entries SET state = 'ready', applied_by = NULL
-       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ${this.instances[0]!} AND partition = ${partition})
+       WHERE seq IN (SELECT seq FROM chroma_lb_wal_pending WHERE instance = ANY(${this.instances}::text[]) AND partition = ${partition})
          AND state = 'new' RETURNING seq`;
     return rows.map((r) => r.seq);
   }
@@ -330,7 +342,7 @@ export class PostgresLogStore implements LogStore {
   async partitionsWithUnanswered(limit: number): Promise<string[]> {
     const rows = await this.sql<Array<{ partition: string }>>`
       SELECT DISTINCT p.partition FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
-       WHERE p.instance = ${this.instances[0]!} AND e.state = 'new' LIMIT ${limit}`;
+       WHERE p.instance = ANY(${this.instances}::text[]) AND e.state = 'new' LIMIT ${limit}`;
     return rows.map((r) => r.partition);
   }
 
