@@ -110,6 +110,7 @@ export class ReplicationCluster {
         throw new WriteLockUnavailable("the log store went away during the write").toLbError(true);
       }
     };
+    writes.collectionDropped = (partition) => store.collectionDropped(partition);
     wal.instancesBehind = (instances, partition, uptoSeq) => store.instancesBehind(instances, partition, uptoSeq);
     wal.deferViewChange = (change) => scope.afterCommit(change);
   }

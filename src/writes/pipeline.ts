@@ -13,7 +13,7 @@
  * `inFlight` and `exclusive` (reset holds writes while it clears everything).
  */
 import type { Config } from "../config";
-import { fileSystemFull, LbError, storageRetryAfterSeconds } from "../errors";
+import { fileSystemFull, LbError, notFound, storageRetryAfterSeconds } from "../errors";
 import { blameTransportFailure, instanceViews, noInstanceFor } from "../instances/views";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import type { Logger } from "../observability/log";
@@ -72,6 +72,13 @@ export class WritePath {
    * an LbError (503) when the lock cannot be had. Null on one node.
    */
   partitionLock: (<T>(partition: string, fn: () => Promise<T>) => Promise<T>) | null = null;
+  /**
+   * Several nodes: whether the collection was dropped, asked under the partition's lock
+   * before a record write is logged. A node's mappings learn of a drop made through another
+   * node only at its next reload; without this a write by name in that window was logged
+   * against a dropped collection, answered 202, and never applied.
+   */
+  collectionDropped: ((partition: string) => Promise<boolean>) | null = null;
 
   constructor(private readonly deps: WritePathDeps) {}
 
@@ -129,7 +136,12 @@ export class WritePath {
         }
         try {
           const lock = this.partitionLock;
-          const results = lock ? await lock(partition, () => this.appendAndApply(group, body)) : await this.appendAndApply(group, body);
+          const results = lock
+            ? await lock(partition, async () => {
+                await this.refuseIfDropped(partition, group);
+                return this.appendAndApply(group, body);
+              })
+            : await this.appendAndApply(group, body);
           group.forEach((item, i) => item.resolve(results[i]!));
         } catch (error) {
           for (const item of group) item.reject(error);
@@ -185,6 +197,13 @@ export class WritePath {
       "An earlier write of this collection is not recorded in chroma-lb's log yet (GET /wal/status lists it); retry shortly",
       { "retry-after": String(storageRetryAfterSeconds) },
     );
+  }
+
+  /** A record write to a collection dropped through another node is answered as Chroma answers a missing one. */
+  private async refuseIfDropped(partition: string, group: QueuedWrite[]): Promise<void> {
+    const first = group[0]!.entry;
+    if (!this.collectionDropped || first.kind !== "records") return;
+    if (await this.collectionDropped(partition)) throw notFound(`Collection [${first.collectionId ?? partition}] does not exists.`);
   }
 
   /** Appends the group to the log (durable, one commit), then applies it. */

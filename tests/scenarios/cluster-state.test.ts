@@ -24,6 +24,7 @@ import { json, post } from "../support/http";
 import { startPgServer, type PgServer } from "../support/pg-server";
 import { killAll, startChromaServers, startLbInProcess, waitFor, type ChromaServers } from "../support";
 
+const T = "/api/v2/tenants/default_tenant/databases/default_database";
 /** What the issue promises: a change through one node holds on all within this. */
 const clusterWideMsMax = 2_000;
 
@@ -174,6 +175,35 @@ test("a collection created through one node is served by the other; a mapping re
   const removedAt = performance.now();
   expect((await fetch(`${b.url}/collection/mappings/${docs.name}`, { method: "DELETE" })).status).toBe(200);
   expect(await within(removedAt, async () => !(await mappedOnB.call(null)) && !(await json<{ mappings: Array<{ collection_name: string }> }>(`${a.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name), "a forgets the mapping")).toBeLessThan(clusterWideMsMax);
+});
+
+test("a record write through a node that has not yet learned of a drop made through another is answered 404, and nothing is logged", async () => {
+  await using cluster = await twoNodes();
+  const { a, b, databaseUrl } = cluster;
+  const name = `dropped_${crypto.randomUUID().slice(0, 8)}`;
+  const created = await post(`${a.url}${T}/collections`, { name, configuration: {} });
+  expect(created.status).toBe(200);
+  const { id } = (await created.json()) as { id: string };
+  const mappedOnB = async () => (await json<{ mappings: Array<{ collection_name: string }> }>(`${b.url}/collection/mappings`)).mappings.some((m) => m.collection_name === name);
+  await waitFor(mappedOnB, { timeoutMs: clusterWideMsMax, message: "b knows the collection" });
+  // The window the chaos run found (seed 734099232, NODES=3): b has not reloaded its
+  // mappings since the drop. Held open here by keeping b's reload from running.
+  b.services.cluster!.mappingsOnce = async () => false;
+  expect((await fetch(`${a.url}${T}/collections/${name}`, { method: "DELETE" })).status).toBe(200);
+  expect(await mappedOnB()).toBe(true);
+
+  const upsert = await post(`${b.url}${T}/collections/${name}/upsert`, { ids: ["late"], embeddings: [[1, 2, 3]] });
+  expect({ status: upsert.status, body: await upsert.json() }).toEqual({
+    status: 404,
+    body: { error: "NotFoundError", message: `Collection [${id}] does not exists.` },
+  });
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const rows = await sql<Array<{ op: string }>>`SELECT op FROM chroma_lb_wal_entries WHERE partition = ${id} ORDER BY seq`;
+    expect(rows.map((r) => r.op)).toEqual(["create_collection", "delete_collection"]);
+  } finally {
+    await sql.end({ timeout: 2 });
+  }
 });
 
 test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, every node shows it, and a dead node's run does not block the next", async () => {

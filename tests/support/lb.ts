@@ -62,6 +62,8 @@ export interface LbInProcess {
   readonly dataDir: string;
   /** The parsed config the server runs with. */
   readonly config: Config;
+  /** The server's services, for a test that must hold one of them still (see its comment there). */
+  readonly services: import("../../src/services").Services;
   /** Stops the server; calling it again does nothing more. */
   stop(): Promise<void>;
   /** Stops the server and removes its temp dir; a caller's DATA_DIR is kept. */
@@ -201,7 +203,7 @@ export async function startLbInProcess(env: Record<string, string>): Promise<LbI
     LOG_LEVEL: logLevelDefault(),
   };
 
-  let server: { url: string; port: number; stop(): Promise<void> };
+  let server: Awaited<ReturnType<typeof startServer>>;
   let config: Config;
   try {
     config = loadConfig({ ...defaults, ...(await logStoreEnv(dataDir, env)), ...env });
@@ -221,6 +223,7 @@ export async function startLbInProcess(env: Record<string, string>): Promise<LbI
     port: server.port,
     dataDir,
     config,
+    services: server.services,
     stop,
     async [Symbol.asyncDispose]() {
       try {

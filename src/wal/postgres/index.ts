@@ -399,6 +399,19 @@ export class PostgresLogStore implements LogStore {
     return row?.called ? row.last : 0;
   }
 
+  /**
+   * Whether the collection `partition` names was dropped: a delete of it logged (not
+   * refused), or its mapping marked deleted. Read in the write lock's transaction, so a drop
+   * made through another node before this lock was taken is seen, whatever this node's
+   * mappings say yet.
+   */
+  async collectionDropped(partition: string): Promise<boolean> {
+    const [row] = await this.q<Array<{ dropped: boolean }>>`
+      SELECT EXISTS (SELECT 1 FROM chroma_lb_wal_entries WHERE partition = ${partition} AND op = 'delete_collection' AND state <> 'rejected')
+          OR EXISTS (SELECT 1 FROM chroma_lb_collections WHERE id = ${partition} AND status = 'deleted') AS dropped`;
+    return row?.dropped === true;
+  }
+
   async partitionState(partition: string) {
     const [row] = await this.sql<Array<{ head: number; unanswered: number }>>`
       SELECT coalesce(max(seq), 0) AS head, count(*) FILTER (WHERE state = 'new') AS unanswered FROM chroma_lb_wal_entries WHERE partition = ${partition}`;
