@@ -11,9 +11,13 @@
  * database. Group commit keeps that at one round trip per group, not per write.
  */
 import type postgres from "postgres";
+import { bounded } from "../../cluster/bounded";
 import type { LogSnapshot, LogStore, OwedQuery } from "../store";
 import type { TxScope } from "./tx-scope";
 import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryOp, type FailedEntry, type NewEntry, type OwedRow, type PendingEntry } from "../types";
+
+/** How long the reachability probe waits for `SELECT 1` before it counts as no answer. */
+const pingTimeoutMs = 2_000;
 
 /** Tries of markUnderRepair when other nodes keep clearing the mark it read. */
 const markAttemptsMax = 3;
@@ -442,8 +446,12 @@ export class PostgresLogStore implements LogStore {
     return { bytes: row?.bytes ?? 0, fileBytes: row?.bytes ?? 0 };
   }
 
+  /**
+   * Bounded, so the probe schedule (which runs one probe at a time) tries again each second
+   * rather than waiting behind a connection attempt the driver is still making.
+   */
   async ping() {
-    await this.sql`SELECT 1`;
+    await bounded("log store ping", this.sql`SELECT 1`, pingTimeoutMs);
   }
 
   isUnreachableError(error: unknown): boolean {
