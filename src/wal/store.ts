@@ -22,6 +22,23 @@ export interface OwedQuery {
   bytesMax: number;
 }
 
+/**
+ * The owed entries a read of OwedQuery returns, from their leading rows in seq order: those
+ * up to the first that is not ready, and while their bodies fit in `bytesMax` (the first
+ * always does). Answers the last seq to read with bodies, or -1 when there is none.
+ */
+export function lastOwedWithin(heads: Iterable<{ seq: number; state: string; bodyBytes: number }>, bytesMax: number): number {
+  let last = -1;
+  let bytes = 0;
+  for (const head of heads) {
+    if (head.state !== "ready") break;
+    if (last !== -1 && bytes + head.bodyBytes > bytesMax) break;
+    bytes += head.bodyBytes;
+    last = head.seq;
+  }
+  return last;
+}
+
 export interface LogStore {
   readonly kind: "sqlite" | "postgres";
 

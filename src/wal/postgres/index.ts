@@ -12,7 +12,7 @@
  */
 import type postgres from "postgres";
 import { bounded } from "../../cluster/bounded";
-import type { LogSnapshot, LogStore, OwedQuery } from "../store";
+import { lastOwedWithin, type LogSnapshot, type LogStore, type OwedQuery } from "../store";
 import type { TxScope } from "./tx-scope";
 import { refusedPrefix, type Divergence, type Entry, type EntryKind, type EntryOp, type FailedEntry, type NewEntry, type OwedRow, type PendingEntry } from "../types";
 
@@ -157,14 +157,7 @@ export class PostgresLogStore implements LogStore {
       SELECT p.seq, e.state, e.body_bytes AS "bodyBytes" FROM chroma_lb_wal_pending p JOIN chroma_lb_wal_entries e ON e.seq = p.seq
        WHERE p.instance = ${instance} AND p.partition = ${partition} AND p.seq <= ${query.uptoSeq}
        ORDER BY p.seq LIMIT ${query.limit}`;
-    let last = -1;
-    let bytes = 0;
-    for (const head of heads) {
-      if (head.state !== "ready") break;
-      if (last !== -1 && bytes + head.bodyBytes > query.bytesMax) break;
-      bytes += head.bodyBytes;
-      last = head.seq;
-    }
+    const last = lastOwedWithin(heads, query.bytesMax);
     if (last === -1) return [];
     const rows = await this.q`
       SELECT e.*, b.body, p.attempts, p.last_error FROM chroma_lb_wal_pending p

@@ -4,7 +4,7 @@
  */
 import { asc, eq, min } from "drizzle-orm";
 import { walDiverged, walEntries, walPending } from "../../db/sqlite-schema";
-import type { LogSnapshot, OwedQuery } from "../store";
+import { lastOwedWithin, type LogSnapshot, type OwedQuery } from "../store";
 import type { EntryKind, EntryOp, Entry, OwedRow, PendingEntry } from "../types";
 import { prepareFirstPending, type SqliteLogContext } from "./statements";
 import { headSeq } from "./status";
@@ -29,14 +29,7 @@ export function load(ctx: SqliteLogContext): LogSnapshot {
  */
 export function owed(ctx: SqliteLogContext, instance: string, partition: string, query: OwedQuery): PendingEntry[] {
   const heads = ctx.st.heads.all({ instance, partition, uptoSeq: query.uptoSeq, limit: query.limit });
-  let last = -1;
-  let bytes = 0;
-  for (const head of heads) {
-    if (head.state !== "ready") break;
-    if (last !== -1 && bytes + head.bodyBytes > query.bytesMax) break;
-    bytes += head.bodyBytes;
-    last = head.seq;
-  }
+  const last = lastOwedWithin(heads, query.bytesMax);
   if (last === -1) return [];
   const rows = ctx.st.pendingWithBodies.all({ instance, partition, lastSeq: last });
   return rows.map((row) => toEntry(row.entry, row.body, row.attempts, row.lastError));
