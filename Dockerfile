@@ -7,6 +7,8 @@
 FROM oven/bun:1 AS deps
 WORKDIR /app
 COPY package.json bun.lock ./
+# A fix to the Postgres driver (tests/unit/postgres-driver.test.ts), applied by bun install.
+COPY patches ./patches
 RUN bun install --frozen-lockfile --production
 
 FROM oven/bun:1 AS runtime

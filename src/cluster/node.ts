@@ -155,12 +155,22 @@ export class ClusterNode {
    * change of both tables) is read each poll, the mappings only when it moved.
    */
   async mappingsOnce(): Promise<boolean> {
+    return (await this.syncMappings()) === "reloaded";
+  }
+
+  /** Whether the mappings in memory are, after this call, at least those of the store when it began. */
+  async mappingsCurrent(): Promise<boolean> {
+    return (await this.syncMappings()) !== "not now";
+  }
+
+  /** `not now`: they changed, but a change of this node's own was in flight (the next poll reloads). */
+  private async syncMappings(): Promise<"current" | "reloaded" | "not now"> {
     const version = await this.readMappingsVersion();
-    if (version === this.mappingsVersion) return false;
-    if (!(await this.deps.collections.refreshOnce())) return false;
+    if (version === this.mappingsVersion) return "current";
+    if (!(await this.deps.collections.refreshOnce())) return "not now";
     this.mappingsVersion = version;
     this.mappingReloads += 1;
-    return true;
+    return "reloaded";
   }
 
   private async readMappingsVersion(): Promise<string> {

@@ -48,6 +48,13 @@ export class Adoption {
    * does, under any name: its disk was lost or wiped. Set by the server (repair).
    */
   onLost: ((record: CollectionRecord, instance: Instance) => void) | null = null;
+  /**
+   * Several nodes: reads the mappings other nodes made (false when it could not apply them
+   * now). A collection another node creates is mapped in Postgres before any instance holds
+   * it, so mappings read after the listing know every collection made through chroma-lb that
+   * the listing found; only the rest are adopted.
+   */
+  refreshMappings: (() => Promise<boolean>) | null = null;
 
   constructor(
     private readonly collections: CollectionStore,
@@ -155,6 +162,11 @@ export class Adoption {
     }
 
     const keys = new Set([...foundBy.values()].flatMap((m) => [...m.keys()]));
+    let mayAdopt = true;
+    if (this.refreshMappings && [...keys].some((key) => !this.collections.byName(...(key.split("\u0000") as [string, string, string])))) {
+      // Unknown names: made through another node (mapped already), or on an instance directly.
+      mayAdopt = await this.refreshMappings().catch(() => false);
+    }
     const deletedUuids = new Set(
       this.collections
         .list({ includeDeleted: true })
@@ -168,6 +180,8 @@ export class Adoption {
       const sample = perInstance[0]!.found;
       let record = this.collections.byName(sample.tenant, sample.database, sample.name);
       if (!record) {
+        // The mappings could not be read again: the next pass adopts it.
+        if (!mayAdopt) continue;
         // A known collection under a name that is no longer its own: this instance has not
         // applied its rename (or delete) yet. Adopting it would copy stale records into a new collection.
         if (perInstance.some((p) => this.collections.byUuid(p.found.uuid))) continue;

@@ -39,7 +39,8 @@ export interface ResyncProgress {
   source: string;
   collection_id: string;
   collection_name: string;
-  state: "copying" | "replaying" | "done" | "failed";
+  /** `elsewhere`: another node of the cluster runs this copy's resync (`running_on`). */
+  state: "copying" | "replaying" | "done" | "failed" | "elsewhere";
   /** Log position the copy was taken at. */
   position: number | null;
   records_copied: number;
@@ -52,7 +53,19 @@ export interface ResyncProgress {
   error: string | null;
   /** The check of the two copies made right after. */
   verified: boolean | null;
+  /** The node that runs it, when that is another node (state `elsewhere`). */
+  running_on?: string;
 }
+
+/**
+ * Claims one copy's resync for the whole cluster (cluster/jobs.ts): `fn` runs here unless
+ * another node runs the same copy's resync already.
+ */
+export type CopyClaim = (
+  scope: string,
+  progress: () => unknown,
+  fn: () => Promise<ResyncProgress>,
+) => Promise<{ ran: true; result: ResyncProgress } | { ran: false; runningOn: string; startedAt: string }>;
 
 export class ResyncError extends Error {}
 
@@ -64,6 +77,11 @@ export class Resyncer {
   private readonly retries = new Map<string, { atMs: number; delayMs: number }>();
   /** Called when a resync ends (alerts). */
   onFinished: ((progress: ResyncProgress) => void) | null = null;
+  /**
+   * Several nodes: a copy is resynced by one node at a time, whoever asked for it (the
+   * repair pass, a lost copy seen by adoption, the consistency check, an operator).
+   */
+  claim: CopyClaim | null = null;
 
   constructor(
     private readonly deps: ResyncDeps,
@@ -97,7 +115,9 @@ export class Resyncer {
       runs.push(
         this.resync(instance, record).then((progress) => {
           if (progress.state === "done") this.retries.delete(key);
-          else {
+          else if (progress.state === "elsewhere") {
+            // The node that runs it clears the mark when it is done.
+          } else {
             const delayMs = Math.min(300_000, (retry?.delayMs ?? 2_500) * 2);
             this.retries.set(key, { atMs: Date.now() + delayMs, delayMs });
           }
@@ -121,27 +141,38 @@ export class Resyncer {
     const key = `${target.name}\u0000${record.id}`;
     const current = this.running.get(key);
     if (current) return current;
-    const run = this.run(target, record).finally(() => this.running.delete(key));
+    const run = (this.claim ? this.runClaimed(this.claim, target, record) : this.run(target, record, this.newProgress(target, record))).finally(() =>
+      this.running.delete(key),
+    );
     this.running.set(key, run);
     return run;
   }
 
-  /** The instance a copy is taken from: serving, current for the collection, whole, preferred write target first. */
-  sourceFor(target: Instance, record: CollectionRecord): Instance | null {
-    const { registry, wal } = this.deps;
-    return (
-      registry.all
-        .filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name) && !wal.isDiverged(i.name, record.id))
-        .sort((a, b) => a.priority - b.priority)[0] ?? null
-    );
+  /** Runs the resync here if the cluster lets this node claim the copy, else says which node runs it. */
+  private async runClaimed(claim: CopyClaim, target: Instance, record: CollectionRecord): Promise<ResyncProgress> {
+    const progress = this.newProgress(target, record);
+    try {
+      const outcome = await claim(`${target.name}/${record.id}`, () => progress, () => this.run(target, record, progress));
+      if (outcome.ran) return outcome.result;
+      this.deps.log.info("resync runs on another node", { instance: target.name, collection: record.name, node: outcome.runningOn });
+      return { ...progress, state: "elsewhere", running_on: outcome.runningOn, started_at: outcome.startedAt, finished_at: new Date().toISOString() };
+    } catch (error) {
+      // Postgres did not take the claim: nothing ran; the next repair pass tries again.
+      const failed: ResyncProgress = {
+        ...progress,
+        state: "failed",
+        finished_at: new Date().toISOString(),
+        error: `could not claim the resync in the cluster's Postgres (${String((error as Error)?.message ?? error)}); it is retried by the next repair pass or POST /admin/instances/${target.name}/resync`,
+      };
+      this.deps.log.error("resync not started", { instance: target.name, collection: record.name, error: failed.error });
+      return failed;
+    }
   }
 
-  private async run(target: Instance, record: CollectionRecord): Promise<ResyncProgress> {
-    const { wal, log, replayer } = this.deps;
-    const source = this.sourceFor(target, record);
-    const progress: ResyncProgress = {
+  private newProgress(target: Instance, record: CollectionRecord): ResyncProgress {
+    return {
       instance: target.name,
-      source: source?.name ?? "",
+      source: this.sourceFor(target, record)?.name ?? "",
       collection_id: record.id,
       collection_name: record.name,
       state: "copying",
@@ -155,6 +186,24 @@ export class Resyncer {
       error: null,
       verified: null,
     };
+  }
+
+  /** The instance a copy is taken from: serving, current for the collection, whole, preferred write target first. */
+  sourceFor(target: Instance, record: CollectionRecord): Instance | null {
+    const { registry, wal } = this.deps;
+    return (
+      registry.all
+        .filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name) && !wal.isDiverged(i.name, record.id))
+        .sort((a, b) => a.priority - b.priority)[0] ?? null
+    );
+  }
+
+  private async run(target: Instance, record: CollectionRecord, progress: ResyncProgress): Promise<ResyncProgress> {
+    const { wal, log, replayer } = this.deps;
+    // Chosen again: under a cluster claim, time may have passed since the progress was made.
+    const source = this.sourceFor(target, record);
+    progress.source = source?.name ?? "";
+    progress.started_at = new Date().toISOString();
     this.history.push(progress);
     if (this.history.length > 100) this.history.splice(0, this.history.length - 100);
     const startedMs = Date.now();

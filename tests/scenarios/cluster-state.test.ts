@@ -177,10 +177,7 @@ test("a collection created through one node is served by the other; a mapping re
   expect(await within(removedAt, async () => !(await mappedOnB.call(null)) && !(await json<{ mappings: Array<{ collection_name: string }> }>(`${a.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name), "a forgets the mapping")).toBeLessThan(clusterWideMsMax);
 });
 
-// Quarantined: flaky (1 failure in 3 clean-clone CI runs): the other node sometimes learns of
-// the drop by a path other than mappingsOnce, so the window this test holds open closes. The
-// fix it guards (WritePath.collectionDropped) stays; the test must hold the window reliably.
-test.skip("a record write through a node that has not yet learned of a drop made through another is answered 404, and nothing is logged", async () => {
+test("a record write through a node that has not yet learned of a drop made through another is answered 404, and nothing is logged", async () => {
   await using cluster = await twoNodes();
   const { a, b, databaseUrl } = cluster;
   const name = `dropped_${crypto.randomUUID().slice(0, 8)}`;
@@ -189,9 +186,11 @@ test.skip("a record write through a node that has not yet learned of a drop made
   const { id } = (await created.json()) as { id: string };
   const mappedOnB = async () => (await json<{ mappings: Array<{ collection_name: string }> }>(`${b.url}/collection/mappings`)).mappings.some((m) => m.collection_name === name);
   await waitFor(mappedOnB, { timeoutMs: clusterWideMsMax, message: "b knows the collection" });
-  // The window the chaos run found (seed 734099232, NODES=3): b has not reloaded its
-  // mappings since the drop. Held open here by keeping b's reload from running.
-  b.services.cluster!.mappingsOnce = async () => false;
+  // The window the chaos run found (seed 734099232, NODES=3): b has not learned of the drop
+  // yet. Held open here by closing both ways b's memory learns of one: a reload of the
+  // mappings, and b's own replay of the logged delete to an instance it holds the lease of.
+  b.services.collections.refreshOnce = async () => false;
+  b.services.collections.markDeleted = async () => {};
   expect((await fetch(`${a.url}${T}/collections/${name}`, { method: "DELETE" })).status).toBe(200);
   expect(await mappedOnB()).toBe(true);
 
@@ -250,6 +249,49 @@ test("a resync runs once in the cluster: asked on another node meanwhile it is r
     await sql`update chroma_lb_jobs set node_id = 'gone', state = 'running', heartbeat_at = now() - interval '1 minute' where kind = 'resync' and scope = 'replica/*'`;
     expect((await post(`${a.url}/admin/instances/replica/resync`, {})).status).toBe(200);
     await waitFor(async () => (await resyncRuns(b.url)) === "a done", { timeoutMs: clusterWideMsMax, message: "b shows a's run done" });
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("one copy is resynced by one node at a time, whoever asks: a node's own repair of a copy another node repairs waits for it", async () => {
+  await using cluster = await twoNodes();
+  const { a, b, databaseUrl } = cluster;
+  await waitFor(async () => (await instance(b.url, "replica")).healthy);
+  const created = await post(`${a.url}${T}/collections`, { name: `copy_${crypto.randomUUID().slice(0, 8)}`, configuration: {} });
+  expect(created.status).toBe(200);
+  const { id } = (await created.json()) as { id: string };
+  // A resync needs a source: b knows the primary's copy and the primary serves.
+  const record = await waitFor(
+    async () => {
+      const known = b.services.collections.get(id);
+      return known?.instanceUuids.has("primary") && b.services.registry.get("primary")!.serving ? known : null;
+    },
+    { message: "b knows the primary's copy" },
+  );
+  const replica = b.services.registry.get("replica")!;
+  // Node a's repair of that copy, held open by the test (the way adoption on two nodes
+  // sees the same lost copy and each schedules its own repair).
+  const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
+  try {
+    const jobsOfA = new ClusterJobs(sql, { nodeId: "a", statementTimeoutMs: 2_000, staleMs: 30_000 });
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let claimed!: () => void;
+    const claimedByA = new Promise<void>((resolve) => (claimed = resolve));
+    const running = jobsOfA.run("resync-copy", `replica/${id}`, () => null, () => (claimed(), held));
+    await claimedByA;
+
+    const meanwhile = await b.services.resyncer.resync(replica, record);
+    expect({ state: meanwhile.state, running_on: meanwhile.running_on }).toEqual({ state: "elsewhere", running_on: "a" });
+    expect(b.services.resyncer.history.some((p) => p.collection_id === id)).toBe(false);
+
+    release();
+    await running;
+    const after = await b.services.resyncer.resync(replica, record);
+    expect({ state: after.state, error: after.error }).toEqual({ state: "done", error: null });
+    const [row] = await sql<Array<{ node_id: string; state: string }>>`select node_id, state from chroma_lb_jobs where kind = 'resync-copy' and scope = ${`replica/${id}`}`;
+    expect(row).toEqual({ node_id: "b", state: "done" });
   } finally {
     await sql.end({ timeout: 1 });
   }
@@ -318,11 +360,9 @@ test("a reset through one node clears the other's mappings and log within 2 s; t
   expect(read.documents).toEqual(["c"]);
 });
 
-// Quarantined: flaky (failed in 2 of about 8 full runs): the Postgres driver leaves an
-// unhandled rejection (CONNECTION_CLOSED / CONNECTION_DESTROYED) when the server dies under
-// in-process nodes; production's process handler (src/index.ts) logs it, bun test fails on it.
-// Its source is not found yet.
-test.skip("while Postgres is down /status answers within its bound with the last lists and the error, and a switch is refused, not held on one node", async () => {
+// The Postgres driver's unhandled rejection that once failed this test (a connection's
+// array-types query failing as the server dies) is patched: tests/unit/postgres-driver.test.ts.
+test("while Postgres is down /status answers within its bound with the last lists and the error, and a switch is refused, not held on one node", async () => {
   const own = await startPgServer();
   try {
     await using cluster = await twoNodes({}, servers, own);

@@ -242,8 +242,9 @@ test("a SIGKILLed primary fails no write, reads keep answering, and it rejoins o
     expect(witnessed.filter((w) => w.instance === "primary" && w.sentMs > killMs && w.answeredMs < lastCatchingUpMs)).toEqual([]);
     // Nor held back until it was: the flag that says catching up, once cleared, stays cleared until
     // the next outage, so a write sent well before it was last seen could reach the primary only
-    // by waiting on the way for the backlog (the margin covers waiting for other writes).
-    expect(witnessed.filter((w) => w.instance === "primary" && w.sentMs > restartMs && w.sentMs < lastCatchingUpMs - 500)).toEqual([]);
+    // by waiting on the way for the backlog. The margin covers waiting for other writes and a
+    // slow status poll: with the Postgres log store on a busy 2-CPU machine one write waited 637 ms.
+    expect(witnessed.filter((w) => w.instance === "primary" && w.sentMs > restartMs && w.sentMs < lastCatchingUpMs - 1_500)).toEqual([]);
     expect(witnessed.filter((w) => w.sentMs > killMs + 1_000 && w.answeredMs < restartMs).every((w) => w.instance === "replica")).toBe(true);
     expect(witnessed.at(-1)!.instance).toBe("primary");
 
