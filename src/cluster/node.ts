@@ -101,7 +101,8 @@ export class ClusterNode {
   async open(): Promise<void> {
     await ensureClusterSchema(this.sql);
     await this.switches.syncOnce();
-    this.mappingsVersion = await this.readMappingsVersion();
+    // Read again, not just versioned: a change made since the store was opened would otherwise be taken as seen.
+    await this.syncMappings();
   }
 
   /** Once the server listens: the first heartbeat (with the listening URL unless NODE_ADDRESS) and the listener. */
@@ -163,26 +164,49 @@ export class ClusterNode {
     return (await this.syncMappings()) !== "not now";
   }
 
+  /**
+   * The log position the mappings in memory are current for: every mapping change made
+   * before an entry up to it was logged is in them. A collection is mapped (created, renamed,
+   * dropped) before the entry that makes it is logged, or before the client that logs a
+   * later entry was answered, so a read that needs a position above this one must read the
+   * mappings again first (`mappingsCurrent`).
+   */
+  get mappingsAsOfPosition(): number {
+    return this.mappingsAsOf;
+  }
+
+  private mappingsAsOf = 0;
+
   /** `not now`: they changed, but a change of this node's own was in flight (the next poll reloads). */
   private async syncMappings(): Promise<"current" | "reloaded" | "not now"> {
-    const version = await this.readMappingsVersion();
-    if (version === this.mappingsVersion) return "current";
+    const { version, position } = await this.readMappingsVersion();
+    if (version === this.mappingsVersion) {
+      this.mappingsAsOf = Math.max(this.mappingsAsOf, position);
+      return "current";
+    }
     if (!(await this.deps.collections.refreshOnce())) return "not now";
     this.mappingsVersion = version;
+    this.mappingsAsOf = Math.max(this.mappingsAsOf, position);
     this.mappingReloads += 1;
     return "reloaded";
   }
 
-  private async readMappingsVersion(): Promise<string> {
+  /**
+   * A cheap version of the mappings (counts and newest change of both tables), and the
+   * last log position handed out when it was read: every position up to it was handed out
+   * before, so the mapping changes made ahead of those entries are in the version.
+   */
+  private async readMappingsVersion(): Promise<{ version: string; position: number }> {
     const rows = await bounded(
       "mappings version",
-      this.sql<Array<{ v: string }>>`
-        select concat_ws('/',
+      this.sql<Array<{ v: string; position: number }>>`
+        select (select case when is_called then last_value else 0 end from chroma_lb_wal_entries_seq_seq) as position,
+          concat_ws('/',
           (select count(*) from chroma_lb_collections), (select coalesce(max(updated_at_ms), 0) from chroma_lb_collections),
           (select count(*) from chroma_lb_collection_instances), (select coalesce(max(updated_at_ms), 0) from chroma_lb_collection_instances)) as v`,
       this.statementTimeoutMs,
     );
-    return rows[0]!.v;
+    return { version: rows[0]!.v, position: rows[0]!.position };
   }
 
   /**

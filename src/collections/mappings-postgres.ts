@@ -8,6 +8,7 @@ import { mirrorCollectionInstances, mirrorCollections } from "../db/pg-schema";
 import type { CollectionRow, InstanceUuidRow, MappingStore } from "./store";
 
 export class PostgresMappingStore implements MappingStore {
+  readonly shared = true;
   constructor(private readonly db: MirrorDb) {}
 
   async load() {

@@ -5,6 +5,7 @@ import { collectionInstances, collections } from "../db/sqlite-schema";
 import type { CollectionRow, InstanceUuidRow, MappingStore } from "./store";
 
 export class SqliteMappingStore implements MappingStore {
+  readonly shared = false;
   constructor(private readonly local: LocalStore) {}
 
   async load() {

@@ -19,6 +19,8 @@ export interface InstanceUuidRow {
 
 /** Where the mappings live. Every call is one transaction. */
 export interface MappingStore {
+  /** Whether other chroma-lb nodes write these mappings too (Postgres), so that one may hold a collection this node has not read yet. */
+  readonly shared: boolean;
   load(): Promise<{ collections: CollectionRow[]; instanceUuids: InstanceUuidRow[] }>;
   /** Inserts the collection, or makes the existing row with its id active under these names. */
   upsertCollection(row: CollectionRow): Promise<void>;
@@ -189,7 +191,12 @@ export class CollectionStore {
 
   setInstanceUuid(id: string, instance: string, instanceUuid: string): Promise<void> {
     const record = this.byId.get(id);
-    if (!record) return done;
+    if (!record) {
+      // Several nodes: a collection made through another node, whose create this node
+      // replayed before reading its mapping. The store has the collection (it is mapped
+      // before its create is logged); the next reload brings both here.
+      return this.store.shared ? this.track(this.store.setInstanceUuid({ collectionId: id, instance, instanceUuid, updatedAtMs: Date.now() })) : done;
+    }
     if (record.instanceUuids.get(instance) === instanceUuid) return done;
     const now = Date.now();
     const persisted = this.track(this.store.setInstanceUuid({ collectionId: id, instance, instanceUuid, updatedAtMs: now }));

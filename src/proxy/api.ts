@@ -244,13 +244,27 @@ export class ChromaApi {
      */
     const rewriteIds = async (out: Uint8Array, rewriteWith: (idFor: (uuid: string) => string) => Uint8Array) => {
       let unknown = false;
-      const first = rewriteWith((uuid) => {
+      const idFor = (uuid: string) => {
         const record = this.deps.collections.byUuid(uuid);
         if (!record) unknown = true;
         return record?.id ?? uuid;
-      });
-      if (!unknown || !this.deps.cluster || !(await this.deps.cluster.mappingsOnce().catch(() => false))) return first;
-      return rewriteWith((uuid) => this.deps.collections.logicalIdFor(uuid));
+      };
+      let rewritten = rewriteWith(idFor);
+      // A reload is declined while a mapping change of this node's own is in flight: a few
+      // tries, a moment apart, before a UUID no node mapped is answered as the instance gave it.
+      for (let attempt = 0; unknown && this.deps.cluster && attempt < mappingRetriesMax; attempt++) {
+        if (attempt > 0) await Bun.sleep(mappingRetryGapMs);
+        let current: boolean;
+        try {
+          current = await this.deps.cluster.mappingsCurrent();
+        } catch {
+          break; // Postgres does not answer: the instance's UUIDs are answered as they are.
+        }
+        unknown = false;
+        rewritten = rewriteWith(idFor);
+        if (current) break;
+      }
+      return rewritten;
     };
     return this.read(request, {
       what: "this read",
@@ -305,8 +319,8 @@ export class ChromaApi {
   async recordRead(request: Request, tenant: string, database: string, ref: string, op: RecordReadOp, body: Uint8Array | null): Promise<Response> {
     if (op !== "count") validateRecordRead(op, recordBody(body ?? new Uint8Array(), request.headers.get("content-type")));
     const { wal, replayer } = this.deps;
+    const minPosition = await this.mappingsUpTo(request);
     const record = await this.resolve(tenant, database, ref);
-    const minPosition = parseMinPosition(request.headers.get(MIN_POSITION_HEADER));
     // A copy that is lost or being rebuilt never serves; one that diverged only when no whole copy can.
     const views = this.views().filter((v) => !wal.isUnderRepair(v.name, record.id));
     const whole = views.filter((v) => !wal.isDiverged(v.name, record.id));
@@ -341,7 +355,30 @@ export class ChromaApi {
     });
   }
 
+  /**
+   * Several nodes: a read that needs a log position this node has not seen may name a
+   * collection another node has since created, renamed or dropped (mapped in Postgres before
+   * its entry was logged). The mappings are read again first; when Postgres cannot be read,
+   * the read is refused with 503, for the client to retry (on another node, behind a load
+   * balancer), never answered from the old mappings. Returns the position asked for.
+   */
+  private async mappingsUpTo(request: Request): Promise<number | undefined> {
+    const minPosition = parseMinPosition(request.headers.get(MIN_POSITION_HEADER));
+    const cluster = this.deps.cluster;
+    if (!cluster || minPosition === undefined || minPosition <= cluster.mappingsAsOfPosition) return minPosition;
+    if (!(await cluster.mappingsCurrent().catch(() => false))) {
+      throw new LbError(
+        503,
+        "ServiceUnavailable",
+        `This node has not yet seen log position ${minPosition} (${MIN_POSITION_HEADER}) and cannot read the cluster's mappings now; retry, another node may answer`,
+        { "Retry-After": "1" },
+      );
+    }
+    return minPosition;
+  }
+
   async getCollection(request: Request, tenant: string, database: string, ref: string): Promise<Response> {
+    await this.mappingsUpTo(request);
     const record = this.deps.collections.resolve(tenant, database, ref) ?? (await this.resolve(tenant, database, ref).catch(() => undefined));
     const name = record?.name ?? ref;
     return this.catalogRead(request, () => `${base(tenant, database)}/collections/${encodeURIComponent(name)}`, "collection");
@@ -354,6 +391,7 @@ export class ChromaApi {
    * the page itself. A malformed limit or offset is passed on for Chroma to refuse.
    */
   async listCollections(request: Request, tenant: string, database: string): Promise<Response> {
+    await this.mappingsUpTo(request);
     const params = new URL(request.url).searchParams;
     const page = (field: string) => (params.has(field) ? params.get(field)! : null);
     const [limit, offset] = [page("limit"), page("offset")];
@@ -372,6 +410,7 @@ export class ChromaApi {
 
   /** `GET .../collections/by-id/{id}`: answered from the mappings (Chroma 1.0 has no such route). */
   async getCollectionById(request: Request, tenant: string, database: string, id: string): Promise<Response> {
+    await this.mappingsUpTo(request);
     const record = await this.resolve(tenant, database, id);
     return this.catalogRead(request, () => `${base(tenant, database)}/collections/${encodeURIComponent(record.name)}`, "collection");
   }
@@ -443,7 +482,15 @@ export class ChromaApi {
       throw badRequest(invalidName(name));
     }
     return this.changeCatalog(async () => {
-      const existing = this.deps.collections.byName(tenant, database, name);
+      let existing = this.deps.collections.byName(tenant, database, name);
+      // Several nodes: it may have been dropped through another node since this node's
+      // mappings were read; answering it from memory would acknowledge a create that never ran.
+      if (existing && this.deps.cluster) {
+        if (!(await this.deps.cluster.mappingsCurrent().catch(() => false))) {
+          throw new LbError(503, "ServiceUnavailable", "This node cannot read the cluster's mappings now to tell whether the collection still exists; retry", { "Retry-After": "1" });
+        }
+        existing = this.deps.collections.byName(tenant, database, name);
+      }
       if (existing) {
         if (json.get_or_create === true) {
           // The existing collection is read with a GET: forwarding the client's POST would ask
@@ -658,6 +705,10 @@ function decodeJsonArray(body: Uint8Array): unknown[] | null {
     return null;
   }
 }
+
+/** Reads of the mappings tried before an instance UUID is answered unmapped, and the gap between them. */
+const mappingRetriesMax = 4;
+const mappingRetryGapMs = 50;
 
 function parseMinPosition(raw: string | null): number | undefined {
   if (raw === null) return undefined;

@@ -208,6 +208,79 @@ test("a record write through a node that has not yet learned of a drop made thro
   }
 });
 
+/**
+ * Holds b in the window where it has not learned of changes made through a: its poll and
+ * hints do not reload the mappings, and its replay of a logged drop does not mark it in
+ * memory. What a request on b itself reads from Postgres is left as it is.
+ */
+function holdBehind(node: Awaited<ReturnType<typeof twoNodes>>["b"]) {
+  node.services.cluster!.mappingsOnce = async () => false;
+  node.services.collections.markDeleted = async () => {};
+}
+
+test("a get-or-create through a node that has not yet learned of a drop made through another creates the collection again", async () => {
+  await using cluster = await twoNodes();
+  const { a, b } = cluster;
+  const name = `again_${crypto.randomUUID().slice(0, 8)}`;
+  const created = await post(`${a.url}${T}/collections`, { name, configuration: {} });
+  expect(created.status).toBe(200);
+  const { id: oldId } = (await created.json()) as { id: string };
+  await waitFor(() => b.services.collections.byName("default_tenant", "default_database", name)?.id === oldId, { timeoutMs: clusterWideMsMax, message: "b knows the collection" });
+  holdBehind(b);
+  expect((await fetch(`${a.url}${T}/collections/${name}`, { method: "DELETE" })).status).toBe(200);
+  expect(b.services.collections.byName("default_tenant", "default_database", name)?.id).toBe(oldId);
+
+  // Answered from b's memory, this was a 200 with the dropped collection's id, and nothing was created.
+  const again = await post(`${b.url}${T}/collections`, { name, configuration: {}, get_or_create: true });
+  expect(again.status).toBe(200);
+  const { id: newId } = (await again.json()) as { id: string };
+  expect(newId).not.toBe(oldId);
+  const onA = await waitFor(async () => {
+    const got = await fetch(`${a.url}${T}/collections/${name}`);
+    return got.status === 200 ? ((await got.json()) as { id: string }) : null;
+  });
+  expect(onA.id).toBe(newId);
+  const add = await post(`${a.url}${T}/collections/${newId}/add`, { ids: ["x"], embeddings: [[1, 2]] });
+  expect(add.status).toBe(201);
+});
+
+test("a read that sends a position through a node whose mappings are older reads them again first, and finds the collection made since", async () => {
+  await using cluster = await twoNodes();
+  const { a, b, databaseUrl } = cluster;
+  const name = `remade_${crypto.randomUUID().slice(0, 8)}`;
+  const created = await post(`${a.url}${T}/collections`, { name, configuration: {} });
+  const { id: oldId } = (await created.json()) as { id: string };
+  await waitFor(() => b.services.collections.byName("default_tenant", "default_database", name)?.id === oldId, { timeoutMs: clusterWideMsMax, message: "b knows the collection" });
+  holdBehind(b);
+  expect((await fetch(`${a.url}${T}/collections/${name}`, { method: "DELETE" })).status).toBe(200);
+  const remade = await post(`${a.url}${T}/collections`, { name, configuration: {} });
+  const { id: newId } = (await remade.json()) as { id: string };
+  const add = await post(`${a.url}${T}/collections/${newId}/add`, { ids: ["x"], embeddings: [[1, 2]] });
+  expect(add.status).toBe(201);
+  const position = add.headers.get("x-chroma-lb-position")!;
+  expect(Number(position)).toBeGreaterThan(0);
+  // Both instances' copies are mapped (the replica's once replay created it there), so the
+  // answer of either instance can be given the collection's id.
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await waitFor(async () => (await sql`select 1 from chroma_lb_collection_instances where collection_id = ${newId}`).length === 2, { message: "both copies mapped" });
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+
+  // By name (chroma-lb takes one where Chroma takes an id): b's memory still maps it to the dropped collection.
+  const records = await fetch(`${b.url}${T}/collections/${name}/get`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-chroma-lb-min-position": position },
+    body: JSON.stringify({ ids: ["x"] }),
+  });
+  expect(records.status).toBe(200);
+  expect(((await records.json()) as { ids: string[] }).ids).toEqual(["x"]);
+  const read = await fetch(`${b.url}${T}/collections/${name}`, { headers: { "x-chroma-lb-min-position": position } });
+  expect(read.status).toBe(200);
+  expect(((await read.json()) as { id: string }).id).toBe(newId);
+});
+
 test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, every node shows it, and a dead node's run does not block the next", async () => {
   await using cluster = await twoNodes();
   const { a, b, databaseUrl } = cluster;

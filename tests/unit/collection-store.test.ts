@@ -9,6 +9,7 @@ import { CollectionStore, type CollectionRow, type MappingStore } from "../../sr
 
 function fakeStore(): MappingStore & { refuse: boolean; rows: CollectionRow[] } {
   const store = {
+    shared: true,
     refuse: false,
     rows: [] as CollectionRow[],
     load: async () => ({ collections: [...store.rows], instanceUuids: [] }),
