@@ -18,6 +18,13 @@ export class LbError extends Error {
   }
 }
 
+/**
+ * A write cut off from the log store midway: its entry may or may not have been logged. It
+ * is answered like any 503, and a retry is safe; nothing done for it may be undone, since
+ * a logged entry is replayed.
+ */
+export class OutcomeUnknownError extends LbError {}
+
 export const badRequest = (message: string) => new LbError(400, "InvalidArgumentError", message);
 export const notFound = (message: string) => new LbError(404, "NotFoundError", message);
 export const conflict = (message: string) => new LbError(409, "UniqueConstraintError", message);

@@ -94,8 +94,8 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   adoption.filler = (record, source, targets) =>
     writeLocks.run(record.id, () => fillCollection(record, source, targets, { collections, wal, config, log }));
   const writes = new WritePath({ config, log, wal, registry, replayer, writeLocks });
-  const consistency = new ConsistencyChecker({ config, log, wal, collections, registry, replayer, writeLocks });
-  const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writeLocks }, consistency);
+  const consistency = new ConsistencyChecker({ config, log, wal, collections, registry, replayer, writes });
+  const resyncer = new Resyncer({ config, log, wal, collections, registry, replayer, writes }, consistency);
   const events = new RecentEvents();
   const metrics = new Metrics();
   // Several nodes may share this Postgres: switches, mappings, jobs and alerts are held for all of them.

@@ -24,7 +24,7 @@
  * transaction mode (the transaction keeps its server connection); session locks would not.
  */
 import type postgres from "postgres";
-import { LbError, storageRetryAfterSeconds } from "../errors";
+import { LbError, OutcomeUnknownError, storageRetryAfterSeconds } from "../errors";
 import type { TxScope } from "../wal/postgres/tx-scope";
 import { fenceInTx, type Lease, type LeaseKey } from "./leases";
 import { hintPayload, wakeupChannel } from "./wakeups";
@@ -56,7 +56,7 @@ export class WriteLockUnavailable extends Error {
   /** As the client is answered: 503 with Retry-After; `kept` when the write may have been logged (and will then be applied). */
   toLbError(kept = false): LbError {
     const outcome = kept ? "it may have been logged, and is then applied; retrying it is safe" : "nothing was kept, retry shortly";
-    return new LbError(503, "ServiceUnavailable", `chroma-lb cannot order this write now (${this.reason}); ${outcome}`, {
+    return new (kept ? OutcomeUnknownError : LbError)(503, "ServiceUnavailable", `chroma-lb cannot order this write now (${this.reason}); ${outcome}`, {
       "retry-after": String(storageRetryAfterSeconds),
     });
   }

@@ -48,6 +48,9 @@ const leaseConnectionsMax = 2;
 const hintRefreshGapMs = 500;
 /** Partitions with `new` entries looked at per orphan pass. */
 const orphanPartitionsMax = 100;
+/** How often the mappings of creates never logged are looked for, and the margin for clocks before one counts as such. */
+const neverCreatedIntervalMs = 10_000;
+const neverCreatedMarginMs = 30_000;
 
 export class ReplicationCluster {
   readonly leases: LeaseManager;
@@ -214,6 +217,20 @@ export class ReplicationCluster {
   }
 
   /**
+   * Drops the mappings of creates whose outcome was unknown and whose entry was never
+   * logged (see `dropNeverCreated`), once any append of theirs would have ended: twice
+   * REQUEST_TIMEOUT, plus a margin for the nodes' clocks.
+   */
+  async dropNeverCreatedOnce(): Promise<number> {
+    const dropped = await this.deps.store.dropNeverCreated(Date.now() - 2 * this.deps.config.requestTimeoutMs - neverCreatedMarginMs);
+    if (dropped.length) {
+      this.deps.log.warn("mappings of collections whose create was never logged are removed", { collections: dropped });
+      await this.deps.node.mappingsCurrent().catch(() => false);
+    }
+    return dropped.length;
+  }
+
+  /**
    * Takes the leases this node should hold, once its heartbeat has proved it owns NODE_ID
    * (two processes must never share one node's leases); a lease just taken (a takeover, or
    * new work) is replayed at once.
@@ -239,6 +256,7 @@ export class ReplicationCluster {
       { name: "lease-release", everyMs, run: () => this.releaseUnwantedOnce() },
       { name: "log-view-refresh", everyMs, run: () => this.refreshOnce() },
       { name: "orphan-recovery", everyMs, run: () => this.recoverOrphansOnce() },
+      { name: "never-created", everyMs: neverCreatedIntervalMs, run: () => this.dropNeverCreatedOnce() },
     ];
   }
 

@@ -15,7 +15,7 @@ import { KeyedMutex } from "../util/mutex";
 import { META_PARTITION, type NewEntry } from "../wal/log";
 import type { WriteResult } from "../writes/pipeline";
 import { StorageFullError } from "../wal/storage";
-import { LbError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
+import { LbError, OutcomeUnknownError, badRequest, conflict, errorResponse, forbidden, notFound, notImplemented, unavailable } from "../errors";
 import { ACCEPTED_HEADER, DIVERGED_HEADER, INSTANCE_HEADER, MIN_POSITION_HEADER, POSITION_HEADER, forwardHeaders, responseHeaders, withoutCredentials, withoutSecrets } from "./headers";
 import { splitObject } from "../replay/raw-json";
 import { joinArray, rewriteCollection, rewriteCollectionList } from "./rewrite";
@@ -327,10 +327,6 @@ export class ChromaApi {
     // With several nodes another node may have acknowledged writes this node's view does
     // not show yet: which instance has them is read from the log store now.
     const behindNow = await wal.behindNow(views.map((v) => v.name), record.id, minPosition);
-    const caughtUpNow = async (name: string) => {
-      const behind = await wal.behindNow([name], record.id, minPosition);
-      return behind ? !behind.has(name) : wal.isCaughtUp(name, record.id, minPosition);
-    };
     const candidates = readCandidates(
       whole.some((v) => v.serving) ? whole : views,
       (name) => (behindNow ? !behindNow.has(name) : wal.isCaughtUp(name, record.id, minPosition)),
@@ -344,7 +340,7 @@ export class ChromaApi {
         const caughtUp = await replayer
           .drain(instance, record.id, { uptoSeq: minPosition, deadlineMs: this.deadline(), urgent: true })
           .catch((error) => ({ ok: false as const, applied: 0, reason: String(error) }));
-        return caughtUp.ok && (await caughtUpNow(instance.name));
+        return caughtUp.ok && (await wal.caughtUpNow(instance.name, record.id, minPosition));
       },
       path: (instance) => {
         const uuid = record.instanceUuids.get(instance.name);
@@ -519,7 +515,9 @@ export class ChromaApi {
         // Refused before it was logged (a full disk refused the append, or an earlier entry
         // is unsettled): nothing will create it, so the name must stay free. Any other error
         // came after logging, and the logged entry is replayed (WritePath.appendAndApply).
-        if (error instanceof StorageFullError || error instanceof LbError) {
+        // Cut off midway (OutcomeUnknownError), it may have been logged: the mapping stays,
+        // and goes later if its entry never was (cluster/replication.ts, dropNeverCreatedOnce).
+        if ((error instanceof StorageFullError || error instanceof LbError) && !(error instanceof OutcomeUnknownError)) {
           // The mapping store may share the full disk; the client was told the create failed.
           await this.deps.collections.markDeleted(record.id).catch(() => {});
         }

@@ -19,7 +19,7 @@ import type { Instance } from "../instances/registry";
 import type { Services } from "../services";
 import { canonicalRecord, readRecordPage, type RecordPage } from "./records";
 
-export type ConsistencyDeps = Pick<Services, "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "writeLocks">;
+export type ConsistencyDeps = Pick<Services, "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "writes">;
 
 const bucketCount = 256;
 const pageSize = 500;
@@ -165,7 +165,7 @@ export class ConsistencyChecker {
 
   /** Compares one collection across every serving instance that holds it. */
   async checkCollection(record: CollectionRecord): Promise<CollectionVerdict> {
-    const { wal, writeLocks } = this.deps;
+    const { wal, writes } = this.deps;
     for (let attempt = 1; attempt <= attemptsMax; attempt++) {
       const compare = async () => {
         const instances = await this.currentInstances(record);
@@ -174,12 +174,12 @@ export class ConsistencyChecker {
         if (before.unanswered > 0) return null;
         const digests = await Promise.all(instances.map((i) => this.digest(i, record)));
         const after = await wal.partitionState(record.id);
-        const stillCurrent = instances.every((i) => wal.isCaughtUp(i.name, record.id));
+        const stillCurrent = (await Promise.all(instances.map((i) => wal.caughtUpNow(i.name, record.id)))).every(Boolean);
         if (after.headSeq !== before.headSeq || after.unanswered > 0 || !stillCurrent || digests.some((d) => d === null)) return null;
         return this.verdict(record, before.headSeq, instances, digests as Digest[]);
       };
       // The last attempt holds the collection's writes, so it cannot be overtaken.
-      const verdict = attempt < attemptsMax ? await compare() : await writeLocks.run(record.id, compare);
+      const verdict = attempt < attemptsMax ? await compare() : await writes.holdWrites(record.id, compare);
       if (verdict) return verdict;
     }
     return this.skipped(record, "the collection changed during every attempt");
@@ -206,9 +206,9 @@ export class ConsistencyChecker {
     const out: Instance[] = [];
     for (const instance of registry.all) {
       if (!instance.serving || !record.instanceUuids.has(instance.name)) continue;
-      if (!wal.isCaughtUp(instance.name, record.id)) {
+      if (!(await wal.caughtUpNow(instance.name, record.id))) {
         await replayer.drain(instance, record.id, { deadlineMs: Date.now() + config.requestTimeoutMs, urgent: true });
-        if (!wal.isCaughtUp(instance.name, record.id)) continue;
+        if (!(await wal.caughtUpNow(instance.name, record.id))) continue;
       }
       out.push(instance);
     }

@@ -25,7 +25,7 @@ import { splitObject } from "../replay/raw-json";
 import { addBodyFor, readRecordPage } from "./records";
 import type { ConsistencyChecker, CollectionVerdict } from "./consistency";
 
-export type ResyncDeps = Pick<Services, "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "writeLocks">;
+export type ResyncDeps = Pick<Services, "config" | "log" | "wal" | "collections" | "registry" | "replayer" | "writes">;
 
 /** Records copied per request: well under Chroma's max_batch_size (5461), a few MB with 384-dim embeddings. */
 const pageSize = 1_000;
@@ -115,9 +115,8 @@ export class Resyncer {
       runs.push(
         this.resync(instance, record).then((progress) => {
           if (progress.state === "done") this.retries.delete(key);
-          else if (progress.state === "elsewhere") {
-            // The node that runs it clears the mark when it is done.
-          } else {
+          // `elsewhere`: the node that runs it clears the mark when it is done.
+          else if (progress.state !== "elsewhere") {
             const delayMs = Math.min(300_000, (retry?.delayMs ?? 2_500) * 2);
             this.retries.set(key, { atMs: Date.now() + delayMs, delayMs });
           }
@@ -270,10 +269,14 @@ export class Resyncer {
    * wait: the copy's position. Ids alone (no values) are held in memory.
    */
   private async snapshot(source: Instance, record: CollectionRecord): Promise<{ position: number; ids: string[] }> {
-    const { writeLocks, replayer, wal, config } = this.deps;
-    return writeLocks.run(record.id, async () => {
+    const { writes, replayer, wal, config } = this.deps;
+    // Every node's writes of the collection wait: an entry logged before the position and
+    // not yet on the source would otherwise be in neither the copy nor what is replayed after it.
+    return writes.holdWrites(record.id, async () => {
       const drained = await replayer.drain(source, record.id, { urgent: true, deadlineMs: Date.now() + config.requestTimeoutMs });
-      if (!drained.ok || !wal.isCaughtUp(source.name, record.id)) throw new ResyncError(`source ${source.name} could not catch up: ${drained.ok ? "entries still owed" : drained.reason}`);
+      if (!drained.ok || !(await wal.caughtUpNow(source.name, record.id))) {
+        throw new ResyncError(`source ${source.name} could not catch up: ${drained.ok ? "entries still owed" : drained.reason}`);
+      }
       const position = (await wal.partitionState(record.id)).headSeq;
       const uuid = record.instanceUuids.get(source.name)!;
       const ids: string[] = [];

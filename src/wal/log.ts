@@ -398,6 +398,12 @@ export class WriteAheadLog {
     }
   }
 
+  /** Whether the instance has every acknowledged entry of the partition up to `uptoSeq`: read from the store with several nodes (`behindNow`), else from the view. */
+  async caughtUpNow(instance: string, partition: string, uptoSeq?: number): Promise<boolean> {
+    const behind = await this.behindNow([instance], partition, uptoSeq);
+    return behind ? !behind.has(instance) : this.isCaughtUp(instance, partition, uptoSeq);
+  }
+
   // Reads for replay (replay/order.ts).
 
   /**

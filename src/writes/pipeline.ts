@@ -83,6 +83,16 @@ export class WritePath {
   constructor(private readonly deps: WritePathDeps) {}
 
   /**
+   * Holds the collection's writes in this process and, with several nodes, on every node
+   * (the cross-node write lock): no write of it is logged or applied anywhere while `fn`
+   * runs. What a resync's copy and a consistency check take their position under.
+   */
+  holdWrites<T>(partition: string, fn: () => Promise<T>): Promise<T> {
+    const lock = this.partitionLock;
+    return this.deps.writeLocks.run(partition, () => (lock ? lock(partition, fn) : fn()));
+  }
+
+  /**
    * Logs and applies one write; resolves with how it ended. Writes of one partition are
    * applied one group at a time, in arrival order, so every instance sees them in log order.
    */

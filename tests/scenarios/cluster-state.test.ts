@@ -281,6 +281,39 @@ test("a read that sends a position through a node whose mappings are older reads
   expect(((await read.json()) as { id: string }).id).toBe(newId);
 });
 
+test("a mapping whose create was never logged is removed by any node; one whose create is logged but not yet applied stays", async () => {
+  await using cluster = await twoNodes();
+  const { a, b, databaseUrl } = cluster;
+  const mapped = async (url: string, name: string) => (await json<{ mappings: Array<{ collection_name: string }> }>(`${url}/collection/mappings`)).mappings.some((m) => m.collection_name === name);
+  // Logged, not applied: both instances out of routing, the create is answered 202.
+  for (const name of ["primary", "replica"]) expect((await post(`${a.url}/admin/instances/${name}/health`, { healthy: false })).status).toBe(200);
+  await waitFor(async () => (await json<{ healthy_instances: string }>(`${b.url}/health`)).healthy_instances === "0/2", { timeoutMs: clusterWideMsMax, message: "b routes to no instance" });
+  const waiting = `waiting_${crypto.randomUUID().slice(0, 8)}`;
+  expect((await post(`${b.url}${T}/collections`, { name: waiting, configuration: {} })).status).toBe(202);
+  // Never logged: what a create cut off from Postgres before its append leaves behind.
+  const never = `never_${crypto.randomUUID().slice(0, 8)}`;
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await sql`insert into chroma_lb_collections (id, tenant, database, name, status, created_at_ms, updated_at_ms)
+              values (${crypto.randomUUID()}, 'default_tenant', 'default_database', ${never}, 'active', 0, ${Date.now()})`;
+    // Both are old enough to be judged.
+    await sql`update chroma_lb_collections set created_at_ms = 0 where name = ${waiting}`;
+    const statusOf = async (name: string) => (await sql<Array<{ status: string }>>`select status from chroma_lb_collections where name = ${name}`)[0]?.status;
+    // A node sweeps every 10 s.
+    await waitFor(async () => (await statusOf(never)) === "deleted", { timeoutMs: 30_000, message: "the never-created mapping is marked deleted" });
+    expect(await statusOf(waiting)).toBe("active");
+    await waitFor(async () => !(await mapped(a.url, never)) && !(await mapped(b.url, never)), { timeoutMs: clusterWideMsMax, message: "both nodes forget it" });
+    expect(await mapped(a.url, waiting)).toBe(true);
+    expect(await mapped(b.url, waiting)).toBe(true);
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+  for (const name of ["primary", "replica"]) expect((await post(`${a.url}/admin/instances/${name}/health`, { healthy: true })).status).toBe(200);
+  // The name is free again, and the waiting create is applied once the instances serve.
+  expect((await post(`${a.url}${T}/collections`, { name: never, configuration: {} })).status).toBe(200);
+  await waitFor(async () => (await fetch(`${b.url}${T}/collections/${waiting}`)).status === 200, { message: "the logged create is applied" });
+});
+
 test("a resync runs once in the cluster: asked on another node meanwhile it is refused with the running node's name, every node shows it, and a dead node's run does not block the next", async () => {
   await using cluster = await twoNodes();
   const { a, b, databaseUrl } = cluster;
@@ -366,6 +399,44 @@ test("one copy is resynced by one node at a time, whoever asks: a node's own rep
     const [row] = await sql<Array<{ node_id: string; state: string }>>`select node_id, state from chroma_lb_jobs where kind = 'resync-copy' and scope = ${`replica/${id}`}`;
     expect(row).toEqual({ node_id: "b", state: "done" });
   } finally {
+    await sql.end({ timeout: 1 });
+  }
+});
+
+test("a resync takes its copy's position holding the collection's writes on every node", async () => {
+  await using cluster = await twoNodes();
+  const { a, b, databaseUrl } = cluster;
+  const created = await post(`${a.url}${T}/collections`, { name: `held_${crypto.randomUUID().slice(0, 8)}`, configuration: {} });
+  const { id } = (await created.json()) as { id: string };
+  expect((await post(`${a.url}${T}/collections/${id}/add`, { ids: ["x"], embeddings: [[1, 2]] })).status).toBe(201);
+  const record = await waitFor(
+    async () => {
+      const known = a.services.collections.get(id);
+      return known && known.instanceUuids.size === 2 && a.services.registry.all.every((i) => i.serving) ? known : null;
+    },
+    { message: "a knows both copies" },
+  );
+  // b holds the collection's writes, as a write through b does from before its append until its outcome is recorded.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let holding!: () => void;
+  const holdingNow = new Promise<void>((resolve) => (holding = resolve));
+  const bHolds = b.services.writes.holdWrites(id, () => (holding(), held));
+  await holdingNow;
+
+  const resync = a.services.resyncer.resync(a.services.registry.get("replica")!, record);
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    // a waits for b's lock (an advisory lock not granted) before it takes the copy's position.
+    await waitFor(async () => (await sql`select 1 from pg_locks where locktype = 'advisory' and not granted`).length > 0, { message: "a waits for the collection's lock" });
+    const progress = a.services.resyncer.history.find((p) => p.collection_id === id);
+    expect(progress?.position ?? null).toBeNull();
+    release();
+    await bHolds;
+    const done = await resync;
+    expect({ state: done.state, records: done.records_copied }).toEqual({ state: "done", records: 1 });
+  } finally {
+    release();
     await sql.end({ timeout: 1 });
   }
 });

@@ -409,6 +409,23 @@ export class PostgresLogStore implements LogStore {
     return row?.dropped === true;
   }
 
+  /**
+   * Marks deleted the mappings of collections that will never exist: active, made before
+   * `createdBeforeMs`, held by no instance, and with no create of theirs in the log. A create
+   * answered "may have been logged" (Postgres went away midway) keeps its mapping, since its
+   * entry may replay; when the entry was not logged, this is where the mapping goes.
+   * Returns the ids marked.
+   */
+  async dropNeverCreated(createdBeforeMs: number): Promise<string[]> {
+    const rows = await this.q<Array<{ id: string }>>`
+      UPDATE chroma_lb_collections c SET status = 'deleted', updated_at_ms = ${Date.now()}
+      WHERE c.status = 'active' AND c.created_at_ms < ${createdBeforeMs}
+        AND NOT EXISTS (SELECT 1 FROM chroma_lb_collection_instances i WHERE i.collection_id = c.id)
+        AND NOT EXISTS (SELECT 1 FROM chroma_lb_wal_entries e WHERE e.partition = c.id AND e.op = 'create_collection' AND e.state <> 'rejected')
+      RETURNING c.id`;
+    return rows.map((r) => r.id);
+  }
+
   async partitionState(partition: string) {
     const [row] = await this.sql<Array<{ head: number; unanswered: number }>>`
       SELECT coalesce(max(seq), 0) AS head, count(*) FILTER (WHERE state = 'new') AS unanswered FROM chroma_lb_wal_entries WHERE partition = ${partition}`;
