@@ -37,13 +37,6 @@ const percentile = (values: number[], p: number) => {
 };
 const ms = (value: number) => `${value.toFixed(1)} ms`;
 
-async function freshDatabase(pg: PgServer, name: string): Promise<string> {
-  const admin = postgres(pg.url(), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  await admin.end();
-  return pg.url(name);
-}
-
 interface Phase {
   ingestDocsPerSecond: number;
   queriesPerSecond: number;
@@ -119,7 +112,7 @@ async function measure(nodes: LbProcess[], primaryUrl: string, label: string): P
 
 async function withCluster<T>(pg: PgServer, nodeCount: number, database: string, run: (nodes: LbProcess[], primaryUrl: string, databaseUrl: string) => Promise<T>): Promise<T> {
   await using servers = await startChromaServers(2);
-  const databaseUrl = await freshDatabase(pg, database);
+  const databaseUrl = await pg.freshDatabase(database);
   const nodes: LbProcess[] = [];
   try {
     for (let i = 0; i < nodeCount; i++) {

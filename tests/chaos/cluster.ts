@@ -10,7 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import postgres from "postgres";
 import { startChromaServers, startLbProcess, waitFor, type ChromaServer, type ChromaServers, type LbProcess } from "../support";
-import { startPostgresServer, type PostgresServer } from "../support/postgres-server";
+import { startPgServer, type PgServer } from "../support/pg-server";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy";
 
 export type InstanceName = "primary" | "replica";
@@ -38,7 +38,7 @@ export interface Cluster {
   /** The mirror database's name (or, with LOG_STORE=postgres, the store's). */
   readonly database: string;
   /** With LOG_STORE=postgres: the run's own Postgres server (SIGKILLed by `kill-postgres`), which holds the log. */
-  readonly postgres: PostgresServer | null;
+  readonly postgres: PgServer | null;
   /** Copies every process log into `dir` (kept for a failed run). */
   keepLogs(dir: string): string[];
   /** Stops everything and drops the mirror database. */
@@ -58,7 +58,7 @@ export interface ClusterOptions {
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   const nodeCount = opts.nodes ?? 1;
   if (nodeCount > 1 && opts.logStore !== "postgres") throw new Error("chaos: several nodes need LOG_STORE=postgres (they share its log)");
-  const ownPostgres = opts.logStore === "postgres" ? await startPostgresServer() : null;
+  const ownPostgres = opts.logStore === "postgres" ? await startPgServer() : null;
   const adminUrl = ownPostgres ? ownPostgres.url("postgres") : (opts.postgresAdminUrl ?? process.env.CHAOS_POSTGRES_URL ?? postgresAdminUrlDefault);
   const target = new URL(adminUrl);
   const database = `chaos_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;

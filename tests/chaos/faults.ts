@@ -260,7 +260,7 @@ async function inject(fault: PlannedFault, ctx: LaneContext): Promise<FaultRecor
       await cluster.postgres.kill();
       ctx.log(`+${startMs} ms kill-postgres: server SIGKILLed for ${fault.downMs} ms`);
       await Bun.sleep(fault.downMs);
-      await cluster.postgres.start();
+      await cluster.postgres.restart();
       break;
   }
   record.endMs = ctx.now();

@@ -54,14 +54,11 @@ function client(url: string, max = 3): postgres.Sql {
 
 /** A fresh database on the private server with the cluster tables; returns its URL. */
 async function freshDatabase(server: PgServer = pg): Promise<string> {
-  const name = `cluster_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = postgres(server.url(), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  await admin.end();
-  const sql = postgres(server.url(name), { max: 1, onnotice: () => {} });
+  const url = await server.freshDatabase("cluster");
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
   await ensureClusterSchema(sql);
   await sql.end();
-  return server.url(name);
+  return url;
 }
 
 const keysOf = (n: number, collection = "c"): LeaseKey[] => Array.from({ length: n }, (_, i) => ({ instance: i % 2 ? "replica" : "primary", collection: `${collection}${i}` }));

@@ -37,14 +37,6 @@ afterAll(async () => {
   await killAll();
 });
 
-async function freshDatabase(): Promise<string> {
-  const name = `nodes_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = postgres(pg.url(), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  await admin.end();
-  return pg.url(name);
-}
-
 function sqlFor(url: string): postgres.Sql {
   const sql = postgres(url, { max: 2, onnotice: () => {} });
   clients.push(sql);
@@ -108,7 +100,7 @@ test("a node and then the primary Chroma SIGKILLed mid-ingest: every acknowledge
   const COLLECTIONS = ["ingest-a", "ingest-b"];
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
-  const databaseUrl = await freshDatabase();
+  const databaseUrl = await pg.freshDatabase("nodes");
   const [a, b] = await nodes(databaseUrl, primary!.url, replica!.url);
   await using _a = a;
   await using _b = b;
@@ -202,7 +194,7 @@ test("a node and then the primary Chroma SIGKILLed mid-ingest: every acknowledge
 test("read-your-writes across nodes: a write through one node, a read through the other with its position, 200 times, never stale", async () => {
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
-  const databaseUrl = await freshDatabase();
+  const databaseUrl = await pg.freshDatabase("nodes");
   // Reads prefer the replica, the instance most likely to be behind.
   const [a, b] = await nodes(databaseUrl, primary!.url, replica!.url, { READ_REPLICA_RATIO: "1" });
   await using _a = a;
@@ -239,7 +231,7 @@ test("read-your-writes across nodes: a write through one node, a read through th
 test("leases: a backlog is replayed exactly once across nodes, and a SIGKILLed node's leases are taken over within 10 s", async () => {
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
-  const databaseUrl = await freshDatabase();
+  const databaseUrl = await pg.freshDatabase("nodes");
   const sql = sqlFor(databaseUrl);
   // One entry per request to the instance: replay takes long enough to kill a node in it.
   const [a, b] = await nodes(databaseUrl, primary!.url, replica!.url, { WAL_DEFAULT_BATCH_SIZE: "1", WAL_MAX_BATCH_SIZE: "1" });
@@ -331,7 +323,7 @@ test("leases: a backlog is replayed exactly once across nodes, and a SIGKILLed n
 test("one order per collection: clients on both nodes upsert the same ids; every instance ends with the value of the highest acknowledged position", async () => {
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
-  const databaseUrl = await freshDatabase();
+  const databaseUrl = await pg.freshDatabase("nodes");
   const [a, b] = await nodes(databaseUrl, primary!.url, replica!.url);
   await using _a = a;
   await using _b = b;
@@ -367,7 +359,7 @@ test("one order per collection: clients on both nodes upsert the same ids; every
 test("a node cut from Postgres answers writes 503 with Retry-After, the other node goes on and takes over its replay; nothing acknowledged is lost", async () => {
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
-  const databaseUrl = await freshDatabase();
+  const databaseUrl = await pg.freshDatabase("nodes");
   const sql = sqlFor(databaseUrl);
   // Node A reaches Postgres through a proxy the test cuts.
   await using proxy = await startTcpProxy({ host: "127.0.0.1", port: pg.port });

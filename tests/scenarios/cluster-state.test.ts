@@ -41,17 +41,9 @@ afterAll(async () => {
   await killAll();
 });
 
-async function freshDatabase(server: PgServer = pg): Promise<string> {
-  const name = `state_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
-  const admin = postgres(server.url(), { max: 1, onnotice: () => {} });
-  await admin.unsafe(`create database ${name}`);
-  await admin.end();
-  return server.url(name);
-}
-
 /** Two nodes, `a` and `b`, on a database of their own. */
 async function twoNodes(env: Record<string, string> = {}, chroma: ChromaServers = servers, server: PgServer = pg) {
-  const databaseUrl = await freshDatabase(server);
+  const databaseUrl = await server.freshDatabase("state");
   const common = {
     CHROMA_PRIMARY_URL: chroma[0]!.url,
     CHROMA_REPLICA_URL: chroma[1]!.url,

@@ -8,7 +8,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { alertReceiver } from "../support/alerts";
 import { killAll, startChromaServers, startLbInProcess, waitFor } from "../support";
-import { startPostgresServer } from "../support/postgres-server";
+import { startPgServer } from "../support/pg-server";
 
 afterAll(() => killAll());
 
@@ -22,8 +22,8 @@ async function post(url: string, body: unknown) {
 const addBody = (id: string) => ({ ids: [id], embeddings: [[id.length / 10, 0.5]], documents: [`doc ${id}`] });
 
 test("Postgres SIGKILLed: writes answer 503 with Retry-After, reads go on, the alert fires, writes resume within 15 s of its return", async () => {
-  await using pg = await startPostgresServer();
-  await pg.createDatabase("chroma_lb");
+  await using pg = await startPgServer();
+  const databaseUrl = await pg.freshDatabase("chroma_lb");
   await using servers = await startChromaServers(2);
   const [primary, replica] = servers;
   using hook = alertReceiver();
@@ -31,7 +31,7 @@ test("Postgres SIGKILLed: writes answer 503 with Retry-After, reads go on, the a
     CHROMA_PRIMARY_URL: primary!.url,
     CHROMA_REPLICA_URL: replica!.url,
     LOG_STORE: "postgres",
-    DATABASE_URL: pg.url("chroma_lb"),
+    DATABASE_URL: databaseUrl,
     ALERT_WEBHOOK_URL: hook.url,
     ALERT_CHECK_INTERVAL: "1",
   });
@@ -62,7 +62,7 @@ test("Postgres SIGKILLed: writes answer 503 with Retry-After, reads go on, the a
   await waitFor(() => hook.rows().includes("log_store_unreachable firing -"), { timeoutMs: 10_000, message: "log_store_unreachable alert" });
 
   // Back: writes are taken again by themselves within 15 s.
-  await pg.start();
+  await pg.restart();
   const backMs = performance.now();
   await waitFor(async () => (await post(`${lb.url}${T}/collections/${id}/add`, addBody("c"))).status === 201, {
     timeoutMs: 15_000,

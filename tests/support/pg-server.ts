@@ -23,6 +23,8 @@ export interface PgServer extends AsyncDisposable {
   readonly logPath: string;
   /** `postgres://postgres@127.0.0.1:<port>/<database>` (trust auth). */
   url(database?: string): string;
+  /** Creates a database of its own (`<prefix>_<random>`) on it and answers its URL. */
+  freshDatabase(prefix?: string): Promise<string>;
   /** Whether the postmaster is running. */
   readonly running: boolean;
   /** Sends `signal` to the postmaster and waits for it to exit (SIGKILL: a crash; Postgres recovers at the next start). */
@@ -121,6 +123,16 @@ export async function startPgServer(opts: { settings?: Record<string, string> } 
     dataDir,
     logPath,
     url: (database = "postgres") => `postgres://postgres@127.0.0.1:${port}/${database}`,
+    async freshDatabase(prefix = "test") {
+      const name = `${prefix}_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+      const sql = postgres(server.url(), { max: 1, onnotice: () => {} });
+      try {
+        await sql.unsafe(`create database ${name}`);
+      } finally {
+        await sql.end({ timeout: 2 });
+      }
+      return server.url(name);
+    },
     get running() {
       return proc !== null && isRunning(proc);
     },
