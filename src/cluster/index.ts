@@ -6,7 +6,6 @@
  * wiring is expected to
  * - open one postgres.js client for the registry and leases (a few connections) and give the
  *   wake-up listener its own factory (it holds a session for LISTEN);
- * - run `ensureClusterSchema` at start (until these tables move into drizzle migrations);
  * - schedule `clusterJobs(...)` in schedules.ts, and ask `leases.holds(key)` before each
  *   replay step, `fenceInTx` in the transaction that records replay progress;
  * - on SIGTERM: `leases.releaseAll()`, `registry.leave()`, `listener.stop()`.
@@ -15,7 +14,7 @@ import type { LeaseKey, LeaseManager } from "./leases";
 import type { NodeRegistry } from "./nodes";
 import type { WakeupListener } from "./wakeups";
 
-export { ensureClusterSchema, clusterTables } from "./schema";
+export { clusterTables } from "./schema";
 export { LeaseManager, fenceInTx, listLeases, expiredLeaseKeys, forgetLeases } from "./leases";
 export type { Lease, LeaseKey, LeaseRow, AcquireResult, RenewResult, LeaseManagerOptions } from "./leases";
 export { NodeRegistry } from "./nodes";

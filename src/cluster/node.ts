@@ -17,7 +17,7 @@ import type { Logger } from "../observability/log";
 import { bounded, errorText } from "./bounded";
 import { ClusterJobs, type ClusterJobView } from "./jobs";
 import { NodeRegistry, type NodeRow } from "./nodes";
-import { clusterTables, ensureClusterSchema } from "./schema";
+import { clusterTables } from "./schema";
 import { ClusterSwitches } from "./switches";
 import { publishHint, WakeupListener, type WakeupEvent, type WakeupHint } from "./wakeups";
 
@@ -97,9 +97,8 @@ export class ClusterNode {
     return this.deps.config.nodeId;
   }
 
-  /** Creates the cluster's tables (idempotent) and reads the switches; before the server listens. */
+  /** Reads the switches and the mappings' version (the store's migrations made the tables); before the server listens. */
   async open(): Promise<void> {
-    await ensureClusterSchema(this.sql);
     await this.switches.syncOnce();
     // Read again, not just versioned: a change made since the store was opened would otherwise be taken as seen.
     await this.syncMappings();

@@ -57,6 +57,39 @@ export interface MirrorStore {
   close(): Promise<void>;
 }
 
+/** The session advisory lock that nodes starting together take turns on to migrate ("clb1"). */
+const migrationLockKey = 0x63_6c_62_31;
+
+/**
+ * Applies drizzle/pg. drizzle's migrator does not serialize concurrent runs (two nodes of a
+ * cluster starting on a new database would both create the first tables, and one would
+ * fail), so each run holds a session advisory lock on a connection of its own meanwhile;
+ * the next one then finds the migrations applied.
+ */
+async function migrateSerialized(client: postgres.Sql, db: MirrorDb): Promise<void> {
+  const lock = await client.reserve();
+  try {
+    await lock`select pg_advisory_lock(${migrationLockKey})`;
+    try {
+      await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
+    } finally {
+      await lock`select pg_advisory_unlock(${migrationLockKey})`;
+    }
+  } finally {
+    lock.release();
+  }
+}
+
+/** Applies drizzle/pg to the database at `databaseUrl` (tests and tools that use the tables without a store). */
+export async function migratePostgres(databaseUrl: string): Promise<void> {
+  const client = postgresClient(databaseUrl, { max: 2 });
+  try {
+    await migrateSerialized(client, drizzlePg({ client, schema: pgSchema }));
+  } finally {
+    await client.end({ timeout: 2 });
+  }
+}
+
 /**
  * Connects to the Postgres mirror and applies its migrations. Connection errors surface
  * from the first query, so callers treat the mirror as optional and retry later.
@@ -69,7 +102,7 @@ export async function openMirrorStore(databaseUrl: string, connectTimeoutSeconds
   const relaxed = postgresClient(databaseUrl, { max: 4, connectTimeoutSeconds, synchronousCommit: "off", fastReconnect: true });
   const db = drizzlePg({ client, schema: pgSchema });
   try {
-    await migratePg(db, { migrationsFolder: join(migrationsRoot, "pg"), migrationsSchema: "chroma_lb_drizzle" });
+    await migrateSerialized(client, db);
   } catch (error) {
     await Promise.all([client.end({ timeout: 1 }), relaxed.end({ timeout: 1 })]).catch(() => {});
     throw error;

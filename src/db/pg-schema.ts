@@ -1,8 +1,11 @@
 /**
- * The Postgres mirror of the mappings. It holds what a chroma-lb with an empty DATA_DIR
- * needs to restore its collection ids; the log itself stays local.
+ * chroma-lb's tables in Postgres: the mappings (the mirror of a SQLite node, or the
+ * mappings themselves with LOG_STORE=postgres), the log store, the access tokens, and the
+ * tables the nodes of a cluster share. drizzle-kit writes the migrations in drizzle/pg from
+ * this file (`bun run db:generate`).
  */
-import { bigint, bigserial, customType, index, integer, pgTable, primaryKey, text, uniqueIndex } from "drizzle-orm/pg-core";
+import { sql } from "drizzle-orm";
+import { bigint, bigserial, check, customType, index, integer, jsonb, pgTable, primaryKey, text, timestamp, uniqueIndex, uuid } from "drizzle-orm/pg-core";
 
 /** Raw bytes (a request body exactly as the client sent it). */
 const bytea = customType<{ data: Uint8Array; driverData: Uint8Array }>({ dataType: () => "bytea" });
@@ -111,4 +114,83 @@ export const accessTokens = pgTable(
     revokedAtMs: bigint("revoked_at_ms", { mode: "number" }),
   },
   (table) => [uniqueIndex("chroma_lb_access_tokens_hash").on(table.hash)],
+);
+
+// The tables the nodes of a cluster share (src/cluster/). Leases are rows with an expiry,
+// never advisory locks: a session lock lives on one connection, which a transaction-pooling
+// PgBouncer hands to other clients between transactions.
+
+const at = (name: string) => timestamp(name, { withTimezone: true, mode: "date" });
+
+/** The live nodes, each with its heartbeat. */
+export const clusterNodes = pgTable(
+  "chroma_lb_nodes",
+  {
+    id: text("id").primaryKey(),
+    address: text("address").notNull(),
+    incarnation: uuid("incarnation").notNull(),
+    startedAt: at("started_at").notNull(),
+    lastHeartbeatAt: at("last_heartbeat_at").notNull(),
+  },
+  (table) => [check("chroma_lb_nodes_id_length", sql`char_length(${table.id}) BETWEEN 1 AND 128`)],
+);
+
+/** One replay lease per (instance, collection). */
+export const replayLeases = pgTable(
+  "chroma_lb_replay_leases",
+  {
+    instance: text("instance").notNull(),
+    collection: text("collection").notNull(),
+    nodeId: text("node_id").notNull(),
+    token: bigint("token", { mode: "number" }).notNull(),
+    acquiredAt: at("acquired_at").notNull(),
+    // '-infinity' once released; the row stays, so the next holder's token is still one more
+    // than the last one (a deleted row would start again from 1).
+    expiresAt: at("expires_at").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.instance, table.collection] }), index("chroma_lb_replay_leases_node_idx").on(table.nodeId)],
+);
+
+/** Maintenance and simulated-outage switches, one row per (instance, kind) while it holds. */
+export const clusterSwitches = pgTable(
+  "chroma_lb_switches",
+  {
+    instance: text("instance").notNull(),
+    kind: text("kind").notNull(),
+    // When a simulated outage ends; null holds until ended. Maintenance has none.
+    until: at("until"),
+    setBy: text("set_by").notNull(),
+    setAt: at("set_at").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.instance, table.kind] }), check("chroma_lb_switches_kind", sql`${table.kind} IN ('maintenance', 'simulation')`)],
+);
+
+/** Operations run once in the cluster (resync, consistency check, repair pass) and their progress. */
+export const clusterJobs = pgTable(
+  "chroma_lb_jobs",
+  {
+    kind: text("kind").notNull(),
+    scope: text("scope").notNull(),
+    nodeId: text("node_id").notNull(),
+    state: text("state").notNull(),
+    progress: jsonb("progress"),
+    startedAt: at("started_at").notNull(),
+    heartbeatAt: at("heartbeat_at").notNull(),
+    finishedAt: at("finished_at"),
+  },
+  (table) => [primaryKey({ columns: [table.kind, table.scope] }), check("chroma_lb_jobs_state", sql`${table.state} IN ('running', 'done', 'failed')`)],
+);
+
+/** The last alert status posted per key, so that one alert is posted once for the cluster. */
+export const alertsPosted = pgTable(
+  "chroma_lb_alerts_posted",
+  {
+    event: text("event").notNull(),
+    instance: text("instance").notNull(),
+    collection: text("collection").notNull(),
+    status: text("status").notNull(),
+    nodeId: text("node_id").notNull(),
+    postedAt: at("posted_at").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.event, table.instance, table.collection] })],
 );

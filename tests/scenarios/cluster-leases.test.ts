@@ -11,6 +11,7 @@
  * `SEED=<n> bun test tests/scenarios/cluster-leases.test.ts` replays its choices.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import postgres from "postgres";
 import {
   LeaseManager,
@@ -19,7 +20,6 @@ import {
   expiredLeaseKeys,
   forgetLeases,
   WakeupListener,
-  ensureClusterSchema,
   fenceInTx,
   listLeases,
   publishHint,
@@ -27,6 +27,7 @@ import {
   type WakeupEvent,
 } from "../../src/cluster";
 import { loadConfig } from "../../src/config";
+import { migratePostgres } from "../../src/db";
 import { rng, seedFromEnv } from "../chaos/rng";
 import { killAll, waitFor } from "../support";
 import { startPgServer, type PgServer } from "../support/pg-server";
@@ -55,21 +56,21 @@ function client(url: string, max = 3): postgres.Sql {
 /** A fresh database on the private server with the cluster tables; returns its URL. */
 async function freshDatabase(server: PgServer = pg): Promise<string> {
   const url = await server.freshDatabase("cluster");
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
-  await ensureClusterSchema(sql);
-  await sql.end();
+  await migratePostgres(url);
   return url;
 }
 
 const keysOf = (n: number, collection = "c"): LeaseKey[] => Array.from({ length: n }, (_, i) => ({ instance: i % 2 ? "replica" : "primary", collection: `${collection}${i}` }));
 const id = (k: LeaseKey) => `${k.instance}/${k.collection}`;
 
-test("the cluster tables can be created by several nodes at once, and again", async () => {
-  const url = await freshDatabase();
-  const sqls = [client(url), client(url), client(url)];
-  await Promise.all(sqls.map((sql) => ensureClusterSchema(sql)));
-  await ensureClusterSchema(sqls[0]!);
-  expect(await listLeases(sqls[0]!)).toEqual([]);
+test("the tables are migrated by several nodes at once, and again", async () => {
+  const url = await pg.freshDatabase("migrate");
+  await Promise.all([migratePostgres(url), migratePostgres(url), migratePostgres(url)]);
+  await migratePostgres(url);
+  const sql = client(url);
+  expect(await listLeases(sql)).toEqual([]);
+  const [applied] = await sql<Array<{ n: number }>>`select count(*)::int as n from chroma_lb_drizzle.__drizzle_migrations`;
+  expect(applied!.n).toBe(readdirSync(new URL("../../drizzle/pg", import.meta.url).pathname).filter((f) => f.endsWith(".sql")).length);
 });
 
 test("under concurrent acquisition, renewal, release, pauses and crashes, a key is held by one node at a time, and each takeover's token is the last plus one", async () => {
