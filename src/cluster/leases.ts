@@ -22,7 +22,7 @@
  * `holds()` check and the action it allows; a forward jump of the database's clock would
  * still shorten the lease, as it does for River and pg-boss.
  *
- * Rows, not advisory locks: see schema.ts (a transaction-pooling PgBouncer breaks session
+ * Rows, not advisory locks: see db/pg-schema.ts (a transaction-pooling PgBouncer breaks session
  * advisory locks).
  */
 import type postgres from "postgres";
