@@ -7,11 +7,13 @@ import { Elysia } from "elysia";
 import { adminRoutes } from "./admin/routes";
 import { tokenRoutes } from "./auth/routes";
 import { dashboardRoutes } from "./dashboard/routes";
-import { LbError, TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull } from "./errors";
+import { LbError, TRACE_ID_HEADER, TRACE_ID_NONE, errorResponse, fileSystemFull, storageRetryAfterSeconds } from "./errors";
 import { ChromaApi } from "./proxy/api";
 import { chromaRoutes } from "./proxy/routes";
 import type { Services } from "./services";
 import { isStorageFullError } from "./wal/storage";
+import { isPostgresUnreachable } from "./wal/postgres";
+import { StatementTimeout } from "./cluster/bounded";
 
 /** What the app needs: every service but the process-level `close`. */
 export type AppDeps = Omit<Services, "close">;
@@ -57,6 +59,14 @@ export function createApp(deps: AppDeps) {
       // Wherever the log met a full file system (an append, a catch-up, cleanup), the
       // answer is the same 507 as at WAL_MAX_DISK_MB, never a 500.
       if (isStorageFullError(error)) return errorResponse(fileSystemFull());
+      // Postgres (the log, the mappings, the cluster's tables) did not answer during the
+      // request: 503 for the client to retry, never a 500. drizzle wraps the driver's error.
+      const pgError = [error, (error as { cause?: unknown })?.cause].find((e) => isPostgresUnreachable(e) || e instanceof StatementTimeout);
+      if (pgError) {
+        return errorResponse(
+          new LbError(503, "ServiceUnavailable", `Postgres did not answer during this request (${String((pgError as Error).message)}); retry`, { "Retry-After": String(storageRetryAfterSeconds) }),
+        );
+      }
       switch (code) {
         case "NOT_FOUND":
           // Chroma answers unknown routes with 404 and an empty body.

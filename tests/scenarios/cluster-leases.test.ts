@@ -27,7 +27,7 @@ import {
   type WakeupEvent,
 } from "../../src/cluster";
 import { loadConfig } from "../../src/config";
-import { migratePostgres } from "../../src/db";
+import { migratePostgres, postgresClient } from "../../src/db";
 import { rng, seedFromEnv } from "../chaos/rng";
 import { killAll, waitFor } from "../support";
 import { startPgServer, type PgServer } from "../support/pg-server";
@@ -535,3 +535,37 @@ test("wake-up hints arrive at other nodes, and again after Postgres is SIGKILLed
     await publisher.end({ timeout: 0 }).catch(() => {});
   }
 }, 60_000);
+
+test("a session cut off while it waits for a lock never takes it: Postgres ends it within seconds, and the lock is free once its holder lets go", async () => {
+  const url = await pg.freshDatabase("cut_waiter");
+  const holder = client(url, 1);
+  const admin = client(url, 1);
+  await using proxy = await startTcpProxy({ host: "127.0.0.1", port: pg.port });
+  const proxied = new URL(url);
+  proxied.port = String(proxy.port);
+  // chroma-lb's own client settings (src/db/index.ts), reached through the proxy the test cuts.
+  const waiter = postgresClient(proxied.toString(), { max: 1, connectTimeoutSeconds: 2 });
+  clients.push(waiter);
+  const key = 4242;
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const holding = holder.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${key})`;
+    await released;
+  });
+  const waiting = async () => (await admin<Array<{ n: number }>>`select count(*)::int as n from pg_locks where locktype = 'advisory' and not granted`)[0]!.n;
+  await waitFor(async () => (await admin`select 1 from pg_locks where locktype = 'advisory' and granted`).length > 0, { message: "the holder has the lock" });
+  const cutOff = waiter.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(${key})`;
+    await new Promise(() => {}); // it would hold the lock for good if it ever got it
+  });
+  cutOff.catch(() => {});
+  await waitFor(async () => (await waiting()) === 1, { message: "the proxied session waits for the lock" });
+  await proxy.close();
+  // Without client_connection_check_interval the backend would wait on, take the lock once
+  // the holder lets go, and hold it, idle, until its idle-in-transaction timeout.
+  await waitFor(async () => (await waiting()) === 0, { timeoutMs: 5_000, message: "Postgres ends the cut-off session" });
+  release();
+  await holding;
+  expect((await admin<Array<{ ok: boolean }>>`select pg_try_advisory_lock(${key}) as ok`)[0]!.ok).toBe(true);
+});

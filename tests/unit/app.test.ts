@@ -316,3 +316,18 @@ describe("writes while every instance is down", () => {
     expect(await (await app.request("/collection/mappings")).json()).toEqual({ mappings: [], count: 0 });
   });
 });
+
+test("a request during which Postgres stops answering is answered 503 with Retry-After, never 500", async () => {
+  await using app = await buildApp();
+  // What drizzle throws when the mapping store's connection closes: its own error, the driver's as the cause.
+  const dropped = Object.assign(new Error("write CONNECTION_CLOSED 127.0.0.1:5432"), { code: "CONNECTION_CLOSED" });
+  app.services.collections.create = async () => {
+    throw new Error('Failed query: insert into "chroma_lb_collections"', { cause: dropped });
+  };
+  const res = await app.json(`${T}/collections`, "POST", { name: "during_outage" });
+  expect(res.status).toBe(503);
+  expect(res.headers.get("retry-after")).toBe("5");
+  const body = (await res.json()) as { error: string; message: string };
+  expect(body.error).toBe("ServiceUnavailable");
+  expect(body.message).toStartWith("Postgres did not answer during this request (write CONNECTION_CLOSED");
+});

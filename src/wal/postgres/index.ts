@@ -465,14 +465,21 @@ export class PostgresLogStore implements LogStore {
   }
 
   isUnreachableError(error: unknown): boolean {
-    if (typeof error !== "object" || error === null) return false;
-    const code = String((error as { code?: unknown }).code ?? "");
-    // The driver's own connection errors, the system's, and SQLSTATE class 08 (connection
-    // exception), 57P01-57P03 (the server shutting down, crashed, or not accepting yet), 53300.
-    return unreachableCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code) || code === "53300";
+    return isPostgresUnreachable(error);
   }
 
   async close() {
     await this.onClose();
   }
+}
+
+/**
+ * Whether an error says Postgres could not be reached: the driver's own connection errors,
+ * the system's, and SQLSTATE class 08 (connection exception), 57P01-57P03 (the server
+ * shutting down, crashed, or not accepting yet), 53300 (too many connections).
+ */
+export function isPostgresUnreachable(error: unknown): boolean {
+  if (typeof error !== "object" || error === null) return false;
+  const code = String((error as { code?: unknown }).code ?? "");
+  return unreachableCodes.has(code) || code.startsWith("08") || /^57P0[123]$/.test(code) || code === "53300";
 }
