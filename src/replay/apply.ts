@@ -73,6 +73,7 @@ export async function applyEntries(
   options: ApplyOptions,
 ): Promise<ApplyOutcome> {
   const first = entries[0]!;
+  await linkMissingUuid(first, instance, collections, options);
   const target = requestFor(first, instance, collections);
   if (typeof target === "string") return { kind: "failed", status: 0, headers: null, body: null, reason: target };
 
@@ -130,6 +131,30 @@ function chromaErrorShape(headers: Headers, body: Uint8Array): { headers: Header
 }
 
 /** The UUID the instance gave a created collection; on a replayed 409, looked up by name. */
+/** Ops sent to a collection by its UUID on the instance. */
+const byInstanceUuid = new Set<Entry["op"]>(["add", "upsert", "update", "delete", "modify_collection"]);
+
+/**
+ * An entry for a collection whose UUID on this instance chroma-lb has not recorded (a create
+ * applied there by a node cut off or killed before it recorded the answer) is not held back
+ * for good: the instance is asked for the collection by name, and the UUID it answers is
+ * recorded. When it does not hold the collection, the entry fails as before (a copy being
+ * filled or rebuilt gets its UUID from that).
+ */
+async function linkMissingUuid(entry: Entry, instance: Instance, collections: CollectionStore, options: ApplyOptions): Promise<void> {
+  if (!byInstanceUuid.has(entry.op) || !entry.collectionId) return;
+  const record = collections.get(entry.collectionId);
+  if (!record || record.instanceUuids.has(instance.name)) return;
+  const found = await instance.client.json<{ id?: string }>("GET", `${base(record.tenant, record.database)}/collections/${encodeURIComponent(record.name)}`, undefined, options.timeoutMs);
+  const id = found.json?.id;
+  if (found.ok && found.status === 200 && typeof id === "string") {
+    const owner = collections.byUuid(id);
+    // That name is another collection's there (one this instance has not applied the drop of yet).
+    if (owner && owner !== record) return;
+    await collections.setInstanceUuid(record.id, instance.name, id);
+  }
+}
+
 async function createdUuid(instance: Instance, entry: Entry, body: Uint8Array, status: number, timeoutMs: number): Promise<string | null> {
   if (status < 300) {
     const json = decodeJson(body) as { id?: string } | undefined;

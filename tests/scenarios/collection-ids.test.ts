@@ -5,7 +5,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { ChromaClient } from "chromadb";
-import { killAll, startChromaServers, startLbProcess, waitFor, type ChromaServer } from "../support";
+import { killAll, startChromaServers, startLbInProcess, startLbProcess, waitFor, type ChromaServer } from "../support";
 
 afterAll(() => killAll());
 
@@ -146,3 +146,32 @@ test("a collection keeps one id across answers, instances, a primary crash and i
   expect((await client.getCollection({ name: "made_during_outage" })).id).toBe(outage.id);
   expect((await client.listCollections()).map((c) => c.id).sort()).toEqual([id, outage.id].sort());
 }, 60_000);
+
+test("a copy whose UUID chroma-lb never recorded is found by name on its instance, and replay goes on", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({ CHROMA_PRIMARY_URL: primary!.url, CHROMA_REPLICA_URL: replica!.url });
+  const created = await getJson<{ id: string }>(`${lb.url}${T}/collections`, post({ name: "unrecorded" }));
+  expect(created.status).toBe(200);
+  const record = await waitFor(() => {
+    const known = lb.services.collections.get(created.body.id);
+    return known?.instanceUuids.has("replica") ? known : null;
+  });
+  const replicaUuid = record.instanceUuids.get("replica")!;
+  // What a node cut off or killed between applying a replayed create and recording its answer leaves.
+  record.instanceUuids.delete("replica");
+  // Adoption would link it again at its next pass (every minute, or when an instance comes
+  // back); here replay alone must find it.
+  const noPass = { adopted: [], linked: 0, incomplete: [], filled: [], scannedInstances: [] };
+  lb.services.adoption.adoptOnce = async () => noPass;
+  lb.services.adoption.adoptSoon = async () => {};
+
+  const add = await getJson<unknown>(`${lb.url}${T}/collections/${created.body.id}/add`, post(records(1, 3)));
+  expect(add.status).toBe(201);
+  const onReplica = await waitFor(async () => {
+    const got = await getJson<{ ids: string[] }>(`${replica!.url}${T}/collections/${replicaUuid}/get`, post({}));
+    return got.body.ids.length === 3 ? got.body.ids.sort() : null;
+  });
+  expect(onReplica).toEqual(["r1", "r2", "r3"]);
+  expect(record.instanceUuids.get("replica")).toBe(replicaUuid);
+});
