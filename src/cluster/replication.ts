@@ -50,7 +50,7 @@ const hintRefreshGapMs = 500;
 const orphanPartitionsMax = 100;
 /** How often the mappings of creates never logged are looked for, and the margin for clocks before one counts as such. */
 const neverCreatedIntervalMs = 10_000;
-const neverCreatedMarginMs = 30_000;
+const neverCreatedMarginMs = 10_000;
 
 export class ReplicationCluster {
   readonly leases: LeaseManager;
@@ -219,7 +219,7 @@ export class ReplicationCluster {
   /**
    * Drops the mappings of creates whose outcome was unknown and whose entry was never
    * logged (see `dropNeverCreated`), once any append of theirs would have ended: twice
-   * REQUEST_TIMEOUT, plus a margin for the nodes' clocks.
+   * REQUEST_TIMEOUT, plus 10 s for the nodes' clocks.
    */
   async dropNeverCreatedOnce(): Promise<number> {
     const dropped = await this.deps.store.dropNeverCreated(Date.now() - 2 * this.deps.config.requestTimeoutMs - neverCreatedMarginMs);

@@ -74,14 +74,20 @@ interface DrainState {
 
 async function drainState(lbUrl: string): Promise<DrainState> {
   const get = async (p: string) => (await fetch(`${lbUrl}${p}`, { signal: AbortSignal.timeout(5_000) })).json() as Promise<any>;
-  const [wal, status] = await Promise.all([get("/wal/status"), get("/status")]);
+  const [wal, status, mappings] = await Promise.all([get("/wal/status"), get("/status"), get("/collection/mappings")]);
   const states = (status.instances as Array<{ name: string; state: string }>).map((i) => `${i.name} ${i.state}`);
+  // A mapping no instance holds yet: a create whose outcome was unknown, kept until its entry
+  // is applied or found never logged (then removed; README "Running several nodes").
+  const incomplete = (mappings.mappings as Array<{ collection_name: string; complete: boolean }>).filter((m) => !m.complete).map((m) => m.collection_name);
   const summary =
     `pending_writes ${wal.pending_writes}, resync active ${JSON.stringify(status.resync.active.map((r: any) => `${r.instance}/${r.collection_name ?? r.collection}:${r.state}`))}, ` +
     `instances [${states.join(", ")}], failed entries ${wal.failed?.length ?? 0}${wal.failed?.length ? ` (first: ${JSON.stringify(wal.failed[0]).slice(0, 300)})` : ""}, ` +
-    `diverged ${JSON.stringify(wal.diverged).slice(0, 300)}`;
+    `diverged ${JSON.stringify(wal.diverged).slice(0, 300)}, incomplete mappings ${JSON.stringify(incomplete)}`;
   const drained =
-    wal.pending_writes === 0 && status.resync.active.length === 0 && (status.instances as Array<{ state: string }>).every((i) => i.state === "healthy");
+    wal.pending_writes === 0 &&
+    status.resync.active.length === 0 &&
+    (status.instances as Array<{ state: string }>).every((i) => i.state === "healthy") &&
+    incomplete.length === 0;
   return { drained, summary };
 }
 
