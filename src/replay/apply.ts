@@ -74,6 +74,8 @@ export async function applyEntries(
 ): Promise<ApplyOutcome> {
   const first = entries[0]!;
   await linkMissingUuid(first, instance, collections, options);
+  const superseded = options.replay ? await supersededOn(first, instance, collections, options) : null;
+  if (superseded) return { kind: "applied", status: 200, headers: new Headers(), body: new TextEncoder().encode("{}") };
   const target = requestFor(first, instance, collections);
   if (typeof target === "string") return { kind: "failed", status: 0, headers: null, body: null, reason: target };
 
@@ -131,6 +133,32 @@ function chromaErrorShape(headers: Headers, body: Uint8Array): { headers: Header
 }
 
 /** The UUID the instance gave a created collection; on a replayed 409, looked up by name. */
+/**
+ * Replay only: whether the entry has nothing left to do on this instance because its
+ * collection is gone from it for good, with its name perhaps taken by a newer collection
+ * (one made there by a fill or a resync before this drop was replayed):
+ * - a drop, sent by name, whose name on the instance is another collection's: sending it
+ *   would delete that newer collection;
+ * - a record write to a dropped collection the instance never had a recorded copy of: the
+ *   drop that follows it in the log erases its effect anyway.
+ * Returns the reason, or null.
+ */
+async function supersededOn(entry: Entry, instance: Instance, collections: CollectionStore, options: ApplyOptions): Promise<string | null> {
+  if (!entry.collectionId) return null;
+  const record = collections.get(entry.collectionId);
+  if (entry.op === "delete_collection") {
+    const found = await instance.client.json<{ id?: string }>("GET", `${base(entry.tenant, entry.database)}/collections/${encodeURIComponent(entry.name ?? "")}`, undefined, options.timeoutMs);
+    const id = found.json?.id;
+    if (!found.ok || found.status !== 200 || typeof id !== "string") return null;
+    const owner = collections.byUuid(id);
+    const ours = record?.instanceUuids.get(instance.name);
+    if ((owner && owner.id !== entry.collectionId) || (ours !== undefined && ours !== id)) return `the name ${entry.name} is another collection's on ${instance.name}`;
+    return null;
+  }
+  if (byInstanceUuid.has(entry.op) && record?.status === "deleted" && !record.instanceUuids.has(instance.name)) return `collection ${record.name} was dropped and ${instance.name} never held it`;
+  return null;
+}
+
 /** Ops sent to a collection by its UUID on the instance. */
 const byInstanceUuid = new Set<Entry["op"]>(["add", "upsert", "update", "delete", "modify_collection"]);
 

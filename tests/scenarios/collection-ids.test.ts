@@ -175,3 +175,27 @@ test("a copy whose UUID chroma-lb never recorded is found by name on its instanc
   expect(onReplica).toEqual(["r1", "r2", "r3"]);
   expect(record.instanceUuids.get("replica")).toBe(replicaUuid);
 });
+
+test("a replayed drop never deletes a newer collection that took the name on that instance", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({ CHROMA_PRIMARY_URL: primary!.url, CHROMA_REPLICA_URL: replica!.url });
+  const old = await getJson<{ id: string }>(`${lb.url}${T}/collections`, post({ name: "taken" }));
+  await waitFor(() => lb.services.collections.get(old.body.id)?.instanceUuids.size === 2);
+  const oldOnReplica = lb.services.collections.get(old.body.id)!.instanceUuids.get("replica")!;
+  expect((await getJson<unknown>(`${lb.url}/admin/instances/replica/health`, post({ healthy: false }))).status).toBe(200);
+  expect((await fetch(`${lb.url}${T}/collections/taken`, { method: "DELETE" })).status).toBe(200);
+  // Meanwhile the replica lost the old copy and holds a newer one under the name (what a
+  // fill or a resync makes there before the drop is replayed).
+  expect((await fetch(`${replica!.url}${T}/collections/taken`, { method: "DELETE" })).status).toBe(200);
+  const newer = await getJson<{ id: string }>(`${replica!.url}${T}/collections`, post({ name: "taken" }));
+  expect(newer.body.id).not.toBe(oldOnReplica);
+  const again = await getJson<{ id: string }>(`${lb.url}${T}/collections`, post({ name: "taken" }));
+  expect(again.status).toBe(200);
+
+  expect((await getJson<unknown>(`${lb.url}/admin/instances/replica/health`, post({ healthy: true }))).status).toBe(200);
+  // The old drop is replayed first, then the new create (409 there: linked to what is there).
+  const linked = await waitFor(() => lb.services.collections.get(again.body.id)?.instanceUuids.get("replica") ?? null);
+  expect(linked).toBe(newer.body.id);
+  expect((await getJson<{ id: string }>(`${replica!.url}${T}/collections/taken`)).body.id).toBe(newer.body.id);
+});
