@@ -230,7 +230,14 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     log.warn("repair scheduled", { instance: instance.name, collection: record.name, why });
     void services.resyncer.resync(instance, record);
   };
-  adoption.onLost = (record, instance) => repairSoon(instance, record, "the instance no longer holds it (lost disk?)");
+  adoption.onLost = (record, instance) => {
+    const why = "the instance no longer holds it (lost disk?)";
+    // Marked before the resync: a lost copy stays out of use even if the resync fails before it copies anything.
+    void wal
+      .markUnderRepair(instance.name, record.id, why)
+      .then(() => repairSoon(instance, record, why))
+      .catch((error) => log.error("could not mark a copy for repair", { instance: instance.name, collection: record.name, error: String(error) }));
+  };
   services.consistency.onDifference = (verdict) => {
     const record = services.collections.get(verdict.collection_id);
     if (!record) return;

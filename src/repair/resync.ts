@@ -206,6 +206,12 @@ export class Resyncer {
     this.history.push(progress);
     if (this.history.length > 100) this.history.splice(0, this.history.length - 100);
     const startedMs = Date.now();
+    // A copy that was not marked (a consistency difference, an operator's resync, a repair
+    // asked for before another resync cleared the mark) and that this run never touched is
+    // as good after a failure as before: its mark is taken back, or it would stay out of
+    // use, and no source for the other copies, until the next repair pass succeeds.
+    const wasMarked = wal.isDiverged(target.name, record.id);
+    let touched = false;
     try {
       // Marked first: until a resync succeeds, reads avoid the copy and the repair schedule
       // tries again, also when it cannot start yet.
@@ -218,6 +224,7 @@ export class Resyncer {
         progress.position = position;
         progress.records_total = ids.length;
         const targetUuid = await this.ensureCollection(target, source, record);
+        touched = true;
         await this.deleteExtra(target, targetUuid, record, new Set(ids));
         for (let k = 0; k < ids.length; k += pageSize) {
           await this.copyPage(source, target, targetUuid, record, ids.slice(k, k + pageSize));
@@ -240,6 +247,10 @@ export class Resyncer {
       progress.state = "failed";
       progress.error = error instanceof ResyncError ? error.message : `resync failed: ${String((error as Error)?.message ?? error)}; it is retried by the next repair pass or POST /admin/instances/${target.name}/resync`;
       log.error("resync failed", { instance: target.name, collection: record.name, error: progress.error });
+      if (!wasMarked && !touched) {
+        await wal.clearDiverged(target.name, record.id).catch(() => {});
+        log.warn("resync: the copy was not touched; it is back in use", { instance: target.name, collection: record.name });
+      }
     } finally {
       progress.finished_at = new Date().toISOString();
       void replayer.kick(target);

@@ -197,3 +197,24 @@ test("a resync of 20,000 records under concurrent writes ends identical, with bo
   );
   expect(wal.memory.peak_rss_mb).toBeLessThan(400);
 }, 180_000);
+
+test("a resync that fails before it touches a copy that was in use leaves that copy in use", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({ CHROMA_PRIMARY_URL: primary!.url, CHROMA_REPLICA_URL: replica!.url, AUTO_REPAIR: "false" });
+  const created = await post(`${lb.url}/api/v2/tenants/default_tenant/databases/default_database/collections`, { name: "kept_in_use" });
+  const { id } = (await created.json()) as { id: string };
+  const record = await waitFor(() => {
+    const known = lb.services.collections.get(id);
+    return known?.instanceUuids.size === 2 ? known : null;
+  });
+  const instance = lb.services.registry.get("replica")!;
+  // What a cut from the log store does to a resync before its copy starts (the collection's lock cannot be had).
+  lb.services.replayer.holdPartition = async () => {
+    throw new Error("write CONNECTION_CLOSED 127.0.0.1:5432");
+  };
+  const outcome = await lb.services.resyncer.resync(instance, record);
+  expect(outcome.state).toBe("failed");
+  expect(lb.services.wal.isDiverged("replica", id)).toBe(false);
+  expect(lb.services.wal.divergences()).toEqual([]);
+});
