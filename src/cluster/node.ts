@@ -17,6 +17,7 @@ import type { Logger } from "../observability/log";
 import { bounded, errorText } from "./bounded";
 import { ClusterJobs, type ClusterJobView } from "./jobs";
 import { NodeRegistry, type NodeRow } from "./nodes";
+import { renewableClient, type RenewableClient } from "./renewable";
 import { clusterTables } from "./schema";
 import { ClusterSwitches } from "./switches";
 import { publishHint, WakeupListener, type WakeupEvent, type WakeupHint } from "./wakeups";
@@ -53,10 +54,14 @@ const alertDedupeMinMs = 60_000;
 
 /** Polled steps: switches and mappings are read at least this often. */
 export const clusterSyncIntervalMs = 1_000;
+/** Checks in a row, a second apart, that the cluster's client may leave unanswered before it is replaced. */
+const clientRenewAfterChecks = 3;
 
 export class ClusterNode {
   /** For the cluster's own statements (heartbeat, switches, jobs, leases): a few connections. */
   readonly sql: postgres.Sql;
+  /** `sql` forwards to this client's current one (renewable.ts). */
+  private readonly client: RenewableClient;
   readonly nodes: NodeRegistry;
   readonly listener: WakeupListener;
   readonly switches: ClusterSwitches;
@@ -78,7 +83,8 @@ export class ClusterNode {
     // second or so of Postgres's return, so attempts here are at most a second apart.
     const connect = (max: number) =>
       postgres(url, { max, connect_timeout: 5, idle_timeout: 30, backoff: (retries: number) => Math.min(0.1 * 2 ** retries, 1), onnotice: () => {} });
-    this.sql = connect(3);
+    this.client = renewableClient(() => connect(3));
+    this.sql = this.client.sql;
     // A third of the lease time: a statement that waits longer is worth nothing to a heartbeat.
     this.statementTimeoutMs = Math.max(500, Math.floor(config.leaseTtlMs / 3));
     this.nodeOptions = { nodeId: config.nodeId, address: config.nodeAddress ?? "", liveMs: config.leaseTtlMs };
@@ -133,9 +139,34 @@ export class ClusterNode {
     if (event.kind === "mapping" || event.kind === "resync") void this.mappingsOnce().catch(() => {});
   }
 
+  /**
+   * One bounded step (each second): a client whose statements have all gone unanswered for
+   * `clientRenewAfterChecks` checks in a row is replaced (see renewable.ts). While Postgres
+   * is really down this makes a new client every few seconds, which costs nothing until it
+   * connects.
+   */
+  async clientCheckOnce(): Promise<boolean> {
+    try {
+      await bounded("client check", this.sql`select 1`, this.statementTimeoutMs);
+      this.unansweredChecks = 0;
+      return true;
+    } catch {
+      this.unansweredChecks += 1;
+      if (this.unansweredChecks >= clientRenewAfterChecks) {
+        this.unansweredChecks = 0;
+        this.client.renew();
+        this.deps.log.warn("the cluster's Postgres client stopped answering; a new one takes its place", { clients: this.client.made });
+      }
+      return false;
+    }
+  }
+
+  private unansweredChecks = 0;
+
   /** Background steps for schedules.ts. */
   backgroundJobs(): Array<{ name: string; everyMs: number; run: () => Promise<unknown> }> {
     return [
+      { name: "cluster-client-check", everyMs: clusterSyncIntervalMs, run: () => this.clientCheckOnce() },
       { name: "node-heartbeat", everyMs: this.deps.config.nodeHeartbeatIntervalMs, run: () => this.nodes.heartbeatOnce() },
       { name: "wakeup-listener", everyMs: this.deps.config.nodeHeartbeatIntervalMs, run: () => this.listener.checkOnce() },
       { name: "cluster-sync", everyMs: clusterSyncIntervalMs, run: () => this.syncOnce() },
