@@ -217,9 +217,11 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
    * consistency check is resynced from a current instance, in the background; a resync
    * already running for that copy is joined.
    */
-  const repairSoon = (instance: Instance, record: CollectionRecord, why: string) => {
+  const repairSoon = (instance: Instance, record: CollectionRecord, why: string, lost = false) => {
     if (!config.autoRepair) return;
-    if (!services.resyncer.sourceFor(instance, record)) {
+    // A lost copy is resynced even without a whole copy to serve: it may be rebuilt from a
+    // marked one (Resyncer.lastResortSourceFor), and adoption reports it again at each pass.
+    if (!lost && !services.resyncer.sourceFor(instance, record)) {
       // Nothing to copy from yet: the mark keeps the copy out of use, and the repair schedule
       // starts the resync once a source serves.
       void wal.markUnderRepair(instance.name, record.id, `${why}; waiting for a source to resync from`).catch((error) =>
@@ -235,7 +237,7 @@ export async function startServer(config: Config, options: { log?: Logger } = {}
     // Marked before the resync: a lost copy stays out of use even if the resync fails before it copies anything.
     void wal
       .markUnderRepair(instance.name, record.id, why)
-      .then(() => repairSoon(instance, record, why))
+      .then(() => repairSoon(instance, record, why, true))
       .catch((error) => log.error("could not mark a copy for repair", { instance: instance.name, collection: record.name, error: String(error) }));
   };
   services.consistency.onDifference = (verdict) => {

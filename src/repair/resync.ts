@@ -197,10 +197,27 @@ export class Resyncer {
     );
   }
 
+  /**
+   * When no whole copy can serve and the target holds nothing of the collection (its disk
+   * was lost), a copy that is itself marked (diverged, or under a repair that could not
+   * finish) is still better than none: the target is rebuilt from it, so that what it holds
+   * is not lost with it, and its own mark stays until its own repair. Without this, two
+   * marked copies each waited for the other to be whole. Null when the target holds the
+   * collection, or no other instance does.
+   */
+  private async lastResortSourceFor(target: Instance, record: CollectionRecord): Promise<Instance | null> {
+    if (!target.healthy) return null;
+    const held = await this.call(target, "GET", `${this.collectionsPath(record)}/${encodeURIComponent(record.name)}`).catch(() => null);
+    if (held?.status !== 404) return null;
+    const source = this.deps.registry.all.filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name)).sort((a, b) => a.priority - b.priority)[0] ?? null;
+    if (source) this.deps.log.warn("resync: no whole copy serves; the lost copy is rebuilt from a marked one", { instance: target.name, source: source.name, collection: record.name });
+    return source;
+  }
+
   private async run(target: Instance, record: CollectionRecord, progress: ResyncProgress): Promise<ResyncProgress> {
     const { wal, log, replayer } = this.deps;
     // Chosen again: under a cluster claim, time may have passed since the progress was made.
-    const source = this.sourceFor(target, record);
+    const source = this.sourceFor(target, record) ?? (await this.lastResortSourceFor(target, record));
     progress.source = source?.name ?? "";
     progress.started_at = new Date().toISOString();
     this.history.push(progress);

@@ -218,3 +218,25 @@ test("a resync that fails before it touches a copy that was in use leaves that c
   expect(lb.services.wal.isDiverged("replica", id)).toBe(false);
   expect(lb.services.wal.divergences()).toEqual([]);
 });
+
+test("a lost copy is rebuilt from the other copy even when that one is marked, rather than waiting for a whole copy that cannot come", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({ CHROMA_PRIMARY_URL: primary!.url, CHROMA_REPLICA_URL: replica!.url, AUTO_REPAIR: "false" });
+  const base = "/api/v2/tenants/default_tenant/databases/default_database";
+  const { id } = (await (await post(`${lb.url}${base}/collections`, { name: "last_resort" })).json()) as { id: string };
+  expect((await post(`${lb.url}${base}/collections/${id}/add`, { ids: ["a", "b"], embeddings: [[1, 2], [3, 4]] })).status).toBe(201);
+  const record = await waitFor(() => {
+    const known = lb.services.collections.get(id);
+    return known?.instanceUuids.size === 2 && lb.services.wal.lag("replica").entries === 0 ? known : null;
+  });
+  // The replica's copy is marked (a repair that could not finish), then the primary loses its copy.
+  await lb.services.wal.markUnderRepair("replica", id, "a resync that could not finish");
+  expect((await fetch(`${primary!.url}${base}/collections/last_resort`, { method: "DELETE" })).status).toBe(200);
+
+  const outcome = await lb.services.resyncer.resync(lb.services.registry.get("primary")!, record);
+  expect({ state: outcome.state, source: outcome.source, records: outcome.records_copied }).toEqual({ state: "done", source: "replica", records: 2 });
+  const rebuilt = lb.services.collections.get(id)!.instanceUuids.get("primary")!;
+  const got = (await (await post(`${primary!.url}${base}/collections/${rebuilt}/get`, {})).json()) as { ids: string[] };
+  expect(got.ids.sort()).toEqual(["a", "b"]);
+});
