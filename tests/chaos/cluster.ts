@@ -58,7 +58,9 @@ export interface ClusterOptions {
 export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> {
   const nodeCount = opts.nodes ?? 1;
   if (nodeCount > 1 && opts.logStore !== "postgres") throw new Error("chaos: several nodes need LOG_STORE=postgres (they share its log)");
-  const ownPostgres = opts.logStore === "postgres" ? await startPgServer() : null;
+  // Each node keeps up to about 25 connections (README "Running several nodes"); reconnect
+  // storms after a fault need headroom above that.
+  const ownPostgres = opts.logStore === "postgres" ? await startPgServer({ settings: { max_connections: "200" } }) : null;
   const adminUrl = ownPostgres ? ownPostgres.url("postgres") : (opts.postgresAdminUrl ?? process.env.CHAOS_POSTGRES_URL ?? postgresAdminUrlDefault);
   const target = new URL(adminUrl);
   const database = `chaos_${crypto.randomUUID().replaceAll("-", "").slice(0, 16)}`;
