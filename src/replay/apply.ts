@@ -132,7 +132,6 @@ function chromaErrorShape(headers: Headers, body: Uint8Array): { headers: Header
   return { headers: shaped, body: new TextEncoder().encode(JSON.stringify({ error: "ChromaError", message: text })) };
 }
 
-/** The UUID the instance gave a created collection; on a replayed 409, looked up by name. */
 /**
  * Replay only: whether the entry has nothing left to do on this instance because its
  * collection is gone from it for good, with its name perhaps taken by a newer collection
@@ -183,6 +182,7 @@ async function linkMissingUuid(entry: Entry, instance: Instance, collections: Co
   }
 }
 
+/** The UUID the instance gave a created collection; on a replayed 409, looked up by name. */
 async function createdUuid(instance: Instance, entry: Entry, body: Uint8Array, status: number, timeoutMs: number): Promise<string | null> {
   if (status < 300) {
     const json = decodeJson(body) as { id?: string } | undefined;
