@@ -184,7 +184,7 @@ test("/admin/instances and /status report each instance with health, counters, r
     total_requests: expect.any(Number),
     successful_requests: expect.any(Number),
     success_rate: 100,
-    // The probe's heartbeat may be in flight at the moment of reading: 0 or 1, asserted below.
+    // A probe's heartbeat (and a scheduled pass's request) may be in flight at the moment of reading: asserted below.
     in_flight: expect.any(Number),
     last_health_check: isoTime,
     last_error: null,
@@ -197,8 +197,12 @@ test("/admin/instances and /status report each instance with health, counters, r
   });
   const expectedInstances = [instanceShape("primary", "primary", env.primary.url, 0), instanceShape("replica", "replica", env.replica.url, 1)];
 
-  /** Nothing but a probe's heartbeat is sent to an instance here, and one at most at a time. */
-  const expectIdle = (instances: Array<{ in_flight: number }>) => expect(instances.map((i) => [0, 1].includes(i.in_flight))).toEqual(instances.map(() => true));
+  /**
+   * No client request is in flight here: at most a probe's heartbeat and one request of a
+   * scheduled pass (adoption lists each instance's collections every minute, and may
+   * overlap a probe; one CI run saw 2 on the primary).
+   */
+  const expectIdle = (instances: Array<{ in_flight: number }>) => expect(instances.map((i) => i.in_flight <= 2)).toEqual(instances.map(() => true));
 
   const admin = await json(`${lb.url}/admin/instances`);
   const replicaNow = admin.instances[1];
