@@ -250,19 +250,19 @@ export class ChromaApi {
         return record?.id ?? uuid;
       };
       let rewritten = rewriteWith(idFor);
-      // A reload is declined while a mapping change of this node's own is in flight: a few
-      // tries, a moment apart, before a UUID no node mapped is answered as the instance gave it.
+      // The node that replayed the create records the instance's UUID a moment after the
+      // instance has it, and a reload is declined while a mapping change of this node's own
+      // is in flight: a few tries, a moment apart, before a UUID no node mapped is answered
+      // as the instance gave it (a collection made on the instance directly).
       for (let attempt = 0; unknown && this.deps.cluster && attempt < mappingRetriesMax; attempt++) {
         if (attempt > 0) await Bun.sleep(mappingRetryGapMs);
-        let current: boolean;
         try {
-          current = await this.deps.cluster.mappingsCurrent();
+          await this.deps.cluster.mappingsCurrent();
         } catch {
           break; // Postgres does not answer: the instance's UUIDs are answered as they are.
         }
         unknown = false;
         rewritten = rewriteWith(idFor);
-        if (current) break;
       }
       return rewritten;
     };
