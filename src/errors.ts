@@ -25,6 +25,21 @@ export class LbError extends Error {
  */
 export class OutcomeUnknownError extends LbError {}
 
+/**
+ * Nothing may be sent to an instance's copy before `untilMs` (several nodes: a node that
+ * held its apply lock is gone, and a request it sent may still land). Replay waits that
+ * long; the write path takes another instance.
+ */
+export class SendNotBefore extends Error {
+  constructor(
+    message: string,
+    readonly untilMs: number,
+  ) {
+    super(message);
+    this.name = "SendNotBefore";
+  }
+}
+
 export const badRequest = (message: string) => new LbError(400, "InvalidArgumentError", message);
 export const notFound = (message: string) => new LbError(404, "NotFoundError", message);
 export const conflict = (message: string) => new LbError(409, "UniqueConstraintError", message);

@@ -18,15 +18,24 @@
  *
  * A node cut from Postgres must not go on applying: each transaction sets
  * `idle_in_transaction_session_timeout` to REQUEST_TIMEOUT + a margin, and before each
- * request to an instance the holder runs one statement in the transaction (`beforeSend`).
- * The server cannot end the transaction, and another node cannot take the lock, until that
- * request has had its full timeout. Transaction-scoped locks work behind PgBouncer in
+ * request to an instance the holder runs one statement in the transaction (`beforeSend`):
+ * nothing is sent once the lock is lost. But a lock is freed as soon as its session ends,
+ * and a session ends at once when its connection does (a node killed, a cut that resets the
+ * connection, Postgres restarted), while a request the holder sent a moment before may
+ * still be on its way to the instance, or inside it. So before its first request under an
+ * apply lock, a holder writes, outside its transaction, until when its requests may still
+ * land (`chroma_lb_apply_sends`: REQUEST_TIMEOUT and a margin ahead, extended while it
+ * goes on); and a holder sends nothing while such a row of a transaction that did not
+ * commit (a vanished holder) still runs. Without this, a write applied by the next holder
+ * could be overtaken on the instance by an older one (an update landing after a later
+ * upsert of the same record). Transaction-scoped locks work behind PgBouncer in
  * transaction mode (the transaction keeps its server connection); session locks would not.
  */
 import type postgres from "postgres";
-import { LbError, OutcomeUnknownError, storageRetryAfterSeconds } from "../errors";
+import { LbError, OutcomeUnknownError, SendNotBefore, storageRetryAfterSeconds } from "../errors";
 import type { TxScope } from "../wal/postgres/tx-scope";
 import { fenceInTx, type Lease, type LeaseKey } from "./leases";
+import { clusterTables } from "./schema";
 import { hintPayload, wakeupChannel } from "./wakeups";
 
 /** First half of each two-key advisory lock: which kind of lock ("clw1", "cla1"). */
@@ -45,6 +54,36 @@ export interface ApplyLocksOptions {
 
 /** Postgres's error for a lock wait past lock_timeout. */
 const lockTimeoutCode = "55P03";
+
+/** Added to REQUEST_TIMEOUT for how long a request sent may still land (a pause between the check and the send). */
+const sendMarginMs = 2_000;
+/** How long a send row covers beyond that: requests sent within it need no new row. */
+const sendCoverMs = 1_000;
+
+/** The key of an apply lock, as locked and as written in `chroma_lb_apply_sends`. */
+export function applyLockKey(instance: string, partition: string): string {
+  return JSON.stringify([instance, partition]);
+}
+
+/**
+ * The lock is held, but a holder that vanished (its transaction ended without committing)
+ * may still have requests on the way to the instance: nothing is sent until `untilMs`.
+ */
+export class VanishedHolderRequests extends SendNotBefore {
+  constructor(
+    readonly lockKey: string,
+    untilMs: number,
+  ) {
+    super(`a node that held this apply lock before is gone, and a request it sent may still land until ${new Date(untilMs).toISOString()}; nothing is sent to this copy before then`, untilMs);
+    this.name = "VanishedHolderRequests";
+  }
+}
+
+/** What a holding transaction sent under: its id, and per apply key the local time its send row covers sends until. */
+interface Sends {
+  xid: string;
+  coveredUntilMs: Map<string, number>;
+}
 
 /** A write lock could not be taken in time, or Postgres could not be reached for it. */
 export class WriteLockUnavailable extends Error {
@@ -76,15 +115,27 @@ function runAll(changes: Array<() => void>) {
 export class ApplyLocks {
   private readonly idleMs: number;
   /** Counters for /metrics and tests. */
-  readonly stats = { writeLocks: 0, applyLocks: 0, applyLocksBusy: 0, fenced: 0, orphansRecovered: 0 };
+  readonly stats = { writeLocks: 0, applyLocks: 0, applyLocksBusy: 0, fenced: 0, orphansRecovered: 0, sendRows: 0, vanishedHolderWaits: 0 };
+  /** Per open holding transaction (the TransactionSql), what it sent under. */
+  private readonly sends = new WeakMap<object, Sends>();
 
   constructor(
     /** A client of its own; each open lock holds one of its connections. */
     private readonly sql: postgres.Sql,
     private readonly scope: TxScope,
     private readonly options: ApplyLocksOptions,
+    /**
+     * Writes the send rows, outside the holders' transactions: a client none of them keeps a
+     * connection of (the lock client's may all be held by holders about to send).
+     */
+    private readonly rowsSql: postgres.Sql = sql,
   ) {
     this.idleMs = options.requestTimeoutMs + (options.marginMs ?? 5_000);
+  }
+
+  /** Remembers the holding transaction's id (read in its first statement), for its send rows. */
+  private holdingTx(tx: object, xid: string) {
+    if (!this.sends.has(tx)) this.sends.set(tx, { xid, coveredUntilMs: new Map() });
   }
 
   private async bound(tx: postgres.TransactionSql) {
@@ -107,10 +158,12 @@ export class ApplyLocks {
     try {
       await this.sql.begin(async (tx) => {
         // One round trip: the bounds, the lock, and the hint (Postgres sends it at commit).
-        await tx`select set_config('idle_in_transaction_session_timeout', ${String(this.idleMs)}, true),
+        const [first] = await tx<Array<{ xid: string }>>`select set_config('idle_in_transaction_session_timeout', ${String(this.idleMs)}, true),
                         set_config('lock_timeout', ${String(this.options.requestTimeoutMs)}, true),
                         pg_advisory_xact_lock(${writeLockSpace}, hashtext(${partition})),
-                        pg_notify(${wakeupChannel}, ${hintPayload(this.options.nodeId, { kind: "entry", collection: partition })})`;
+                        pg_notify(${wakeupChannel}, ${hintPayload(this.options.nodeId, { kind: "entry", collection: partition })}),
+                        pg_current_xact_id()::text as xid`;
+        this.holdingTx(tx, first!.xid);
         started = true;
         this.stats.writeLocks += 1;
         await this.scope.run(tx, async () => {
@@ -166,7 +219,7 @@ export class ApplyLocks {
    * not hold the lease (or the lease's token no longer matches in Postgres).
    */
   async applying<T>(instance: string, partition: string, fn: () => Promise<T>, fenced: boolean): Promise<T | null> {
-    const key = JSON.stringify([instance, partition]);
+    const key = applyLockKey(instance, partition);
     const current = this.scope.current();
     if (current) {
       // In a savepoint: a wait past lock_timeout (or a deadlock Postgres broke) fails this
@@ -187,11 +240,12 @@ export class ApplyLocks {
     await this.scope.detach(() =>
       this.sql.begin(async (tx) => {
         await this.bound(tx);
-        const [row] = await tx<Array<{ got: boolean }>>`select pg_try_advisory_xact_lock(${applyLockSpace}, hashtext(${key})) as got`;
+        const [row] = await tx<Array<{ got: boolean; xid: string }>>`select pg_try_advisory_xact_lock(${applyLockSpace}, hashtext(${key})) as got, pg_current_xact_id()::text as xid`;
         if (!row?.got) {
           this.stats.applyLocksBusy += 1;
           return;
         }
+        this.holdingTx(tx, row.xid);
         if (lease && !(await fenceInTx(tx, this.options.nodeId, lease))) {
           this.stats.fenced += 1;
           return;
@@ -211,15 +265,28 @@ export class ApplyLocks {
    * records in it fails, and the copy is tried again (its copy stays marked under repair).
    */
   async holding<T>(instance: string, partition: string, fn: () => Promise<T>): Promise<T> {
-    const key = JSON.stringify([instance, partition]);
+    const key = applyLockKey(instance, partition);
     let result: { value: T } | null = null;
     const onCommit: Array<() => void> = [];
     await this.scope.detach(() =>
       this.sql.begin(async (tx) => {
         await this.bound(tx);
-        await tx`select pg_advisory_xact_lock(${applyLockSpace}, hashtext(${key}))`;
+        const [row] = await tx<Array<{ xid: string }>>`select pg_advisory_xact_lock(${applyLockSpace}, hashtext(${key})), pg_current_xact_id()::text as xid`;
+        this.holdingTx(tx, row!.xid);
         this.stats.applyLocks += 1;
-        const keepalive = setInterval(() => void tx`select 1`.catch(() => {}), Math.max(500, Math.floor(this.idleMs / 4)));
+        // The copy's requests are many and not each checked: one send row, renewed with the
+        // keepalive, covers them, and a vanished holder's requests are waited for first.
+        const everyMs = Math.max(500, Math.floor(this.idleMs / 4));
+        for (;;) {
+          try {
+            await this.sendsCovered(tx, key, everyMs);
+            break;
+          } catch (error) {
+            if (!(error instanceof VanishedHolderRequests)) throw error;
+            await Bun.sleep(Math.min(everyMs, Math.max(50, error.untilMs - Date.now())));
+          }
+        }
+        const keepalive = setInterval(() => void this.sendsCovered(tx, key, everyMs).catch(() => {}), everyMs);
         try {
           result = { value: await this.scope.run(tx, fn, onCommit) };
         } finally {
@@ -232,12 +299,58 @@ export class ApplyLocks {
   }
 
   /**
-   * Right before a request to an instance: one statement in the lock's transaction, so the
-   * lock is known held now and cannot end before the request's own timeout has passed.
-   * Throws when the transaction is gone (nothing is sent then).
+   * Right before a request to (instance, partition), one statement in the lock's
+   * transaction (the lock is still held) and, before the transaction's first request under
+   * that lock, its send row. Throws when the transaction is gone, or VanishedHolderRequests:
+   * nothing is sent then.
    */
-  async beforeSend(): Promise<void> {
+  async beforeSend(instance: string, partition: string): Promise<void> {
     const tx = this.scope.current();
-    if (tx) await tx`select 1`;
+    if (tx) await this.sendsCovered(tx, applyLockKey(instance, partition), 0);
+  }
+
+  /**
+   * Makes the transaction's requests under `key` covered for at least `aheadMs` more. The
+   * first time: no vanished holder's requests may still land (checked under the lock, so
+   * none can be added), then the send row, then one statement in the transaction proving
+   * the lock was still held once the row could be seen (a holder gone before this statement
+   * sends nothing; one gone after it left the row for the next holder). Later, while the
+   * row covers enough: that last statement alone.
+   */
+  private async sendsCovered(tx: postgres.TransactionSql, key: string, aheadMs: number): Promise<void> {
+    const sends = this.sends.get(tx);
+    const coveredUntilMs = sends?.coveredUntilMs.get(key);
+    if (!sends || (coveredUntilMs !== undefined && coveredUntilMs >= Date.now() + aheadMs)) {
+      await tx`select 1`;
+      return;
+    }
+    if (coveredUntilMs === undefined) {
+      const [row] = await tx<Array<{ until_ms: number | null }>>`
+        select (extract(epoch from max(until)) * 1000)::bigint as until_ms from ${tx(clusterTables.applySends)}
+        where lock_key = ${key} and xid <> ${sends.xid} and until > clock_timestamp()
+          and pg_xact_status(xid::xid8) is distinct from 'committed'`;
+      if (row?.until_ms != null) {
+        this.stats.vanishedHolderWaits += 1;
+        throw new VanishedHolderRequests(key, Number(row.until_ms));
+      }
+    }
+    const coverMs = sendCoverMs + aheadMs;
+    const startedMs = Date.now();
+    await this.scope.detach(
+      () => this.rowsSql`
+        insert into ${this.rowsSql(clusterTables.applySends)} (lock_key, xid, node_id, until)
+        values (${key}, ${sends.xid}, ${this.options.nodeId}, clock_timestamp() + make_interval(secs => ${(this.options.requestTimeoutMs + sendMarginMs + coverMs) / 1000}))
+        on conflict (lock_key, xid) do update set until = excluded.until`,
+    );
+    this.stats.sendRows += 1;
+    // Postgres's clock ran from at least `startedMs` when it wrote the row.
+    sends.coveredUntilMs.set(key, startedMs + coverMs);
+    await tx`select 1`;
+  }
+
+  /** Removes send rows no request can need any more (every sender's timeout is long past). */
+  async sweepSends(): Promise<number> {
+    const rows = await this.rowsSql`delete from ${this.rowsSql(clusterTables.applySends)} where until < clock_timestamp() - interval '1 minute'`;
+    return rows.count;
   }
 }

@@ -44,6 +44,10 @@ export interface ReplicationDeps {
 const lockConnectionsMax = 10;
 /** Connections of the lease client (acquire, renew, release). */
 const leaseConnectionsMax = 2;
+/** Connections of the client that writes apply-lock send rows (outside the holders' transactions). */
+const sendRowConnectionsMax = 2;
+/** How often send rows no request can need any more are removed. */
+const sendRowSweepIntervalMs = 60_000;
 /** Reloads of the view after hints are at least this far apart. */
 const hintRefreshGapMs = 500;
 /** Partitions with `new` entries looked at per orphan pass. */
@@ -57,6 +61,7 @@ export class ReplicationCluster {
   readonly locks: ApplyLocks;
   private readonly lockClient: postgres.Sql;
   private readonly leaseClient: postgres.Sql;
+  private readonly sendRowClient: postgres.Sql;
   private refreshing: Promise<void> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private lastRefreshMs = 0;
@@ -78,11 +83,19 @@ export class ReplicationCluster {
       this.stats.hints += 1;
       this.refreshSoon();
     });
-    this.locks = new ApplyLocks(this.lockClient, deps.scope, {
-      nodeId: config.nodeId,
-      requestTimeoutMs: config.requestTimeoutMs,
-      leaseOf: (key) => this.leases.holds(key),
-    });
+    // Send rows are only read by the next holder of a lock: they need to be seen, not to
+    // survive a crash of Postgres (which frees every lock and takes a while to come back).
+    this.sendRowClient = postgresClient(config.databaseUrl!, { max: sendRowConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true, synchronousCommit: "off" });
+    this.locks = new ApplyLocks(
+      this.lockClient,
+      deps.scope,
+      {
+        nodeId: config.nodeId,
+        requestTimeoutMs: config.requestTimeoutMs,
+        leaseOf: (key) => this.leases.holds(key),
+      },
+      this.sendRowClient,
+    );
   }
 
   /** Plugs the cross-node locks and leases into the log, replay and writes (the cluster tables exist: node.open). */
@@ -93,7 +106,7 @@ export class ReplicationCluster {
       applying: (instance, partition, fn, fenced) => locks.applying(instance, partition, fn, fenced),
       replays: (instance, partitions) => this.replayable(instance, partitions),
       holding: (instance, partition, fn) => locks.holding(instance, partition, fn),
-      beforeSend: () => locks.beforeSend(),
+      beforeSend: (instance, partition) => locks.beforeSend(instance, partition),
       detach: (fn) => scope.detach(fn),
     };
     writes.partitionLock = async (partition, fn) => {
@@ -257,6 +270,7 @@ export class ReplicationCluster {
       { name: "log-view-refresh", everyMs, run: () => this.refreshOnce() },
       { name: "orphan-recovery", everyMs, run: () => this.recoverOrphansOnce() },
       { name: "never-created", everyMs: neverCreatedIntervalMs, run: () => this.dropNeverCreatedOnce() },
+      { name: "apply-send-sweep", everyMs: sendRowSweepIntervalMs, run: () => this.locks.sweepSends() },
     ];
   }
 
@@ -265,6 +279,6 @@ export class ReplicationCluster {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     await this.leases.releaseAll().catch(() => {});
-    await Promise.all([this.lockClient.end({ timeout: 2 }), this.leaseClient.end({ timeout: 2 })]).catch(() => {});
+    await Promise.all([this.lockClient, this.leaseClient, this.sendRowClient].map((client) => client.end({ timeout: 2 }))).catch(() => {});
   }
 }

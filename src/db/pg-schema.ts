@@ -194,3 +194,23 @@ export const alertsPosted = pgTable(
   },
   (table) => [primaryKey({ columns: [table.event, table.instance, table.collection] })],
 );
+
+/**
+ * Requests an apply-lock holder may still have on the wire: one row per (apply lock, holding
+ * transaction), written outside that transaction before its first request and kept until
+ * every request it sent has timed out. When the holder's transaction ends without
+ * committing (its node killed, or cut from Postgres, which frees the lock at once), the row
+ * stays, and the next holder sends nothing to that (instance, collection) until `until`:
+ * a request of the vanished holder could otherwise land after the next holder's newer ones.
+ */
+export const applySends = pgTable(
+  "chroma_lb_apply_sends",
+  {
+    lockKey: text("lock_key").notNull(),
+    // pg_current_xact_id() of the holding transaction, as text (xid8).
+    xid: text("xid").notNull(),
+    nodeId: text("node_id").notNull(),
+    until: at("until").notNull(),
+  },
+  (table) => [primaryKey({ columns: [table.lockKey, table.xid] }), index("chroma_lb_apply_sends_until_idx").on(table.until)],
+);

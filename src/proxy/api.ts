@@ -363,12 +363,7 @@ export class ChromaApi {
     const cluster = this.deps.cluster;
     if (!cluster || minPosition === undefined || minPosition <= cluster.mappingsAsOfPosition) return minPosition;
     if (!(await cluster.mappingsCurrent().catch(() => false))) {
-      throw new LbError(
-        503,
-        "ServiceUnavailable",
-        `This node has not yet seen log position ${minPosition} (${MIN_POSITION_HEADER}) and cannot read the cluster's mappings now; retry, another node may answer`,
-        { "Retry-After": "1" },
-      );
+      throw mappingsUnreadable(`, and has not yet seen log position ${minPosition} (${MIN_POSITION_HEADER})`);
     }
     return minPosition;
   }
@@ -483,7 +478,7 @@ export class ChromaApi {
       // mappings were read; answering it from memory would acknowledge a create that never ran.
       if (existing && this.deps.cluster) {
         if (!(await this.deps.cluster.mappingsCurrent().catch(() => false))) {
-          throw new LbError(503, "ServiceUnavailable", "This node cannot read the cluster's mappings now to tell whether the collection still exists; retry", { "Retry-After": "1" });
+          throw mappingsUnreadable(" to tell whether the collection still exists");
         }
         existing = this.deps.collections.byName(tenant, database, name);
       }
@@ -714,4 +709,9 @@ function parseMinPosition(raw: string | null): number | undefined {
   const value = /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
   if (!Number.isSafeInteger(value)) throw badRequest(`${MIN_POSITION_HEADER} must be a log position (a whole number), got ${raw}`);
   return value;
+}
+
+/** Several nodes: a request that needs the cluster's mappings while Postgres cannot be read. */
+function mappingsUnreadable(why: string): LbError {
+  return new LbError(503, "ServiceUnavailable", `This node cannot read the cluster's mappings now${why}; retry, another node may answer`, { "Retry-After": "1" });
 }

@@ -146,9 +146,8 @@ async function supersededOn(entry: Entry, instance: Instance, collections: Colle
   if (!entry.collectionId) return null;
   const record = collections.get(entry.collectionId);
   if (entry.op === "delete_collection") {
-    const found = await instance.client.json<{ id?: string }>("GET", `${base(entry.tenant, entry.database)}/collections/${encodeURIComponent(entry.name ?? "")}`, undefined, options.timeoutMs);
-    const id = found.json?.id;
-    if (!found.ok || found.status !== 200 || typeof id !== "string") return null;
+    const id = await uuidByName(instance, entry.tenant, entry.database, entry.name ?? "", options.timeoutMs);
+    if (id === null) return null;
     const owner = collections.byUuid(id);
     const ours = record?.instanceUuids.get(instance.name);
     if ((owner && owner.id !== entry.collectionId) || (ours !== undefined && ours !== id)) return `the name ${entry.name} is another collection's on ${instance.name}`;
@@ -172,9 +171,8 @@ async function linkMissingUuid(entry: Entry, instance: Instance, collections: Co
   if (!byInstanceUuid.has(entry.op) || !entry.collectionId) return;
   const record = collections.get(entry.collectionId);
   if (!record || record.instanceUuids.has(instance.name)) return;
-  const found = await instance.client.json<{ id?: string }>("GET", `${base(record.tenant, record.database)}/collections/${encodeURIComponent(record.name)}`, undefined, options.timeoutMs);
-  const id = found.json?.id;
-  if (found.ok && found.status === 200 && typeof id === "string") {
+  const id = await uuidByName(instance, record.tenant, record.database, record.name, options.timeoutMs);
+  if (id !== null) {
     const owner = collections.byUuid(id);
     // That name is another collection's there (one this instance has not applied the drop of yet).
     if (owner && owner !== record) return;
@@ -188,12 +186,12 @@ async function createdUuid(instance: Instance, entry: Entry, body: Uint8Array, s
     const json = decodeJson(body) as { id?: string } | undefined;
     return typeof json?.id === "string" ? json.id : null;
   }
-  const found = await instance.client.json<{ id?: string }>(
-    "GET",
-    `${base(entry.tenant, entry.database)}/collections/${encodeURIComponent(entry.name ?? "")}`,
-    undefined,
-    timeoutMs,
-  );
+  return uuidByName(instance, entry.tenant, entry.database, entry.name ?? "", timeoutMs);
+}
+
+/** The UUID of the collection the instance holds under that name; null when none (or no answer). */
+async function uuidByName(instance: Instance, tenant: string, database: string, name: string, timeoutMs: number): Promise<string | null> {
+  const found = await instance.client.json<{ id?: string }>("GET", `${base(tenant, database)}/collections/${encodeURIComponent(name)}`, undefined, timeoutMs);
   const id = found.json?.id;
   return found.ok && found.status === 200 && typeof id === "string" ? id : null;
 }

@@ -9,6 +9,7 @@
  */
 import type { Config } from "../config";
 import type { CollectionStore } from "../collections/store";
+import { SendNotBefore } from "../errors";
 import type { Instance, InstanceRegistry } from "../instances/registry";
 import { blameTransportFailure } from "../instances/views";
 import type { Logger } from "../observability/log";
@@ -45,8 +46,11 @@ export interface CrossNode {
   replays(instance: string, partitions: string[]): Promise<Set<string>>;
   /** Runs `fn` holding (instance, partition) across nodes, waiting for it (a resync's copy). */
   holding<T>(instance: string, partition: string, fn: () => Promise<T>): Promise<T>;
-  /** Right before a request to an instance: proves the lock is still held (throws when not). */
-  beforeSend(): Promise<void>;
+  /**
+   * Right before a request to `instance` in `partition`: proves the lock is still held and
+   * that no request of a holder gone before may still land (throws when either is not so).
+   */
+  beforeSend(instance: string, partition: string): Promise<void>;
   /** Runs `fn` outside the current lock's transaction (work that outlives it). */
   detach<T>(fn: () => T): T;
 }
@@ -103,8 +107,8 @@ export interface DivergedEvent {
 /** What the write path gets back from {@link Replayer.applyAsWriteTarget}. */
 export type TargetOutcome = ApplyOutcome | { kind: "not_ready"; reason: string };
 
-/** What one piece of a batch did: entries applied, or why replay stops there. */
-type PieceResult = { applied: number; reason?: string };
+/** What one piece of a batch did: entries applied, or why replay stops there (and, when known, until when). */
+type PieceResult = { applied: number; reason?: string; retryAtMs?: number };
 
 interface Backoff {
   untilMs: number;
@@ -202,9 +206,9 @@ export class Replayer {
     if (!ready.ok) return { kind: "not_ready", reason: ready.reason };
     const held = await this.locks.run(Replayer.lockKey(instance.name, first.partition), () => this.exclusive(instance, first.partition, false, async (): Promise<TargetOutcome> => {
       try {
-        await this.crossNode?.beforeSend();
+        await this.crossNode?.beforeSend(instance.name, first.partition);
       } catch (error) {
-        return { kind: "not_ready", reason: `the apply lock was lost: ${String((error as Error)?.message ?? error)}` };
+        return { kind: "not_ready", reason: `not sent: ${String((error as Error)?.message ?? error)}` };
       }
       const outcome = await applyEntries(instance, entries, body, this.collections, {
         headers: options.headers,
@@ -346,14 +350,19 @@ export class Replayer {
       const step = await applyBisecting(batch.entries, batch.body, (entries, body) => this.applyPiece(instance, entries, body));
       const stop = step.results.find((r) => r.reason !== undefined);
       applied += step.results.reduce((n, r) => n + r.applied, 0);
-      if (stop) return this.fail(key, applied, stop.reason!);
+      if (stop) return this.fail(key, applied, stop.reason!, stop.retryAtMs);
       this.backoff.delete(key);
     }
     return { ok: false, applied, reason: "stopped" };
   }
 
-  private fail(key: string, applied: number, reason: string) {
+  /** Backs the key off: until `retryAtMs` when the stop said when (nothing failed then), else doubling from 100 ms. */
+  private fail(key: string, applied: number, reason: string, retryAtMs?: number) {
     const previous = this.backoff.get(key);
+    if (retryAtMs !== undefined) {
+      this.backoff.set(key, { untilMs: retryAtMs, delayMs: Math.max(0, retryAtMs - Date.now()) });
+      return { ok: false as const, applied, reason };
+    }
     const delayMs = Math.min(30_000, previous ? previous.delayMs * 2 : 100);
     this.backoff.set(key, { untilMs: Date.now() + delayMs, delayMs });
     this.stats.failedSyncs += 1;
@@ -362,12 +371,12 @@ export class Replayer {
 
   /** Applies one piece of a batch (see order.ts's applyBisecting) and records the outcome in the log. */
   private async applyPiece(instance: Instance, entries: Entry[], body: Uint8Array | null): Promise<PieceOutcome<PieceResult>> {
-    const stop = (reason: string): PieceOutcome<PieceResult> => ({ kind: "stop", results: [{ applied: 0, reason }] });
+    const stop = (reason: string, retryAtMs?: number): PieceOutcome<PieceResult> => ({ kind: "stop", results: [{ applied: 0, reason, retryAtMs }] });
     if (this.paused || this.stopped) return stop("replay is paused");
     try {
-      await this.crossNode?.beforeSend();
+      await this.crossNode?.beforeSend(instance.name, entries[0]!.partition);
     } catch (error) {
-      return stop(`the apply lock was lost: ${String((error as Error)?.message ?? error)}`);
+      return stop(`not sent: ${String((error as Error)?.message ?? error)}`, error instanceof SendNotBefore ? error.untilMs : undefined);
     }
     const startedMs = performance.now();
     const outcome = await applyEntries(instance, entries, body, this.collections, {

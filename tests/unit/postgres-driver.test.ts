@@ -1,11 +1,18 @@
 /**
- * The Postgres driver's own defect, patched in patches/postgres@3.4.9.patch: a new
+ * The Postgres driver's own defects, patched in patches/postgres@3.4.9.patch. First: a new
  * connection first asks for the server's array types, and postgres.js 3.4.9 drops the
  * promise of that query (porsager/postgres#1192, #1205, #1223). When it fails (cancelled,
  * or its connection closed or destroyed while Postgres goes away), the rejection is
  * unhandled: it ends a process that treats those as fatal, and fails a test run that has
  * chroma-lb nodes in its own process. Here a proxy in front of the shared Postgres answers
  * that one query with an error, as a cancelled statement is answered.
+ *
+ * Second: a transaction whose connection closes rejects `begin()`, but its callback runs on,
+ * and what it sends afterwards either waits for good (queued in the transaction) or runs on
+ * the connection's next session, outside the transaction (porsager/postgres#1186, #1215). A
+ * chroma-lb node cut from Postgres then kept a replay lock of its own for good (replay to
+ * that copy, its writes and its resync waited behind it), or ran a lock or a recording
+ * outside the transaction meant to hold it.
  */
 import { expect, test } from "bun:test";
 import postgres from "postgres";
@@ -86,5 +93,48 @@ test("a connection whose array-types query fails leaves no unhandled rejection, 
     process.off("unhandledRejection", onUnhandled);
     await sql.end({ timeout: 1 });
     proxy.stop(true);
+  }
+});
+
+test("a transaction whose connection closes fails what its callback sends afterwards, and none of it runs on the connection's next session", async () => {
+  const url = `postgres://postgres@127.0.0.1:${upstreamPort}/test`;
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
+  const table = `driver_tx_${crypto.randomUUID().replaceAll("-", "").slice(0, 12)}`;
+  try {
+    await admin`create table ${admin(table)} (v int)`;
+    let pid = 0;
+    let resume!: () => void;
+    const resumed = new Promise<void>((resolve) => (resume = resolve));
+    let later: Promise<string> | null = null;
+    const tx = sql
+      .begin(async (t) => {
+        pid = (await t<Array<{ pid: number }>>`select pg_backend_pid() as pid`)[0]!.pid;
+        await resumed;
+        later = t`insert into ${t(table)} values (1)`.then(
+          () => "ran",
+          (error: { code?: string }) => String(error.code),
+        );
+        return later;
+      })
+      .then(
+        () => "committed",
+        (error: { code?: string }) => String(error.code),
+      );
+    while (pid === 0) await Bun.sleep(5);
+    // Another query waits for the only connection: once the transaction's session is gone,
+    // the driver opens a new session on that connection for it.
+    const queued = sql<Array<{ v: number }>>`select 2 as v`;
+    await admin`select pg_terminate_backend(${pid})`;
+    expect(await tx).not.toBe("committed");
+    expect([...(await queued)]).toEqual([{ v: 2 }]);
+    resume();
+    while (later === null) await Bun.sleep(5);
+    const outcome = await Promise.race([later as Promise<string>, Bun.sleep(3_000).then(() => "still waiting")]);
+    expect(outcome).toBe("CONNECTION_CLOSED");
+    expect((await admin<Array<{ n: number }>>`select count(*)::int as n from ${admin(table)}`)[0]!.n).toBe(0);
+  } finally {
+    await admin`drop table if exists ${admin(table)}`;
+    await Promise.all([sql.end({ timeout: 1 }), admin.end({ timeout: 1 })]);
   }
 });
