@@ -108,7 +108,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
   // Replay and writes shared with the other nodes: leases and cross-node locks (README "Running several nodes").
   const replication = cluster && pgStore ? new ReplicationCluster({ node: cluster, config, log, wal, store: pgStore, scope, registry, replayer, writes }) : null;
   replication?.attach();
-  if (cluster) adoption.refreshMappings = () => cluster.mappingsCurrent();
+  if (cluster) adoption.refreshMappings = resyncer.refreshMappings = () => cluster.mappingsCurrent();
   if (cluster) resyncer.claim = (scope, progress, fn) => cluster.jobs.run("resync-copy", scope, progress, fn);
   const access = new AccessControl({ config, log, events, collections, tokens: openTokenStore(local, pg?.db ?? null) });
   const alerter = createAlerter({

@@ -286,7 +286,8 @@ export class ApplyLocks {
             await Bun.sleep(Math.min(everyMs, Math.max(50, error.untilMs - Date.now())));
           }
         }
-        const keepalive = setInterval(() => void this.sendsCovered(tx, key, everyMs).catch(() => {}), everyMs);
+        // Stops once the transaction is gone: the copy's next change then fails its check.
+        const keepalive = setInterval(() => void this.sendsCovered(tx, key, everyMs).catch(() => clearInterval(keepalive)), everyMs);
         try {
           result = { value: await this.scope.run(tx, fn, onCommit) };
         } finally {

@@ -162,10 +162,17 @@ export class Adoption {
     }
 
     const keys = new Set([...foundBy.values()].flatMap((m) => [...m.keys()]));
-    let mayAdopt = true;
-    if (this.refreshMappings && [...keys].some((key) => !this.collections.byName(...(key.split("\u0000") as [string, string, string])))) {
-      // Unknown names: made through another node (mapped already), or on an instance directly.
-      mayAdopt = await this.refreshMappings().catch(() => false);
+    // Several nodes: what the instances hold is judged against the cluster's mappings as
+    // they are now, not this node's memory, which learns of a collection created, dropped
+    // or remade through another node only at its next reload. Judged from memory, a copy
+    // dropped through another node looked lost (and was rebuilt, the dropped collection
+    // made again), and a name remade there had the new collection's copies linked to the
+    // dropped one. When the mappings cannot be read, nothing is adopted, linked or
+    // reported lost in this pass.
+    const current = this.refreshMappings ? await this.refreshMappings().catch(() => false) : true;
+    if (!current) {
+      this.lastReport = report;
+      return report;
     }
     const deletedUuids = new Set(
       this.collections
@@ -180,8 +187,6 @@ export class Adoption {
       const sample = perInstance[0]!.found;
       let record = this.collections.byName(sample.tenant, sample.database, sample.name);
       if (!record) {
-        // The mappings could not be read again: the next pass adopts it.
-        if (!mayAdopt) continue;
         // A known collection under a name that is no longer its own: this instance has not
         // applied its rename (or delete) yet. Adopting it would copy stale records into a new collection.
         if (perInstance.some((p) => this.collections.byUuid(p.found.uuid))) continue;

@@ -121,7 +121,9 @@ export class CollectionStore {
       const record = this.byId.get(row.collectionId);
       if (!record) continue;
       record.instanceUuids.set(row.instance, row.instanceUuid);
-      this.byInstanceUuid.set(row.instanceUuid, record);
+      // A UUID mapped to a dropped collection and to a live one (a stale link) answers for the live one.
+      const other = this.byInstanceUuid.get(row.instanceUuid);
+      if (!other || other.status !== "active" || record.status === "active") this.byInstanceUuid.set(row.instanceUuid, record);
       this.uuidUpdatedAtMs.set(uuidKey(row.collectionId, row.instance), row.updatedAtMs);
     }
   }

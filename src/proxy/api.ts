@@ -327,6 +327,13 @@ export class ChromaApi {
     // With several nodes another node may have acknowledged writes this node's view does
     // not show yet: which instance has them is read from the log store now.
     const behindNow = await wal.behindNow(views.map((v) => v.name), record.id, minPosition);
+    // The store cannot be read: the view decides, and it lacks what other nodes acknowledged
+    // since its last reload. A position past what it has seen cannot be vouched for.
+    if (!behindNow && this.deps.cluster && minPosition !== undefined && minPosition > wal.view.headSeq()) {
+      throw new LbError(503, "ServiceUnavailable", `This node cannot read the log store now and has not yet seen log position ${minPosition} (${MIN_POSITION_HEADER}); retry, another node may answer`, {
+        "Retry-After": "1",
+      });
+    }
     const candidates = readCandidates(
       whole.some((v) => v.serving) ? whole : views,
       (name) => (behindNow ? !behindNow.has(name) : wal.isCaughtUp(name, record.id, minPosition)),

@@ -69,6 +69,9 @@ export type CopyClaim = (
 
 export class ResyncError extends Error {}
 
+/** The collection was dropped (through another node, before this one learned of it): nothing to rebuild. */
+class CollectionDropped extends ResyncError {}
+
 export class Resyncer {
   /** Every resync since start, newest last (bounded). */
   readonly history: ResyncProgress[] = [];
@@ -82,6 +85,12 @@ export class Resyncer {
    * repair pass, a lost copy seen by adoption, the consistency check, an operator).
    */
   claim: CopyClaim | null = null;
+  /**
+   * Several nodes: reads the cluster's mappings again (false when they cannot be read now).
+   * A node learns of a collection dropped through another only at its next reload; a copy
+   * that looked lost meanwhile must not be rebuilt, which would make the collection again.
+   */
+  refreshMappings: (() => Promise<boolean>) | null = null;
 
   constructor(
     private readonly deps: ResyncDeps,
@@ -230,6 +239,10 @@ export class Resyncer {
     const wasMarked = wal.isDiverged(target.name, record.id);
     let touched = false;
     try {
+      if (this.refreshMappings && !(await this.refreshMappings().catch(() => false))) {
+        throw new ResyncError(`the cluster's mappings cannot be read now, to tell whether ${record.name} still exists; it is retried by the next repair pass`);
+      }
+      if (this.deps.collections.get(record.id)?.status !== "active") throw new CollectionDropped(`collection ${record.name} was dropped; nothing to rebuild`);
       // Marked first: until a resync succeeds, reads avoid the copy and the repair schedule
       // tries again, also when it cannot start yet.
       await wal.markUnderRepair(target.name, record.id, source ? `resync from ${source.name}` : "waiting for a source to resync from");
@@ -264,7 +277,9 @@ export class Resyncer {
       progress.state = "failed";
       progress.error = error instanceof ResyncError ? error.message : `resync failed: ${String((error as Error)?.message ?? error)}; it is retried by the next repair pass or POST /admin/instances/${target.name}/resync`;
       log.error("resync failed", { instance: target.name, collection: record.name, error: progress.error });
-      if (!wasMarked && !touched) {
+      if (error instanceof CollectionDropped) {
+        await wal.clearDiverged(target.name, record.id).catch(() => {});
+      } else if (!wasMarked && !touched) {
         await wal.clearDiverged(target.name, record.id).catch(() => {});
         log.warn("resync: the copy was not touched; it is back in use", { instance: target.name, collection: record.name });
       }
@@ -276,7 +291,12 @@ export class Resyncer {
     return progress;
   }
 
-  private async call(instance: Instance, method: string, path: string, body?: string | Uint8Array): Promise<{ status: number; body: Uint8Array }> {
+  /**
+   * One request; a change to the copy being rebuilt (`target`) is sent only while its
+   * cross-node hold is still held (several nodes: see Replayer.beforeSend).
+   */
+  private async call(instance: Instance, method: string, path: string, body?: string | Uint8Array, target?: { partition: string }): Promise<{ status: number; body: Uint8Array }> {
+    if (target) await this.deps.replayer.beforeSend(instance, target.partition);
     const result = await instance.client.request({
       method,
       path,
@@ -325,14 +345,17 @@ export class Resyncer {
     const existing = await this.call(target, "GET", path);
     if (existing.status === 200) {
       const id = (JSON.parse(decoder.decode(existing.body)) as { id: string }).id;
+      const owner = this.deps.collections.byUuid(id);
+      if (owner && owner.id !== record.id) throw new ResyncError(`the name ${record.name} is another collection's on ${target.name}; resync it once that instance has applied the changes it owes`);
       if (id !== known) await this.deps.collections.setInstanceUuid(record.id, target.name, id);
       return id;
     }
     const model = await this.call(source, "GET", path);
     if (model.status !== 200) throw new ResyncError(`source ${source.name} answered ${model.status} for collection ${record.name}`);
     // The database may be gone with the disk; 409 means it is there.
-    await this.call(target, "POST", "/api/v2/tenants", JSON.stringify({ name: record.tenant }));
-    await this.call(target, "POST", `/api/v2/tenants/${encodeURIComponent(record.tenant)}/databases`, JSON.stringify({ name: record.database }));
+    const hold = { partition: record.id };
+    await this.call(target, "POST", "/api/v2/tenants", JSON.stringify({ name: record.tenant }), hold);
+    await this.call(target, "POST", `/api/v2/tenants/${encodeURIComponent(record.tenant)}/databases`, JSON.stringify({ name: record.database }), hold);
     const metadata = rawField(model.body, "metadata") ?? "null";
     const configuration = rawField(model.body, "configuration_json") ?? "{}";
     const created = await this.call(
@@ -340,6 +363,7 @@ export class Resyncer {
       "POST",
       this.collectionsPath(record),
       `{"name":${JSON.stringify(record.name)},"metadata":${metadata},"configuration":${configuration}}`,
+      hold,
     );
     if (created.status !== 200) throw new ResyncError(`instance ${target.name} refused to create ${record.name} (${created.status}: ${decoder.decode(created.body).slice(0, 200)})`);
     const id = (JSON.parse(decoder.decode(created.body)) as { id: string }).id;
@@ -359,7 +383,7 @@ export class Resyncer {
       if (page.ids.length < idPageSize) break;
     }
     for (let k = 0; k < extra.length; k += idPageSize) {
-      const answer = await this.call(target, "POST", `${this.collectionsPath(record)}/${uuid}/delete`, JSON.stringify({ ids: extra.slice(k, k + idPageSize) }));
+      const answer = await this.call(target, "POST", `${this.collectionsPath(record)}/${uuid}/delete`, JSON.stringify({ ids: extra.slice(k, k + idPageSize) }), { partition: record.id });
       if (answer.status >= 300) throw new ResyncError(`instance ${target.name} answered ${answer.status} deleting records of ${record.name}`);
     }
   }
@@ -370,11 +394,11 @@ export class Resyncer {
     const answer = await this.call(source, "POST", `${this.collectionsPath(record)}/${sourceUuid}/get`, `{"ids":${JSON.stringify(ids)},"include":${include}}`);
     const page = answer.status === 200 ? readRecordPage(answer.body) : null;
     if (!page) throw new ResyncError(`source ${source.name} answered ${answer.status} reading records of ${record.name}`);
-    const removed = await this.call(target, "POST", `${this.collectionsPath(record)}/${targetUuid}/delete`, JSON.stringify({ ids }));
+    const removed = await this.call(target, "POST", `${this.collectionsPath(record)}/${targetUuid}/delete`, JSON.stringify({ ids }), { partition: record.id });
     if (removed.status >= 300) throw new ResyncError(`instance ${target.name} answered ${removed.status} deleting records of ${record.name}`);
     // Ids deleted on the source since the position are not in the answer; their deletes replay later.
     if (page.ids.length === 0) return;
-    const added = await this.call(target, "POST", `${this.collectionsPath(record)}/${targetUuid}/add`, addBodyFor(page, page.ids.map((_, i) => i)));
+    const added = await this.call(target, "POST", `${this.collectionsPath(record)}/${targetUuid}/add`, addBodyFor(page, page.ids.map((_, i) => i)), { partition: record.id });
     if (added.status >= 300) {
       throw new ResyncError(`instance ${target.name} refused the copy of ${record.name} (${added.status}: ${decoder.decode(added.body).slice(0, 200)})`);
     }

@@ -238,6 +238,14 @@ export class Replayer {
     return held ?? { kind: "not_ready", reason: "another chroma-lb node is applying to this instance" };
   }
 
+  /**
+   * Right before a change sent to `instance` in `partition` inside `holdPartition`: with
+   * several nodes, throws when the hold is lost (nothing may be sent then).
+   */
+  async beforeSend(instance: Instance, partition: string): Promise<void> {
+    await this.crossNode?.beforeSend(instance.name, partition);
+  }
+
   /** Runs `fn` holding (instance, partition) across nodes too, when there are several; null when another node holds it. */
   private exclusive<T>(instance: Instance, partition: string, fenced: boolean, fn: () => Promise<T>): Promise<T | null> {
     return this.crossNode ? this.crossNode.applying(instance.name, partition, fn, fenced) : fn();
