@@ -216,6 +216,7 @@ export class Replayer {
         replay: false,
       });
       if (outcome.kind === "applied") {
+        this.log.debug("entries applied", { instance: instance.name, partition: first.partition, positions: entries.map((e) => e.seq), by: "write" });
         // The entries are durable in the log and applied here, so the client is answered
         // with the instance's success even when their state cannot be recorded now (a full
         // disk, an unreachable store): the log keeps that change and records it later
@@ -393,6 +394,7 @@ export class Replayer {
     });
     switch (outcome.kind) {
       case "applied": {
+        this.log.debug("entries applied", { instance: instance.name, partition: entries[0]!.partition, positions: entries.map((e) => e.seq), by: "replay" });
         await this.wal.markApplied(instance.name, entries);
         this.registry.reportSuccess(instance);
         this.stats.batches += 1;

@@ -102,6 +102,8 @@ export async function startCluster(opts: ClusterOptions = {}): Promise<Cluster> 
         HEALTH_CHECK_INTERVAL: "1",
         HEALTH_CHECK_TIMEOUT: "0.3",
         REQUEST_TIMEOUT: "5",
+        // CHAOS_LOG_LEVEL=debug logs every batch each node applies (instance, positions).
+        LOG_LEVEL: process.env.CHAOS_LOG_LEVEL ?? "info",
         DATABASE_URL: mirrorUrl.toString(),
         ...(ownPostgres ? { LOG_STORE: "postgres" } : {}),
         ...(nodeCount > 1 ? { NODE_ID: `node-${i}`, NODE_HEARTBEAT_INTERVAL: "1", LEASE_TTL_SECONDS: "6" } : {}),

@@ -50,6 +50,9 @@ export interface OpRecord {
   servedBy?: string;
   /** With several nodes: the index of the node it was sent to. */
   node?: number;
+  /** `X-Chroma-LB-Position` of the answer (a write's log position), and the position a read asked for. */
+  position?: number;
+  minPosition?: number;
   /** The answer said it came from a diverged copy (`X-Chroma-LB-Diverged: true`): not held to read-your-writes. */
   divergedRead?: boolean;
 }
@@ -253,6 +256,8 @@ export function startWorkload(opts: WorkloadOptions): Workload {
         const outcome = refusedBeforeLogging(res.status, text) ? "failed" : outcomeOfStatus(res.status);
         record = { ...op, startMs, endMs: now(), outcome, status: res.status, servedBy: res.headers.get("x-chroma-lb-instance") ?? undefined };
         const answered = Number(res.headers.get("x-chroma-lb-position"));
+        if (res.headers.has("x-chroma-lb-position") && Number.isSafeInteger(answered)) record.position = answered;
+        if (headers["x-chroma-lb-min-position"]) record.minPosition = Number(headers["x-chroma-lb-min-position"]);
         if (outcome === "ok" && Number.isSafeInteger(answered) && answered > position) position = answered;
         if (outcome !== "ok") record.error = text.slice(0, 200);
         if (res.headers.get("x-chroma-lb-diverged") === "true") record.divergedRead = true;
