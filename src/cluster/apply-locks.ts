@@ -34,6 +34,7 @@
 import type postgres from "postgres";
 import { LbError, OutcomeUnknownError, SendNotBefore, storageRetryAfterSeconds } from "../errors";
 import type { TxScope } from "../wal/postgres/tx-scope";
+import type { Divergence } from "../wal/types";
 import { fenceInTx, type Lease, type LeaseKey } from "./leases";
 import { clusterTables } from "./schema";
 import { hintPayload, wakeupChannel } from "./wakeups";
@@ -50,7 +51,12 @@ export interface ApplyLocksOptions {
   marginMs?: number;
   /** Leases this node holds now (lease-driven replay is fenced with them). */
   leaseOf: (key: LeaseKey) => Lease | null;
+  /** A copy was marked in doubt (see `settleVanished`): called once the mark has committed. */
+  onDoubt?: (mark: Divergence) => void;
 }
+
+/** The mark of a copy a vanished holder may have applied entries to that it never recorded. */
+export const doubtOp = "doubt";
 
 /** Postgres's error for a lock wait past lock_timeout. */
 const lockTimeoutCode = "55P03";
@@ -115,7 +121,7 @@ function runAll(changes: Array<() => void>) {
 export class ApplyLocks {
   private readonly idleMs: number;
   /** Counters for /metrics and tests. */
-  readonly stats = { writeLocks: 0, applyLocks: 0, applyLocksBusy: 0, fenced: 0, orphansRecovered: 0, sendRows: 0, vanishedHolderWaits: 0 };
+  readonly stats = { writeLocks: 0, applyLocks: 0, applyLocksBusy: 0, fenced: 0, orphansRecovered: 0, sendRows: 0, vanishedHolderWaits: 0, copiesInDoubt: 0 };
   /** Per open holding transaction (the TransactionSql), what it sent under. */
   private readonly sends = new WeakMap<object, Sends>();
 
@@ -279,7 +285,7 @@ export class ApplyLocks {
         const everyMs = Math.max(500, Math.floor(this.idleMs / 4));
         for (;;) {
           try {
-            await this.sendsCovered(tx, key, everyMs);
+            await this.sendsCovered(tx, instance, partition, everyMs);
             break;
           } catch (error) {
             if (!(error instanceof VanishedHolderRequests)) throw error;
@@ -287,7 +293,7 @@ export class ApplyLocks {
           }
         }
         // Stops once the transaction is gone: the copy's next change then fails its check.
-        const keepalive = setInterval(() => void this.sendsCovered(tx, key, everyMs).catch(() => clearInterval(keepalive)), everyMs);
+        const keepalive = setInterval(() => void this.sendsCovered(tx, instance, partition, everyMs).catch(() => clearInterval(keepalive)), everyMs);
         try {
           result = { value: await this.scope.run(tx, fn, onCommit) };
         } finally {
@@ -307,18 +313,20 @@ export class ApplyLocks {
    */
   async beforeSend(instance: string, partition: string): Promise<void> {
     const tx = this.scope.current();
-    if (tx) await this.sendsCovered(tx, applyLockKey(instance, partition), 0);
+    if (tx) await this.sendsCovered(tx, instance, partition, 0);
   }
 
   /**
-   * Makes the transaction's requests under `key` covered for at least `aheadMs` more. The
-   * first time: no vanished holder's requests may still land (checked under the lock, so
-   * none can be added), then the send row, then one statement in the transaction proving
+   * Makes the transaction's requests to (instance, partition) covered for at least `aheadMs`
+   * more. The first time: no vanished holder's requests may still land (checked under the
+   * lock, so none can be added), and those that could have landed are settled
+   * (`settleVanished`); then the send row; then one statement in the transaction proving
    * the lock was still held once the row could be seen (a holder gone before this statement
-   * sends nothing; one gone after it left the row for the next holder). Later, while the
-   * row covers enough: that last statement alone.
+   * sends nothing; one gone after it left the row for the next holder). Later, while the row
+   * covers enough: that last statement alone.
    */
-  private async sendsCovered(tx: postgres.TransactionSql, key: string, aheadMs: number): Promise<void> {
+  private async sendsCovered(tx: postgres.TransactionSql, instance: string, partition: string, aheadMs: number): Promise<void> {
+    const key = applyLockKey(instance, partition);
     const sends = this.sends.get(tx);
     const coveredUntilMs = sends?.coveredUntilMs.get(key);
     if (!sends || (coveredUntilMs !== undefined && coveredUntilMs >= Date.now() + aheadMs)) {
@@ -334,6 +342,7 @@ export class ApplyLocks {
         this.stats.vanishedHolderWaits += 1;
         throw new VanishedHolderRequests(key, Number(row.until_ms));
       }
+      await this.settleVanished(tx, instance, partition, key, sends.xid);
     }
     const coverMs = sendCoverMs + aheadMs;
     const startedMs = Date.now();
@@ -349,9 +358,45 @@ export class ApplyLocks {
     await tx`select 1`;
   }
 
-  /** Removes send rows no request can need any more (every sender's timeout is long past). */
+  /**
+   * A vanished holder whose requests can no longer land may still have applied entries it
+   * never recorded: they are owed still, and sent again. Applying a run of entries twice is
+   * not always the same as once (an update of an id that did not exist yet, applied again
+   * after the upsert that made it, merges into it), so the copy is marked in doubt (a
+   * divergence mark: reads prefer the other copies, the consistency check takes another copy
+   * as the reference, and the repair pass rebuilds it). The rows go, and the mark comes, in
+   * the holder's transaction: if it is lost too, the next holder settles them.
+   */
+  private async settleVanished(tx: postgres.TransactionSql, instance: string, partition: string, key: string, xid: string): Promise<void> {
+    const gone = await tx<Array<{ node_id: string }>>`
+      delete from ${tx(clusterTables.applySends)}
+      where lock_key = ${key} and xid <> ${xid} and pg_xact_status(xid::xid8) is distinct from 'committed'
+      returning node_id`;
+    if (gone.length === 0) return;
+    const nodes = [...new Set(gone.map((r) => r.node_id))].join(", ");
+    const error = `node ${nodes} was applying to this copy when it went (killed, or cut from Postgres): entries it may have applied without recording them were sent again`;
+    const atMs = Date.now();
+    const [mark] = await tx<Divergence[]>`
+      insert into chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
+      values (${instance}, ${partition}, 0, ${doubtOp}, ${error}, 0, ${atMs})
+      on conflict (instance, partition) do update set at_ms = chroma_lb_wal_diverged.at_ms
+      returning instance, partition, seq, op, error, refused_entries as "refusedEntries", at_ms as "atMs"`;
+    this.stats.copiesInDoubt += 1;
+    if (mark && this.options.onDoubt) {
+      const onDoubt = this.options.onDoubt;
+      this.scope.afterCommit(() => onDoubt(mark));
+    }
+  }
+
+  /**
+   * Removes send rows no request can need any more: those of holders that committed (their
+   * entries are recorded), once every request they sent has timed out. A vanished holder's
+   * rows stay until the next holder settles them.
+   */
   async sweepSends(): Promise<number> {
-    const rows = await this.rowsSql`delete from ${this.rowsSql(clusterTables.applySends)} where until < clock_timestamp() - interval '1 minute'`;
+    const rows = await this.rowsSql`
+      delete from ${this.rowsSql(clusterTables.applySends)}
+      where until < clock_timestamp() - interval '1 minute' and pg_xact_status(xid::xid8) = 'committed'`;
     return rows.count;
   }
 }

@@ -93,6 +93,10 @@ export class ReplicationCluster {
         nodeId: config.nodeId,
         requestTimeoutMs: config.requestTimeoutMs,
         leaseOf: (key) => this.leases.holds(key),
+        onDoubt: (mark) => {
+          deps.wal.view.marked(mark);
+          deps.log.warn("a copy is marked in doubt; the repair pass rebuilds it", { instance: mark.instance, partition: mark.partition, reason: mark.error });
+        },
       },
       this.sendRowClient,
     );

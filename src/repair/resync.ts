@@ -199,11 +199,11 @@ export class Resyncer {
   /** The instance a copy is taken from: serving, current for the collection, whole, preferred write target first. */
   sourceFor(target: Instance, record: CollectionRecord): Instance | null {
     const { registry, wal } = this.deps;
-    return (
-      registry.all
-        .filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name) && !wal.isDiverged(i.name, record.id))
-        .sort((a, b) => a.priority - b.priority)[0] ?? null
-    );
+    const candidates = registry.all.filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name)).sort((a, b) => a.priority - b.priority);
+    // Two copies in doubt (a node that went was applying to both): each is as good as the
+    // other, and waiting for a whole one would wait for good; the other is taken.
+    const inDoubt = (i: Instance) => wal.isInDoubt(i.name, record.id);
+    return candidates.find((i) => !wal.isDiverged(i.name, record.id)) ?? (inDoubt(target) ? (candidates.find(inDoubt) ?? null) : null);
   }
 
   /**

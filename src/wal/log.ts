@@ -469,6 +469,9 @@ export class WriteAheadLog {
   isUnderRepair(instance: string, partition: string) {
     return this.view.isUnderRepair(instance, partition);
   }
+  isInDoubt(instance: string, partition: string) {
+    return this.view.isInDoubt(instance, partition);
+  }
   divergences() {
     return this.view.divergences();
   }

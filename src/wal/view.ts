@@ -249,6 +249,11 @@ export class LogView {
     return this.marks.size > 0 && this.marks.get(markKey(instance, partition))?.op === "repair";
   }
 
+  /** Marked in doubt: a node that was applying to the copy went, and what it applied unrecorded was sent again. */
+  isInDoubt(instance: string, partition: string): boolean {
+    return this.marks.size > 0 && this.marks.get(markKey(instance, partition))?.op === "doubt";
+  }
+
   /** Every mark, oldest first. */
   divergences(): Divergence[] {
     return [...this.marks.values()].sort((a, b) => a.atMs - b.atMs);

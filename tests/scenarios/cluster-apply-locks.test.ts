@@ -3,8 +3,9 @@
  * Postgres frees a lock as soon as its holder's connection ends, while a request the holder
  * sent a moment before may still be on its way to the instance. The next holder must send
  * nothing to that copy until such a request has timed out, or an older write could land
- * after a newer one (chaos, NODES=3: an update applied after a later upsert of the same
- * record). A holder that committed leaves nothing to wait for.
+ * after a newer one. And entries the gone holder applied without recording them are sent
+ * again, which is not always the same as sending them once: the copy is marked in doubt
+ * (and rebuilt by the repair pass). A holder that committed leaves nothing to wait for.
  *
  * Each "node" is an ApplyLocks in this process with clients of its own; node a reaches
  * Postgres through a TCP proxy the test cuts, as `cut-node` does in the chaos run.
@@ -15,6 +16,7 @@ import { ApplyLocks, VanishedHolderRequests } from "../../src/cluster/apply-lock
 import { clusterTables } from "../../src/cluster";
 import { migratePostgres, postgresClient } from "../../src/db";
 import { TxScope } from "../../src/wal/postgres/tx-scope";
+import type { Divergence } from "../../src/wal/types";
 import { killAll, waitFor } from "../support";
 import { startPgServer, type PgServer } from "../support/pg-server";
 import { startTcpProxy, type TcpProxy } from "../support/tcp-proxy";
@@ -40,19 +42,22 @@ function client(url: string, max: number): postgres.Sql {
   return sql;
 }
 
-/** A node's apply locks: a lock client and a send-row client, both on `url`. */
-function node(nodeId: string, url: string): ApplyLocks {
-  return new ApplyLocks(client(url, 3), new TxScope(), { nodeId, requestTimeoutMs, leaseOf: () => null }, client(url, 1));
+/** A node's apply locks: a lock client and a send-row client, both on `url`; `doubts` collects the copies it marks in doubt. */
+function node(nodeId: string, url: string, doubts: Divergence[] = []): ApplyLocks {
+  return new ApplyLocks(client(url, 3), new TxScope(), { nodeId, requestTimeoutMs, leaseOf: () => null, onDoubt: (mark) => doubts.push(mark) }, client(url, 1));
 }
 
-async function setUp(prefix: string): Promise<{ url: string; proxy: TcpProxy; a: ApplyLocks; b: ApplyLocks; admin: postgres.Sql }> {
+async function setUp(prefix: string): Promise<{ url: string; proxy: TcpProxy; a: ApplyLocks; b: ApplyLocks; admin: postgres.Sql; doubtsOfB: Divergence[] }> {
   const url = await pg.freshDatabase(prefix);
   await migratePostgres(url);
   const proxy = await startTcpProxy({ host: "127.0.0.1", port: pg.port });
   const proxied = new URL(url);
   proxied.port = String(proxy.port);
-  return { url, proxy, a: node("a", proxied.toString()), b: node("b", url), admin: client(url, 1) };
+  const doubtsOfB: Divergence[] = [];
+  return { url, proxy, a: node("a", proxied.toString()), b: node("b", url, doubtsOfB), admin: client(url, 1), doubtsOfB };
 }
+
+const marks = async (admin: postgres.Sql) => [...(await admin<Array<{ instance: string; partition: string; op: string }>>`select instance, partition, op from chroma_lb_wal_diverged`)];
 
 /**
  * Node b, again and again, tries to send to primary/c under the apply lock (inside a write
@@ -86,7 +91,7 @@ async function nextHolderSends(b: ApplyLocks, inWrite: boolean): Promise<{ sentA
 
 for (const inWrite of [false, true]) {
   test(`a holder cut from Postgres right after its last check: the next holder${inWrite ? " (a writer, in its write lock)" : ""} sends nothing to that copy until the cut holder's request has timed out`, async () => {
-    const { proxy, a, b, admin } = await setUp(inWrite ? "vanished_writer" : "vanished_replayer");
+    const { proxy, a, b, admin, doubtsOfB } = await setUp(inWrite ? "vanished_writer" : "vanished_replayer");
     await using _proxy = proxy;
     let checkedAtMs = 0;
     let cut!: () => void;
@@ -113,11 +118,17 @@ for (const inWrite of [false, true]) {
     expect(sentAtMs - checkedAtMs).toBeGreaterThanOrEqual(requestTimeoutMs);
     expect(vanished[0]!.untilMs - checkedAtMs).toBeGreaterThanOrEqual(requestTimeoutMs);
     expect(b.stats.vanishedHolderWaits).toBe(vanished.length);
+    // What a may have applied without recording it was sent again: the copy is in doubt, once.
+    expect(await marks(admin)).toEqual([{ instance: "primary", partition: "c", op: "doubt" }]);
+    expect(doubtsOfB.map((m) => `${m.instance}/${m.partition}/${m.op}`)).toEqual(["primary/c/doubt"]);
+    expect((await admin`select 1 from ${admin(clusterTables.applySends)} where node_id = 'a'`).length).toBe(0);
+    await nextHolderSends(b, inWrite);
+    expect(b.stats.copiesInDoubt).toBe(1);
   }, 30_000);
 }
 
 test("a holder that committed leaves nothing to wait for: the next holder sends at once, and old send rows are swept", async () => {
-  const { proxy, a, b, admin } = await setUp("committed_holder");
+  const { proxy, a, b, admin, doubtsOfB } = await setUp("committed_holder");
   await using _proxy = proxy;
   expect(await a.applying("primary", "c", async () => (await a.beforeSend("primary", "c"), "sent"), false)).toBe("sent");
   // Several requests of one transaction share its row.
@@ -131,6 +142,8 @@ test("a holder that committed leaves nothing to wait for: the next holder sends 
   const { vanished, busy } = await nextHolderSends(b, false);
   expect(vanished).toEqual([]);
   expect(busy).toBe(0);
+  expect(doubtsOfB).toEqual([]);
+  expect(await marks(admin)).toEqual([]);
 
   const rows = async () => (await admin<Array<{ n: number }>>`select count(*)::int as n from ${admin(clusterTables.applySends)}`)[0]!.n;
   expect(await rows()).toBe(3);

@@ -46,7 +46,9 @@ function sqlFor(url: string): postgres.Sql {
 const base = (lb: { url: string }) => `${lb.url}/api/v2/tenants/default_tenant/databases/default_database`;
 
 async function nodes(databaseUrl: string, primary: string, replica: string, extra: Record<string, string> = {}): Promise<[LbProcess, LbProcess]> {
-  const common = { LOG_STORE: "postgres", DATABASE_URL: databaseUrl, CHROMA_PRIMARY_URL: primary, CHROMA_REPLICA_URL: replica, NODE_HEARTBEAT_INTERVAL: "1", LEASE_TTL_SECONDS: "6", ...extra };
+  // REQUEST_TIMEOUT bounds how long the copies a killed node was sending to wait before
+  // another node sends to them (README "A node cut from Postgres"): 10 s, not 30, here.
+  const common = { LOG_STORE: "postgres", DATABASE_URL: databaseUrl, CHROMA_PRIMARY_URL: primary, CHROMA_REPLICA_URL: replica, NODE_HEARTBEAT_INTERVAL: "1", LEASE_TTL_SECONDS: "6", REQUEST_TIMEOUT: "10", ...extra };
   const a = await startLbProcess({ ...common, NODE_ID: "node-a" });
   const b = await startLbProcess({ ...common, NODE_ID: "node-b" });
   return [a, b];
