@@ -154,6 +154,7 @@ export async function buildServices(config: Config, log: Logger = createLogger(c
     replication,
     startedAtMs: Date.now(),
     async close() {
+      adoption.stop();
       replayer.stop();
       // Let a replay pass in flight record its outcome before the store closes.
       await Promise.race([replayer.idle(), Bun.sleep(2_000)]);

@@ -33,6 +33,9 @@ const requestedTenantsMax = 1000;
 /** Creates a collection on the instances that lack it and copies its records (see fill.ts). */
 export type Filler = (record: CollectionRecord, source: Instance, targets: Instance[]) => Promise<FillResult>;
 
+/** A pass skipped because the cluster's mappings could not be read is tried again after this long. */
+const retryAfterSkipMs = 2_000;
+
 export class Adoption {
   private running: Promise<AdoptionReport> | null = null;
   /** The pass that starts once the running one ends (see adoptOnce). */
@@ -120,6 +123,25 @@ export class Adoption {
     return out;
   }
 
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+
+  /** No pass is started from now on (a retry already planned is dropped). */
+  stop(): void {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
+  private retrySoon(): void {
+    if (this.retryTimer || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      if (!this.stopped) void this.adoptOnce().catch(() => {});
+    }, retryAfterSkipMs);
+    this.retryTimer.unref?.();
+  }
+
   private async scan(): Promise<AdoptionReport> {
     const report: AdoptionReport = { adopted: [], linked: 0, incomplete: [], filled: [], scannedInstances: [] };
     const tenants = new Set(["default_tenant", ...this.requestedTenants, ...this.collections.list({ includeDeleted: true }).map((c) => c.tenant)]);
@@ -171,6 +193,8 @@ export class Adoption {
     // reported lost in this pass.
     const current = this.refreshMappings ? await this.refreshMappings().catch(() => false) : true;
     if (!current) {
+      // A lost copy waits for this pass (a disk wiped while Postgres was cut): tried again soon, not at the next scheduled one.
+      this.retrySoon();
       this.lastReport = report;
       return report;
     }

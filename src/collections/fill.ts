@@ -58,6 +58,13 @@ export async function fillCollection(
       result.skipped.push({ instance: target.name, reason: "log entries for this collection are still pending" });
       continue;
     }
+    // A drop (or rename) the target has not applied yet may leave another collection under
+    // this name there, which the get-or-create below would answer: that collection's records
+    // would become this one's. Asked of the store, not the view (several nodes).
+    if (await deps.wal.firstPendingBefore(target.name, Number.MAX_SAFE_INTEGER, ["collection", "meta"])) {
+      result.skipped.push({ instance: target.name, reason: "collection changes are still pending there" });
+      continue;
+    }
     const create = async (withConfiguration: boolean) =>
       target.client.json<{ id?: string }>(
         "POST",
@@ -76,6 +83,11 @@ export async function fillCollection(
     const targetUuid = created.json?.id;
     if (!created.ok || created.status >= 300 || !targetUuid) {
       result.skipped.push({ instance: target.name, reason: created.ok ? `create answered ${created.status}` : created.reason });
+      continue;
+    }
+    const owner = deps.collections.byUuid(targetUuid);
+    if (owner && owner.id !== record.id) {
+      result.skipped.push({ instance: target.name, reason: `the name is still collection ${owner.id}'s there` });
       continue;
     }
 

@@ -57,6 +57,11 @@ interface ReadPlan {
   headers?: (instance: Instance) => Record<string, string>;
   /** The answer when no instance could serve, instead of the 503; null keeps the 503. */
   whenNone?: () => Response | null;
+  /**
+   * A 404 from this instance means it lost the copy (a record read of a collection chroma-lb
+   * holds mapped there): the copy is marked for repair and another instance is tried.
+   */
+  lost?: (instance: Instance) => Promise<void>;
 }
 
 /**
@@ -163,6 +168,11 @@ export class ChromaApi {
         continue;
       }
       registry.reportAnswered(instance, result.status);
+      if (result.status === 404 && plan.lost) {
+        if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
+        await plan.lost(instance);
+        continue;
+      }
       if (result.status >= 500 && i < plan.candidates.length - 1) {
         log.warn("instance answered a read with an error; trying another", { instance: instance.name, status: result.status });
         if ("stream" in result) await result.stream?.cancel().catch(() => undefined);
@@ -355,6 +365,12 @@ export class ChromaApi {
       },
       body,
       headers: (instance): Record<string, string> => (wal.isDiverged(instance.name, record.id) ? { [DIVERGED_HEADER]: "true" } : {}),
+      // The instance held the collection (chroma-lb has its UUID there, and it is current for
+      // it): answering its 404 would tell the client an existing collection is gone.
+      lost: async (instance) => {
+        this.deps.log.warn("an instance answered a read 404 for a collection it held; its copy is marked for repair", { instance: instance.name, collection: record.name });
+        await wal.markUnderRepair(instance.name, record.id, `answered 404 for collection ${record.id}, which it held`).catch(() => {});
+      },
     });
   }
 

@@ -69,6 +69,9 @@ export type CopyClaim = (
 
 export class ResyncError extends Error {}
 
+/** Snapshots tried when the source may not be sent to for a while (see `snapshot`). */
+const snapshotAttemptsMax = 3;
+
 /** The collection was dropped (through another node, before this one learned of it): nothing to rebuild. */
 class CollectionDropped extends ResyncError {}
 
@@ -317,11 +320,24 @@ export class Resyncer {
    * wait: the copy's position. Ids alone (no values) are held in memory.
    */
   private async snapshot(source: Instance, record: CollectionRecord): Promise<{ position: number; ids: string[] }> {
+    // Several nodes: nothing may be sent to the source for a while when a node that was
+    // applying to it went (its requests may still land). The snapshot is taken again once
+    // that time has passed (waiting without holding the writes), rather than failing the
+    // resync and leaving the copy without a repair until the next pass.
+    for (let attempt = 1; ; attempt++) {
+      const taken = await this.snapshotOnce(source, record, attempt < snapshotAttemptsMax);
+      if ("position" in taken) return taken;
+      await Bun.sleep(Math.max(0, taken.retryAtMs - Date.now()) + 50);
+    }
+  }
+
+  private async snapshotOnce(source: Instance, record: CollectionRecord, mayWait: boolean): Promise<{ position: number; ids: string[] } | { retryAtMs: number }> {
     const { writes, replayer, wal, config } = this.deps;
     // Every node's writes of the collection wait: an entry logged before the position and
     // not yet on the source would otherwise be in neither the copy nor what is replayed after it.
     return writes.holdWrites(record.id, async () => {
       const drained = await replayer.drain(source, record.id, { urgent: true, deadlineMs: Date.now() + config.requestTimeoutMs });
+      if (!drained.ok && drained.retryAtMs !== undefined && mayWait) return { retryAtMs: drained.retryAtMs };
       if (!drained.ok || !(await wal.caughtUpNow(source.name, record.id))) {
         throw new ResyncError(`source ${source.name} could not catch up: ${drained.ok ? "entries still owed" : drained.reason}`);
       }

@@ -20,7 +20,8 @@ import { takeBatch, type BatchLimits } from "./batch";
 import { applyBisecting, blockerOf, nextStep, nothingAhead, type PieceOutcome } from "./order";
 import type { BatchSizer } from "./sizing";
 
-export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string };
+/** A drain that stopped says why, and, when nothing may be sent before a known time (SendNotBefore), until when. */
+export type DrainResult = { ok: true; applied: number } | { ok: false; applied: number; reason: string; retryAtMs?: number };
 
 export interface DrainOptions {
   /** Stop after this seq (the write path drains up to the entry before its own). */
@@ -268,14 +269,14 @@ export class Replayer {
           ),
         )) ?? { ok: false as const, applied: 0, reason: "another chroma-lb node is applying to this instance" };
       applied += step.applied;
-      if (!step.ok) return { ok: false, applied, reason: step.reason };
+      if (!step.ok) return { ok: false, applied, reason: step.reason, retryAtMs: step.retryAtMs };
       if (!step.blockedBy) return { ok: true, applied };
       const { seq, partition: other } = step.blockedBy;
       // An earlier entry still being applied by its write target: give it a moment.
       if (seq === previousBlocker) await Bun.sleep(5);
       previousBlocker = seq;
       const result = await this.drain(instance, other, { ...options, uptoSeq: seq, entriesMax: undefined });
-      if (!result.ok) return { ok: false, applied, reason: `waiting for entry ${seq}: ${result.reason}` };
+      if (!result.ok) return { ok: false, applied, reason: `waiting for entry ${seq}: ${result.reason}`, retryAtMs: result.retryAtMs };
     }
     return { ok: false, applied, reason: "drain made no progress" };
   }
@@ -335,7 +336,7 @@ export class Replayer {
     instance: Instance,
     partition: string,
     options: DrainOptions,
-  ): Promise<{ ok: true; applied: number; blockedBy?: { seq: number; partition: string } } | { ok: false; applied: number; reason: string }> {
+  ): Promise<{ ok: true; applied: number; blockedBy?: { seq: number; partition: string } } | { ok: false; applied: number; reason: string; retryAtMs?: number }> {
     let applied = 0;
     const key = Replayer.lockKey(instance.name, partition);
     const entriesMax = options.entriesMax ?? Number.MAX_SAFE_INTEGER;
@@ -370,7 +371,7 @@ export class Replayer {
     const previous = this.backoff.get(key);
     if (retryAtMs !== undefined) {
       this.backoff.set(key, { untilMs: retryAtMs, delayMs: Math.max(0, retryAtMs - Date.now()) });
-      return { ok: false as const, applied, reason };
+      return { ok: false as const, applied, reason, retryAtMs };
     }
     const delayMs = Math.min(30_000, previous ? previous.delayMs * 2 : 100);
     this.backoff.set(key, { untilMs: Date.now() + delayMs, delayMs });

@@ -316,11 +316,12 @@ export class WritePath {
       }
       registry.reportAnswered(instance, outcome.status);
       if (outcome.kind === "applied") return entries.map((entry) => ({ kind: "applied", seq: entry.seq, instance, outcome }));
-      if (outcome.kind === "refused" && outcome.status === 404 && this.targets(first.partition).some((c) => !tried.has(c.name))) {
+      if (outcome.kind === "refused" && outcome.status === 404 && first.kind === "records" && first.collectionId) {
         // chroma-lb resolved the collection before logging the write, so an instance that
-        // does not know it has lost it (a wiped disk): another instance takes the write, and
-        // this copy is marked for repair (reads avoid it meanwhile).
-        if (first.collectionId) await wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
+        // does not know it has lost it (a wiped disk): another instance takes the write (or,
+        // when none can, it stays logged and is replayed once the copy is rebuilt), and this
+        // copy is marked for repair (reads avoid it meanwhile).
+        await wal.markUnderRepair(instance.name, first.partition, `answered 404 for collection ${first.collectionId}, which it held`);
         log.warn("write target does not hold the collection; trying the next", { instance: instance.name, reason: outcome.reason });
         continue;
       }

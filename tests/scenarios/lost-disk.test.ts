@@ -94,3 +94,51 @@ test("a delete of the collection while only the wiped primary answers is logged,
   expect((await fetch(`${lb.url}${T}/collections/lost`)).status).toBe(404);
   expect((await json(`${lb.url}/wal/status`)).rejected_entries).toBe(0);
 });
+
+test("copies lost before chroma-lb noticed, on the only instance serving: a read answers 503 and a write is logged, never the instance's 404; both reach the copies once rebuilt", async () => {
+  const servers = await startChromaServers(2);
+  await using _servers = servers;
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({
+    CHROMA_PRIMARY_URL: primary!.url,
+    CHROMA_REPLICA_URL: replica!.url,
+    HEALTH_CHECK_INTERVAL: "1",
+    HEALTH_CHECK_TIMEOUT: "0.3",
+    REQUEST_TIMEOUT: "5",
+  });
+  // One collection is read first, the other written first: each finds the lost copy itself.
+  for (const name of ["read_first", "write_first"]) {
+    expect((await post(`${lb.url}${T}/collections`, { name, configuration: {} })).status).toBe(200);
+    expect((await post(`${lb.url}${T}/collections/${name}/add`, { ids: ["a"], embeddings: [[1, 2, 3]], documents: ["a"] })).status).toBe(201);
+  }
+  await waitFor(async () => (await json(`${lb.url}/wal/status`)).pending_writes === 0, { message: "both instances hold a" });
+  // Adoption is what notices a lost copy; held here, the copies are lost unnoticed.
+  lb.services.adoption.onLost = null;
+  expect((await post(`${lb.url}/admin/instances/replica/health`, { healthy: false })).status).toBe(200);
+  await primary!.kill();
+  rmSync(primary!.dataDir, { recursive: true, force: true });
+  await primary!.restart();
+  await waitFor(async () => (await json(`${lb.url}/health`)).healthy_instances === "1/2", { message: "the primary answers again" });
+  const marked = async () => (await json(`${lb.url}/wal/status`)).diverged.map((d: { collection_name: string; instance: string; op: string }) => `${d.collection_name}/${d.instance}/${d.op}`).sort();
+
+  // Each was answered with the primary's 404 before, as if the collection had been dropped.
+  const write = await post(`${lb.url}${T}/collections/write_first/add`, { ids: ["b"], embeddings: [[4, 5, 6]], documents: ["b"] });
+  expect({ status: write.status, accepted: write.headers.get("x-chroma-lb-accepted") }).toEqual({ status: 202, accepted: "logged" });
+  expect(await marked()).toEqual(["write_first/primary/repair"]);
+  const read = await postRaw(`${lb.url}${T}/collections/read_first/get`, "{}");
+  expect(read.status).toBe(503);
+  expect(await marked()).toEqual(["read_first/primary/repair", "write_first/primary/repair"]);
+
+  expect((await post(`${lb.url}/admin/instances/replica/health`, { healthy: true, clear: true })).status).toBe(200);
+  await settled(lb.url);
+  const { mappings } = await json(`${lb.url}/collection/mappings`);
+  for (const name of ["read_first", "write_first"]) {
+    const uuids = mappings.find((m: { collection_name: string }) => m.collection_name === name).instances;
+    const copies = [];
+    for (const [instance, server] of [["primary", primary!], ["replica", replica!]] as const) {
+      copies.push(canonicalGet((await postRaw(`${server.url}${T}/collections/${uuids[instance]}/get`, JSON.stringify({ include: ["documents"] }))).text));
+    }
+    expect(copies[0]).toBe(copies[1]!);
+    expect(copies[0]).toContain(name === "write_first" ? '"b"' : '"a"');
+  }
+});
