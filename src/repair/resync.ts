@@ -203,10 +203,12 @@ export class Resyncer {
   sourceFor(target: Instance, record: CollectionRecord): Instance | null {
     const { registry, wal } = this.deps;
     const candidates = registry.all.filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name)).sort((a, b) => a.priority - b.priority);
-    // Two copies in doubt (a node that went was applying to both): each is as good as the
-    // other, and waiting for a whole one would wait for good; the other is taken.
-    const inDoubt = (i: Instance) => wal.isInDoubt(i.name, record.id);
-    return candidates.find((i) => !wal.isDiverged(i.name, record.id)) ?? (inDoubt(target) ? (candidates.find(inDoubt) ?? null) : null);
+    const whole = candidates.find((i) => !wal.isDiverged(i.name, record.id));
+    if (whole || !wal.isInDoubt(target.name, record.id)) return whole ?? null;
+    // Every copy in doubt (a node that went was applying to each): waiting for a whole one
+    // would wait for good. The preferred write target's copy is the others' source, never the
+    // other way round: two resyncs crossing left each copy with the other's records.
+    return candidates.find((i) => wal.isInDoubt(i.name, record.id) && i.priority < target.priority) ?? null;
   }
 
   /**
