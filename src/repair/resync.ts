@@ -204,11 +204,14 @@ export class Resyncer {
     const { registry, wal } = this.deps;
     const candidates = registry.all.filter((i) => i !== target && i.serving && record.instanceUuids.has(i.name)).sort((a, b) => a.priority - b.priority);
     const whole = candidates.find((i) => !wal.isDiverged(i.name, record.id));
-    if (whole || !wal.isInDoubt(target.name, record.id)) return whole ?? null;
-    // Every copy in doubt (a node that went was applying to each): waiting for a whole one
-    // would wait for good. The preferred write target's copy is the others' source, never the
-    // other way round: two resyncs crossing left each copy with the other's records.
-    return candidates.find((i) => wal.isInDoubt(i.name, record.id) && i.priority < target.priority) ?? null;
+    if (whole) return whole;
+    // No whole copy: one in doubt (a node that went was applying to it; most likely whole) is
+    // better than waiting for good. Between copies in doubt, the preferred write target's is
+    // the others' source, never the other way round: two resyncs crossing left each copy with
+    // the other's records.
+    const inDoubt = candidates.filter((i) => wal.isInDoubt(i.name, record.id));
+    if (wal.isInDoubt(target.name, record.id)) return inDoubt.find((i) => i.priority < target.priority) ?? null;
+    return inDoubt[0] ?? null;
   }
 
   /**

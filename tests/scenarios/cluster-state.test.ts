@@ -356,32 +356,35 @@ test("a read with a position, through a node cut from Postgres whose log view ha
   expect(again.ids).toEqual(["x"]);
 });
 
-test("copies that are all in doubt are repaired in one direction: the preferred write target's copy is the others' source", async () => {
-  await using cluster = await twoNodes();
-  const { a, databaseUrl } = cluster;
-  const name = `doubted_${crypto.randomUUID().slice(0, 8)}`;
-  const { id } = (await (await post(`${a.url}${T}/collections`, { name, configuration: {} })).json()) as { id: string };
-  expect((await post(`${a.url}${T}/collections/${id}/add`, { ids: ["x"], embeddings: [[1, 2]], documents: ["through chroma-lb"] })).status).toBe(201);
-  await waitFor(async () => (await json<{ pending_writes: number }>(`${a.url}/wal/status`)).pending_writes === 0, { message: "both copies hold x" });
-  const uuidOn = async (server: { url: string }) => ((await json<{ id: string }>(`${server.url}${T}/collections/${name}`)) as { id: string }).id;
-  // The replica's copy gets another value behind chroma-lb's back; then both copies are in doubt.
-  const replicaUuid = await uuidOn(servers[1]!);
-  expect((await post(`${servers[1]!.url}${T}/collections/${replicaUuid}/upsert`, { ids: ["x"], embeddings: [[1, 2]], documents: ["replica only"] })).status).toBe(200);
-  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-  try {
-    for (const instance of ["primary", "replica"]) {
-      await sql`insert into chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
-                values (${instance}, ${id}, 0, 'doubt', 'test', 0, ${Date.now()})`;
+for (const replicaMark of ["doubt", "repair"]) {
+  test(`no whole copy, the primary's in doubt and the replica's marked ${replicaMark === "doubt" ? "in doubt too" : "for repair"}: the copies are repaired in one direction, from the primary's`, async () => {
+    await using cluster = await twoNodes();
+    const { a, databaseUrl } = cluster;
+    const name = `doubted_${crypto.randomUUID().slice(0, 8)}`;
+    const { id } = (await (await post(`${a.url}${T}/collections`, { name, configuration: {} })).json()) as { id: string };
+    expect((await post(`${a.url}${T}/collections/${id}/add`, { ids: ["x"], embeddings: [[1, 2]], documents: ["through chroma-lb"] })).status).toBe(201);
+    await waitFor(async () => (await json<{ pending_writes: number }>(`${a.url}/wal/status`)).pending_writes === 0, { message: "both copies hold x" });
+    const uuidOn = async (server: { url: string }) => (await json<{ id: string }>(`${server.url}${T}/collections/${name}`)).id;
+    // The replica's copy gets another value behind chroma-lb's back; then no copy is whole.
+    const replicaUuid = await uuidOn(servers[1]!);
+    expect((await post(`${servers[1]!.url}${T}/collections/${replicaUuid}/upsert`, { ids: ["x"], embeddings: [[1, 2]], documents: ["replica only"] })).status).toBe(200);
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      for (const [instance, op] of [["primary", "doubt"], ["replica", replicaMark]] as Array<[string, string]>) {
+        await sql`insert into chroma_lb_wal_diverged (instance, partition, seq, op, error, refused_entries, at_ms)
+                  values (${instance}, ${id}, 0, ${op}, 'test', 0, ${Date.now()})`;
+      }
+      // Before, neither was repaired (no whole source); with two copies in doubt, each was rebuilt from the other.
+      await waitFor(async () => (await sql`select 1 from chroma_lb_wal_diverged where partition = ${id}`).length === 0, { timeoutMs: 45_000, message: "both marks cleared by repairs" });
+    } finally {
+      await sql.end({ timeout: 1 });
     }
-    await waitFor(async () => (await sql`select 1 from chroma_lb_wal_diverged where partition = ${id}`).length === 0, { timeoutMs: 45_000, message: "both marks cleared by repairs" });
-  } finally {
-    await sql.end({ timeout: 1 });
-  }
-  for (const server of servers) {
-    const got = (await (await post(`${server.url}${T}/collections/${await uuidOn(server)}/get`, { ids: ["x"], include: ["documents"] })).json()) as { documents: string[] };
-    expect(got.documents).toEqual(["through chroma-lb"]);
-  }
-});
+    for (const server of servers) {
+      const got = (await (await post(`${server.url}${T}/collections/${await uuidOn(server)}/get`, { ids: ["x"], include: ["documents"] })).json()) as { documents: string[] };
+      expect(got.documents).toEqual(["through chroma-lb"]);
+    }
+  });
+}
 
 test("a mapping whose create was never logged is removed by any node; one whose create is logged but not yet applied stays", async () => {
   await using cluster = await twoNodes();
