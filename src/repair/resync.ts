@@ -108,7 +108,8 @@ export class Resyncer {
    * One repair pass (AUTO_REPAIR; the repair schedule calls it): every copy still marked
    * diverged or under repair, whose resync is not running, is resynced once its instance
    * answers and a source exists. A resync that failed is tried again after a delay that
-   * doubles up to five minutes. A mark on a collection that no longer exists is cleared.
+   * doubles up to a minute (most failures pass: Postgres or an instance back, a gone node's
+   * requests timed out). A mark on a collection that no longer exists is cleared.
    */
   async repairOnce(): Promise<ResyncProgress[]> {
     const { wal, registry, collections } = this.deps;
@@ -129,7 +130,7 @@ export class Resyncer {
           if (progress.state === "done") this.retries.delete(key);
           // `elsewhere`: the node that runs it clears the mark when it is done.
           else if (progress.state !== "elsewhere") {
-            const delayMs = Math.min(300_000, (retry?.delayMs ?? 2_500) * 2);
+            const delayMs = Math.min(60_000, (retry?.delayMs ?? 2_500) * 2);
             this.retries.set(key, { atMs: Date.now() + delayMs, delayMs });
           }
           return progress;
