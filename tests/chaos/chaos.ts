@@ -83,9 +83,12 @@ async function drainState(lbUrl: string): Promise<DrainState> {
     `pending_writes ${wal.pending_writes}, resync active ${JSON.stringify(status.resync.active.map((r: any) => `${r.instance}/${r.collection_name ?? r.collection}:${r.state}`))}, ` +
     `instances [${states.join(", ")}], failed entries ${wal.failed?.length ?? 0}${wal.failed?.length ? ` (first: ${JSON.stringify(wal.failed[0]).slice(0, 300)})` : ""}, ` +
     `diverged ${JSON.stringify(wal.diverged).slice(0, 300)}, incomplete mappings ${JSON.stringify(incomplete)}`;
+  // Marked copies are rebuilt by the repair pass (AUTO_REPAIR, retried at least once a
+  // minute): converged means repaired too, and a mark still there at the end is a violation.
   const drained =
     wal.pending_writes === 0 &&
     status.resync.active.length === 0 &&
+    (wal.diverged as unknown[]).length === 0 &&
     (status.instances as Array<{ state: string }>).every((i) => i.state === "healthy") &&
     incomplete.length === 0;
   return { drained, summary };
