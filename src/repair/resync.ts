@@ -22,6 +22,7 @@ import { databasePath } from "../chroma/paths";
 import type { Instance } from "../instances/registry";
 import type { Services } from "../services";
 import { splitObject } from "../replay/raw-json";
+import { KeyedMutex } from "../util/mutex";
 import { addBodyFor, readRecordPage } from "./records";
 import type { ConsistencyChecker, CollectionVerdict } from "./consistency";
 
@@ -232,7 +233,19 @@ export class Resyncer {
     return source;
   }
 
-  private async run(target: Instance, record: CollectionRecord, progress: ResyncProgress): Promise<ResyncProgress> {
+  /**
+   * The copies of one collection are rebuilt one at a time on a node: two resyncs in
+   * opposite directions (each copy lost or in doubt, each the other's source) each held its
+   * own target while it waited to bring its source up to date, which the other held: both
+   * waited for good (chaos, NODES=3, seed 4). Across nodes such waits end at lock_timeout.
+   */
+  private readonly collectionTurns = new KeyedMutex();
+
+  private run(target: Instance, record: CollectionRecord, progress: ResyncProgress): Promise<ResyncProgress> {
+    return this.collectionTurns.run(record.id, () => this.runInTurn(target, record, progress));
+  }
+
+  private async runInTurn(target: Instance, record: CollectionRecord, progress: ResyncProgress): Promise<ResyncProgress> {
     const { wal, log, replayer } = this.deps;
     // Chosen again: under a cluster claim, time may have passed since the progress was made.
     const source = this.sourceFor(target, record) ?? (await this.lastResortSourceFor(target, record));

@@ -240,3 +240,22 @@ test("a lost copy is rebuilt from the other copy even when that one is marked, r
   const got = (await (await post(`${primary!.url}${base}/collections/${rebuilt}/get`, {})).json()) as { ids: string[] };
   expect(got.ids.sort()).toEqual(["a", "b"]);
 });
+
+test("two resyncs of one collection in opposite directions, asked at once, take turns and both succeed", async () => {
+  await using servers = await startChromaServers(2);
+  const [primary, replica] = servers;
+  await using lb = await startLbInProcess({ CHROMA_PRIMARY_URL: primary!.url, CHROMA_REPLICA_URL: replica!.url, AUTO_REPAIR: "false" });
+  const created = await post(`${lb.url}/api/v2/tenants/default_tenant/databases/default_database/collections`, { name: "both_ways" });
+  const { id } = (await created.json()) as { id: string };
+  expect((await post(`${lb.url}/api/v2/tenants/default_tenant/databases/default_database/collections/${id}/add`, { ids: ["a", "b"], embeddings: [[1, 2], [3, 4]] })).status).toBe(201);
+  const record = await waitFor(() => {
+    const known = lb.services.collections.get(id);
+    return known?.instanceUuids.size === 2 && lb.services.wal.pendingCount("replica") === 0 ? known : null;
+  });
+  const { registry, resyncer } = lb.services;
+  const both = Promise.all([resyncer.resync(registry.get("primary")!, record), resyncer.resync(registry.get("replica")!, record)]);
+  const outcome = await Promise.race([both, Bun.sleep(20_000).then(() => "still waiting" as const)]);
+  expect(outcome).not.toBe("still waiting");
+  expect((outcome as Awaited<typeof both>).map((p) => p.state)).toEqual(["done", "done"]);
+  expect(lb.services.wal.divergences()).toEqual([]);
+});
