@@ -190,6 +190,22 @@ async function lbView(lbUrl: string, name: InstanceName): Promise<"down" | "catc
   }
 }
 
+/** Waits, up to the recovery bound, until no copy on the instance a wipe spares is marked (lost, under repair, diverged, in doubt). */
+async function otherCopiesWhole(fault: PlannedFault, ctx: LaneContext): Promise<boolean> {
+  const other = victimOf(fault.kind) === "primary" ? "replica" : "primary";
+  const deadline = performance.now() + ctx.recoveryTimeoutMs;
+  for (;;) {
+    try {
+      const wal = (await (await fetch(`${ctx.cluster.anyLbUrl()}/wal/status`, { signal: AbortSignal.timeout(2_000) })).json()) as { diverged: Array<{ instance: string }> };
+      if (!wal.diverged.some((d) => d.instance === other)) return true;
+    } catch {
+      // chroma-lb may be restarting, or cut from its log store: asked again.
+    }
+    if (performance.now() >= deadline) return false;
+    await Bun.sleep(200);
+  }
+}
+
 async function inject(fault: PlannedFault, ctx: LaneContext): Promise<FaultRecord> {
   const { cluster } = ctx;
   const startMs = ctx.now();
@@ -275,6 +291,12 @@ export async function runLane(faults: PlannedFault[], ctx: LaneContext): Promise
     if (waitMs > 0) await Bun.sleep(waitMs);
     if (ctx.lastStartMs !== null && ctx.now() + fault.downMs > ctx.lastStartMs) {
       ctx.log(`+${ctx.now()} ms ${fault.kind}: not started (too close to the end)`);
+      continue;
+    }
+    if (fault.kind.startsWith("wipe") && !(await otherCopiesWhole(fault, ctx))) {
+      // Two lost disks lose what only they held, whatever the balancer does: a wipe waits
+      // while the other instance's copies are still being rebuilt, or is not started.
+      ctx.log(`+${ctx.now()} ms ${fault.kind}: not started (the other instance's copies were still being rebuilt after ${ctx.recoveryTimeoutMs} ms)`);
       continue;
     }
     const record = await inject(fault, ctx);
