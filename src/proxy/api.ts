@@ -241,7 +241,8 @@ export class ChromaApi {
    */
   async catalogRead(
     request: Request,
-    pathFor: (instance: Instance) => string,
+    /** Null skips the instance (a known collection whose copy there is not made yet: it would answer 404). */
+    pathFor: (instance: Instance) => string | null,
     rewrite: "collection" | "collections" | null,
     body: Uint8Array | null = null,
   ): Promise<Response> {
@@ -395,7 +396,7 @@ export class ChromaApi {
     await this.mappingsUpTo(request);
     const record = this.deps.collections.resolve(tenant, database, ref) ?? (await this.resolve(tenant, database, ref).catch(() => undefined));
     const name = record?.name ?? ref;
-    return this.catalogRead(request, () => `${base(tenant, database)}/collections/${encodeURIComponent(name)}`, "collection");
+    return this.catalogRead(request, (instance) => (record && !record.instanceUuids.has(instance.name) ? null : `${base(tenant, database)}/collections/${encodeURIComponent(name)}`), "collection");
   }
 
   /**
@@ -426,7 +427,7 @@ export class ChromaApi {
   async getCollectionById(request: Request, tenant: string, database: string, id: string): Promise<Response> {
     await this.mappingsUpTo(request);
     const record = await this.resolve(tenant, database, id);
-    return this.catalogRead(request, () => `${base(tenant, database)}/collections/${encodeURIComponent(record.name)}`, "collection");
+    return this.catalogRead(request, (instance) => (record.instanceUuids.has(instance.name) ? `${base(tenant, database)}/collections/${encodeURIComponent(record.name)}` : null), "collection");
   }
 
   // ---------------------------------------------------------------- writes

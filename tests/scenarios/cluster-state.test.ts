@@ -170,6 +170,28 @@ test("a collection created through one node is served by the other; a mapping re
   expect(await within(removedAt, async () => !(await mappedOnB.call(null)) && !(await json<{ mappings: Array<{ collection_name: string }> }>(`${a.url}/collection/mappings`)).mappings.some((m) => m.collection_name === docs.name), "a forgets the mapping")).toBeLessThan(clusterWideMsMax);
 });
 
+test("a collection read through a node whose log view lags skips an instance that has not made its copy yet, rather than answering its 404", async () => {
+  await using cluster = await twoNodes({ READ_REPLICA_RATIO: "1" });
+  const { a, b } = cluster;
+  // Nothing reaches the replica for now, and b's view of the log stays as it is: b takes the
+  // replica for caught up, and sends reads there first.
+  await a.services.replayer.pause();
+  await b.services.replayer.pause();
+  b.services.wal.refreshView = async () => {};
+  const name = `unmade_${crypto.randomUUID().slice(0, 8)}`;
+  const created = await post(`${a.url}${T}/collections`, { name, configuration: {} });
+  expect(created.status).toBe(200);
+  const { id } = (await created.json()) as { id: string };
+  await waitFor(async () => (await b.services.cluster!.mappingsCurrent()) && b.services.collections.get(id)?.instanceUuids.has("primary"), { message: "b maps the primary's copy" });
+  expect(b.services.collections.get(id)!.instanceUuids.has("replica")).toBe(false);
+  for (const path of [name, `by-id/${id}`]) {
+    const read = await fetch(`${b.url}${T}/collections/${path}`);
+    expect({ path, status: read.status, instance: read.headers.get("x-chroma-lb-instance") }).toEqual({ path, status: 200, instance: "primary" });
+  }
+  a.services.replayer.resume();
+  b.services.replayer.resume();
+});
+
 test("a record write through a node that has not yet learned of a drop made through another is answered 404, and nothing is logged", async () => {
   await using cluster = await twoNodes();
   const { a, b, databaseUrl } = cluster;
