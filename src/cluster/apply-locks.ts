@@ -35,6 +35,7 @@ import type postgres from "postgres";
 import { LbError, OutcomeUnknownError, SendNotBefore, storageRetryAfterSeconds } from "../errors";
 import type { TxScope } from "../wal/postgres/tx-scope";
 import type { Divergence } from "../wal/types";
+import { bounded, StatementTimeout } from "./bounded";
 import { fenceInTx, type Lease, type LeaseKey } from "./leases";
 import { clusterTables } from "./schema";
 import { hintPayload, wakeupChannel } from "./wakeups";
@@ -49,10 +50,19 @@ export interface ApplyLocksOptions {
   requestTimeoutMs: number;
   /** Added to requestTimeoutMs for the transaction's idle bound (default 5 000 ms). */
   marginMs?: number;
+  /** Added to requestTimeoutMs before a lock not taken is reported stuck (default 10 000 ms). */
+  acquireMarginMs?: number;
   /** Leases this node holds now (lease-driven replay is fenced with them). */
   leaseOf: (key: LeaseKey) => Lease | null;
   /** A copy was marked in doubt (see `settleVanished`): called once the mark has committed. */
   onDoubt?: (mark: Divergence) => void;
+  /**
+   * A client stopped answering: a lock not taken within its bound, or a send row not written
+   * within it. postgres.js can leave a query waiting for good on a connection closed during
+   * start-up (porsager/postgres#1193, #1214); the caller replaces that client (renewable.ts),
+   * which fails what waited on it.
+   */
+  onStuck?: (client: "locks" | "send rows", what: string) => void;
 }
 
 /** The mark of a copy a vanished holder may have applied entries to that it never recorded. */
@@ -65,6 +75,10 @@ const lockTimeoutCode = "55P03";
 const sendMarginMs = 2_000;
 /** How long a send row covers beyond that: requests sent within it need no new row. */
 const sendCoverMs = 1_000;
+/** Added to lock_timeout before a lock not taken is taken for a client that stopped answering (a connect, and slack). */
+const acquireMarginMs = 10_000;
+/** A send row not written within this is taken for a client that stopped answering; nothing is sent then. */
+const sendRowBoundMs = 5_000;
 
 /** The key of an apply lock, as locked and as written in `chroma_lb_apply_sends`. */
 export function applyLockKey(instance: string, partition: string): string {
@@ -139,6 +153,24 @@ export class ApplyLocks {
     this.idleMs = options.requestTimeoutMs + (options.marginMs ?? 5_000);
   }
 
+  /**
+   * Runs a lock transaction whose lock must be taken within lock_timeout (REQUEST_TIMEOUT)
+   * plus a connect and a margin: past that, the client is reported stuck (`onStuck`). `fn`
+   * calls `taken()` once its lock statement answered.
+   */
+  private begin<T>(what: string, fn: (tx: postgres.TransactionSql, taken: () => void) => Promise<T>): Promise<T> {
+    let taken = false;
+    const watchdog = setTimeout(() => {
+      if (!taken) this.options.onStuck?.("locks", `${what}: no lock within ${this.acquireBoundMs} ms`);
+    }, this.acquireBoundMs);
+    return (this.sql.begin((tx) => fn(tx, () => (taken = true))) as Promise<T>).finally(() => clearTimeout(watchdog));
+  }
+
+  /** How long taking a lock may take before its client is reported stuck. */
+  private get acquireBoundMs(): number {
+    return this.options.requestTimeoutMs + (this.options.acquireMarginMs ?? acquireMarginMs);
+  }
+
   /** Remembers the holding transaction's id (read in its first statement), for its send rows. */
   private holdingTx(tx: object, xid: string) {
     if (!this.sends.has(tx)) this.sends.set(tx, { xid, coveredUntilMs: new Map() });
@@ -162,7 +194,7 @@ export class ApplyLocks {
     let started = false;
     const onCommit: Array<() => void> = [];
     try {
-      await this.sql.begin(async (tx) => {
+      await this.begin(`write lock of ${partition}`, async (tx, taken) => {
         // One round trip: the bounds, the lock, and the hint (Postgres sends it at commit).
         const [first] = await tx<Array<{ xid: string }>>`select set_config('idle_in_transaction_session_timeout', ${String(this.idleMs)}, true),
                         set_config('lock_timeout', ${String(this.options.requestTimeoutMs)}, true),
@@ -170,6 +202,7 @@ export class ApplyLocks {
                         pg_notify(${wakeupChannel}, ${hintPayload(this.options.nodeId, { kind: "entry", collection: partition })}),
                         pg_current_xact_id()::text as xid`;
         this.holdingTx(tx, first!.xid);
+        taken();
         started = true;
         this.stats.writeLocks += 1;
         await this.scope.run(tx, async () => {
@@ -205,9 +238,10 @@ export class ApplyLocks {
     let recovered = 0;
     const onCommit: Array<() => void> = [];
     await this.scope.detach(() =>
-      this.sql.begin(async (tx) => {
+      this.begin(`write lock of ${partition} for recovery`, async (tx, taken) => {
         await this.bound(tx);
         const [row] = await tx<Array<{ got: boolean }>>`select pg_try_advisory_xact_lock(${writeLockSpace}, hashtext(${partition})) as got`;
+        taken();
         if (!row?.got) return;
         recovered = (await this.scope.run(tx, recover, onCommit)).length;
       }),
@@ -244,9 +278,10 @@ export class ApplyLocks {
     let result: T | null = null;
     const onCommit: Array<() => void> = [];
     await this.scope.detach(() =>
-      this.sql.begin(async (tx) => {
+      this.begin(`apply lock of ${key}`, async (tx, taken) => {
         await this.bound(tx);
         const [row] = await tx<Array<{ got: boolean; xid: string }>>`select pg_try_advisory_xact_lock(${applyLockSpace}, hashtext(${key})) as got, pg_current_xact_id()::text as xid`;
+        taken();
         if (!row?.got) {
           this.stats.applyLocksBusy += 1;
           return;
@@ -275,9 +310,10 @@ export class ApplyLocks {
     let result: { value: T } | null = null;
     const onCommit: Array<() => void> = [];
     await this.scope.detach(() =>
-      this.sql.begin(async (tx) => {
+      this.begin(`apply lock of ${key} for a resync`, async (tx, taken) => {
         await this.bound(tx);
         const [row] = await tx<Array<{ xid: string }>>`select pg_advisory_xact_lock(${applyLockSpace}, hashtext(${key})), pg_current_xact_id()::text as xid`;
+        taken();
         this.holdingTx(tx, row!.xid);
         this.stats.applyLocks += 1;
         // The copy's requests are many and not each checked: one send row, renewed with the
@@ -346,12 +382,21 @@ export class ApplyLocks {
     }
     const coverMs = sendCoverMs + aheadMs;
     const startedMs = Date.now();
-    await this.scope.detach(
-      () => this.rowsSql`
-        insert into ${this.rowsSql(clusterTables.applySends)} (lock_key, xid, node_id, until)
-        values (${key}, ${sends.xid}, ${this.options.nodeId}, clock_timestamp() + make_interval(secs => ${(this.options.requestTimeoutMs + sendMarginMs + coverMs) / 1000}))
-        on conflict (lock_key, xid) do update set until = excluded.until`,
-    );
+    try {
+      await this.scope.detach(() =>
+        bounded(
+          "send row",
+          this.rowsSql`
+            insert into ${this.rowsSql(clusterTables.applySends)} (lock_key, xid, node_id, until)
+            values (${key}, ${sends.xid}, ${this.options.nodeId}, clock_timestamp() + make_interval(secs => ${(this.options.requestTimeoutMs + sendMarginMs + coverMs) / 1000}))
+            on conflict (lock_key, xid) do update set until = excluded.until`,
+          sendRowBoundMs,
+        ),
+      );
+    } catch (error) {
+      if (error instanceof StatementTimeout) this.options.onStuck?.("send rows", error.message);
+      throw error;
+    }
     this.stats.sendRows += 1;
     // Postgres's clock ran from at least `startedMs` when it wrote the row.
     sends.coveredUntilMs.set(key, startedMs + coverMs);

@@ -25,6 +25,7 @@ import type { WritePath } from "../writes/pipeline";
 import { ApplyLocks, WriteLockUnavailable } from "./apply-locks";
 import type { ClusterJob } from "./index";
 import { LeaseManager, type LeaseKey } from "./leases";
+import { renewableClient, type RenewableClient } from "./renewable";
 import type { ClusterNode } from "./node";
 
 export interface ReplicationDeps {
@@ -59,9 +60,9 @@ const neverCreatedMarginMs = 10_000;
 export class ReplicationCluster {
   readonly leases: LeaseManager;
   readonly locks: ApplyLocks;
-  private readonly lockClient: postgres.Sql;
+  private readonly lockClient: RenewableClient;
   private readonly leaseClient: postgres.Sql;
-  private readonly sendRowClient: postgres.Sql;
+  private readonly sendRowClient: RenewableClient;
   private refreshing: Promise<void> | null = null;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private lastRefreshMs = 0;
@@ -69,11 +70,12 @@ export class ReplicationCluster {
   /** When each (instance, collection) was last tried on demand (replayable). */
   private readonly triedAtMs = new Map<string, number>();
   /** Replay passes this node ran under a lease (tests and /metrics read them). */
-  readonly stats = { viewRefreshes: 0, hints: 0, leasesAcquired: 0, leasesReleased: 0 };
+  readonly stats = { viewRefreshes: 0, hints: 0, leasesAcquired: 0, leasesReleased: 0, clientsRenewed: 0 };
 
   constructor(private readonly deps: ReplicationDeps) {
     const { config, node } = deps;
-    this.lockClient = postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true });
+    // Both replaceable: a client left waiting for good by the driver is thrown away (onStuck).
+    this.lockClient = renewableClient(() => postgresClient(config.databaseUrl!, { max: lockConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true }));
     // Leases on a client of their own: a renewal never queues behind the node's other
     // statements (switches, mappings, claims), nor behind a lock holder.
     this.leaseClient = postgresClient(config.databaseUrl!, { max: leaseConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true });
@@ -85,9 +87,11 @@ export class ReplicationCluster {
     });
     // Send rows are only read by the next holder of a lock: they need to be seen, not to
     // survive a crash of Postgres (which frees every lock and takes a while to come back).
-    this.sendRowClient = postgresClient(config.databaseUrl!, { max: sendRowConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true, synchronousCommit: "off" });
+    this.sendRowClient = renewableClient(() =>
+      postgresClient(config.databaseUrl!, { max: sendRowConnectionsMax, connectTimeoutSeconds: 2, fastReconnect: true, synchronousCommit: "off" }),
+    );
     this.locks = new ApplyLocks(
-      this.lockClient,
+      this.lockClient.sql,
       deps.scope,
       {
         nodeId: config.nodeId,
@@ -97,8 +101,14 @@ export class ReplicationCluster {
           deps.wal.view.marked(mark);
           deps.log.warn("a copy is marked in doubt; the repair pass rebuilds it", { instance: mark.instance, partition: mark.partition, reason: mark.error });
         },
+        onStuck: (client, what) => {
+          // What waited on the old client fails (and is retried); later statements use a new one.
+          this.stats.clientsRenewed += 1;
+          deps.log.warn("a Postgres client stopped answering; it is replaced", { client, what });
+          (client === "locks" ? this.lockClient : this.sendRowClient).renew();
+        },
       },
-      this.sendRowClient,
+      this.sendRowClient.sql,
     );
   }
 
@@ -283,6 +293,6 @@ export class ReplicationCluster {
     this.stopped = true;
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     await this.leases.releaseAll().catch(() => {});
-    await Promise.all([this.lockClient, this.leaseClient, this.sendRowClient].map((client) => client.end({ timeout: 2 }))).catch(() => {});
+    await Promise.all([this.lockClient.sql, this.leaseClient, this.sendRowClient.sql].map((client) => client.end({ timeout: 2 }))).catch(() => {});
   }
 }

@@ -152,3 +152,51 @@ test("a holder that committed leaves nothing to wait for: the next holder sends 
   expect(await b.sweepSends()).toBe(3);
   expect(await rows()).toBe(0);
 }, 30_000);
+
+test("a lock statement that never answers (a connection the driver left waiting) reports its client stuck, so that it is replaced", async () => {
+  const url = await pg.freshDatabase("stuck_client");
+  await migratePostgres(url);
+  // Forwards both ways until `swallow`; then what the client sends goes nowhere, and its
+  // statements wait for good, as on a connection postgres.js left waiting after a close
+  // during start-up (porsager/postgres#1193, #1214).
+  let swallow = false;
+  const upstreams: Array<{ end(): void }> = [];
+  const proxy = Bun.listen<{ upstream: { write(b: Uint8Array): number; end(): void } | null; early: Uint8Array[] }>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      async open(client) {
+        client.data = { upstream: null, early: [] };
+        const upstream = await Bun.connect({ hostname: "127.0.0.1", port: pg.port, socket: { data: (_s, chunk) => void client.write(chunk), close: () => void client.end() } });
+        upstreams.push(upstream);
+        client.data.upstream = upstream;
+        for (const chunk of client.data.early) upstream.write(chunk);
+      },
+      data(client, chunk) {
+        if (swallow) return;
+        if (client.data.upstream) client.data.upstream.write(chunk);
+        else client.data.early.push(chunk.slice());
+      },
+      close: (client) => void client.data.upstream?.end(),
+    },
+  });
+  const proxied = new URL(url);
+  proxied.port = String(proxy.port);
+  const stuck: string[] = [];
+  const sql = postgresClient(proxied.toString(), { max: 1, connectTimeoutSeconds: 2 });
+  const locks = new ApplyLocks(sql, new TxScope(), { nodeId: "a", requestTimeoutMs: 500, acquireMarginMs: 1_000, leaseOf: () => null, onStuck: (client, what) => stuck.push(`${client}: ${what}`) }, client(url, 1));
+  try {
+    expect(await locks.applying("primary", "c", async () => "applied", false)).toBe("applied");
+    expect(stuck).toEqual([]);
+    swallow = true;
+    const waiting = locks.applying("primary", "c", async () => "applied", false).catch((error: Error) => error.message);
+    await waitFor(() => stuck.length > 0, { timeoutMs: 5_000, message: "the client is reported stuck" });
+    expect(stuck[0]).toContain("locks: apply lock of");
+    // What the caller does (src/cluster/replication.ts): a new client; ending the old one fails what waited.
+    await sql.end({ timeout: 0 });
+    expect(await waiting).toContain("CONNECTION");
+  } finally {
+    proxy.stop(true);
+    for (const upstream of upstreams) upstream.end();
+  }
+}, 30_000);
